@@ -1,0 +1,94 @@
+//! Raw configuration as it appears in the TOML file.
+//!
+//! These structs only describe the file's shape: every table rejects unknown keys so a typo is an
+//! error, never a silently ignored setting. Values that need checking keep their source span
+//! (`Spanned`) so that `validate.rs` can point at the exact line and column.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) listener: Spanned<RawListener>,
+    pub(crate) tls: Spanned<RawTls>,
+    pub(crate) admin: Option<RawAdmin>,
+    /// Access control. Required: ztgate refuses to start without an explicit policy.
+    pub(crate) policy: Option<Spanned<RawPolicy>>,
+    #[serde(default, rename = "upstream")]
+    pub(crate) upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default, rename = "route")]
+    pub(crate) routes: Vec<Spanned<RawRoute>>,
+    pub(crate) shutdown: Option<RawShutdown>,
+    pub(crate) log: Option<RawLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub(crate) address: Spanned<String>,
+    pub(crate) handshake_timeout: Option<Spanned<String>>,
+    pub(crate) header_read_timeout: Option<Spanned<String>>,
+    pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert: Spanned<String>,
+    pub(crate) key: Spanned<String>,
+    pub(crate) client_ca: Spanned<String>,
+    #[serde(default)]
+    pub(crate) crls: Vec<Spanned<String>>,
+    pub(crate) crl_scope: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub(crate) file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) name: Spanned<String>,
+    pub(crate) url: Spanned<String>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) response_timeout: Option<Spanned<String>>,
+    pub(crate) protocol: Option<Spanned<String>>,
+    /// CA bundle that verifies an `https://` upstream.
+    pub(crate) ca: Option<Spanned<String>>,
+    /// ztgate's own client certificate, presented to an `https://` upstream that asks for one.
+    pub(crate) client_cert: Option<Spanned<String>>,
+    pub(crate) client_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) name: Spanned<String>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) path_prefix: Option<Spanned<String>>,
+    pub(crate) upstream: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShutdown {
+    pub(crate) drain_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) level: Option<Spanned<String>>,
+}

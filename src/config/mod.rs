@@ -1,0 +1,146 @@
+//! Typed configuration. `file.rs` holds the raw TOML shape; `validate.rs` turns it into [`Config`],
+//! checking every value at start-up so that nothing on the data path has to.
+//!
+//! Relative paths in the file are resolved against the process's working directory (as Envoy
+//! does), so the shipped example works when ztgate is started from the repository root.
+
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+
+use crate::diag::Diagnostics;
+
+/// Everything ztgate needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from, for messages.
+    pub source: PathBuf,
+    pub listener: ListenerConfig,
+    pub tls: TlsConfig,
+    pub admin: Option<AdminConfig>,
+    pub policy: PolicyConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// How long in-flight requests may run after SIGTERM before connections are cut.
+    pub drain_timeout: Duration,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    /// A TLS handshake that takes longer is abandoned (slow or idle clients hold no slot forever).
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive a complete HTTP/1 request head (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no activity is probed with PING and closed after this long.
+    pub idle_timeout: Duration,
+    /// Cap on concurrently open client connections; past it, new ones wait in the accept queue.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA bundle every client certificate must chain to.
+    pub client_ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+    pub crl_scope: CrlScope,
+}
+
+/// Which certificates of a client's chain must have a known revocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlScope {
+    /// Every certificate in the chain (rustls' default, the strict choice).
+    Chain,
+    /// Only the client's own certificate.
+    Leaf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Scheme and authority only (`http://host:port` or `https://host:port`).
+    pub url: Uri,
+    pub connect_timeout: Duration,
+    /// Time until the upstream's response head arrives.
+    pub response_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 (prior knowledge for `http://`, ALPN for `https://`).
+    Http2,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Exact host (`api.internal`) or a suffix wildcard (`*.internal`); `None` matches any.
+    pub host: Option<String>,
+    /// Segment-aware prefix: `/api` matches `/api` and `/api/x`, never `/apix`.
+    pub path_prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `RUST_LOG`-style filter; the `RUST_LOG` environment variable overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl Config {
+    /// Reads and validates a config file, reporting every problem with its line and column.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Validates config text; `path` is used only in messages.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        validate::validate(path, text).map_err(ConfigError::Invalid)
+    }
+}

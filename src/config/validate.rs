@@ -1,0 +1,351 @@
+//! Raw TOML structs → typed [`Config`]: every value checked, every problem reported with its
+//! position, all problems at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use toml::Spanned;
+
+use super::file::{RawConfig, RawListener, RawRoute, RawTls, RawUpstream};
+use super::{
+    AdminConfig, Config, CrlScope, ListenerConfig, LogConfig, LogFormat, PolicyConfig, RouteConfig, TlsConfig,
+    UpstreamConfig, UpstreamProtocol,
+};
+use crate::diag::{Collector, Diagnostics, parse_duration};
+
+pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+    let mut c = Collector::new(text);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            c.push_toml(&e);
+            return Err(finish_err(c, path));
+        }
+    };
+
+    let listener = listener(&mut c, raw.listener.get_ref());
+    let tls = tls(&mut c, raw.tls.get_ref());
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| addr(&mut c, &a.address).map(|address| AdminConfig { address }));
+    let policy = match &raw.policy {
+        Some(p) => Some(PolicyConfig {
+            file: non_empty_path(&mut c, &p.get_ref().file),
+        }),
+        None => {
+            // Secure by default: no policy is never "allow everyone".
+            c.push(
+                0..0,
+                "missing [policy] table: ztgate refuses to start without an explicit access \
+                 policy (add `[policy]` with `file = \"config/policy.toml\"`)",
+            );
+            None
+        }
+    };
+    let upstreams: Vec<UpstreamConfig> = raw.upstreams.iter().filter_map(|u| upstream(&mut c, u)).collect();
+    let routes = routes(&mut c, &raw.routes, &raw.upstreams);
+    if raw.upstreams.is_empty() {
+        c.push(0..0, "no [[upstream]] defined: ztgate needs at least one to forward to");
+    }
+    if raw.routes.is_empty() {
+        c.push(0..0, "no [[route]] defined: every request would get 404");
+    }
+    let drain_timeout = raw
+        .shutdown
+        .as_ref()
+        .and_then(|s| s.drain_timeout.as_ref())
+        .map_or(Some(Duration::from_secs(30)), |d| duration(&mut c, d));
+    let log = raw.log.as_ref().map_or(
+        Some(LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }),
+        |l| {
+            let format = match l.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+                None | Some(("pretty", _)) => LogFormat::Pretty,
+                Some(("json", _)) => LogFormat::Json,
+                Some((other, span)) => {
+                    c.push(
+                        span,
+                        format!("unknown log format `{other}` (expected \"pretty\" or \"json\")"),
+                    );
+                    LogFormat::Pretty
+                }
+            };
+            let level = l.level.as_ref().map_or("info".to_string(), |l| l.get_ref().clone());
+            Some(LogConfig { format, level })
+        },
+    );
+
+    if !c.is_empty() {
+        return Err(finish_err(c, path));
+    }
+    match (listener, tls, policy, drain_timeout, log) {
+        (Some(listener), Some(tls), Some(policy), Some(drain_timeout), Some(log)) => Ok(Config {
+            source: path.to_path_buf(),
+            listener,
+            tls,
+            admin,
+            policy,
+            upstreams,
+            routes,
+            drain_timeout,
+            log,
+        }),
+        // Every `None` above pushed a problem, so this arm is unreachable in practice; it still
+        // fails closed rather than panicking.
+        _ => {
+            let mut c = Collector::new(text);
+            c.push(0..0, "invalid configuration");
+            Err(finish_err(c, path))
+        }
+    }
+}
+
+fn finish_err(c: Collector<'_>, path: &Path) -> Diagnostics {
+    match c.finish(path) {
+        Err(d) => d,
+        Ok(()) => Diagnostics {
+            path: path.to_path_buf(),
+            problems: Vec::new(),
+        },
+    }
+}
+
+fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
+    let address = addr(c, &l.address);
+    let dur = |c: &mut Collector<'_>, v: &Option<Spanned<String>>, default: u64| {
+        v.as_ref()
+            .map_or(Some(Duration::from_secs(default)), |d| duration(c, d))
+    };
+    let handshake_timeout = dur(c, &l.handshake_timeout, 10);
+    let header_read_timeout = dur(c, &l.header_read_timeout, 10);
+    let idle_timeout = dur(c, &l.idle_timeout, 60);
+    let max_connections = match &l.max_connections {
+        None => Some(10_000),
+        Some(n) if *n.get_ref() >= 1 => usize::try_from(*n.get_ref()).ok(),
+        Some(n) => {
+            c.push(n.span(), "max_connections must be at least 1");
+            None
+        }
+    };
+    Some(ListenerConfig {
+        address: address?,
+        handshake_timeout: handshake_timeout?,
+        header_read_timeout: header_read_timeout?,
+        idle_timeout: idle_timeout?,
+        max_connections: max_connections?,
+    })
+}
+
+fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
+    let crl_scope = match t.crl_scope.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("chain", _)) => CrlScope::Chain,
+        Some(("leaf", _)) => CrlScope::Leaf,
+        Some((other, span)) => {
+            c.push(
+                span,
+                format!("unknown crl_scope `{other}` (expected \"chain\" or \"leaf\")"),
+            );
+            CrlScope::Chain
+        }
+    };
+    Some(TlsConfig {
+        cert: non_empty_path(c, &t.cert),
+        key: non_empty_path(c, &t.key),
+        client_ca: non_empty_path(c, &t.client_ca),
+        crls: t.crls.iter().map(|p| non_empty_path(c, p)).collect(),
+        crl_scope,
+    })
+}
+
+fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Option<UpstreamConfig> {
+    let r = u.get_ref();
+    let url = match r.url.get_ref().parse::<Uri>() {
+        Ok(url) => {
+            let scheme_ok = matches!(url.scheme_str(), Some("http" | "https"));
+            let bare = url.path_and_query().is_none_or(|p| p.as_str() == "/");
+            if !scheme_ok || url.authority().is_none() {
+                c.push(
+                    r.url.span(),
+                    format!(
+                        "upstream url `{}` must be http://host:port or https://host:port",
+                        r.url.get_ref()
+                    ),
+                );
+                None
+            } else if !bare {
+                c.push(
+                    r.url.span(),
+                    format!(
+                        "upstream url `{}` must not have a path: routes forward the request's own path",
+                        r.url.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(url)
+            }
+        }
+        Err(e) => {
+            c.push(r.url.span(), format!("invalid upstream url `{}`: {e}", r.url.get_ref()));
+            None
+        }
+    };
+    let https = url.as_ref().is_some_and(|u| u.scheme_str() == Some("https"));
+    let protocol = match r.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+        None | Some(("http1", _)) => UpstreamProtocol::Http1,
+        Some(("http2", _)) => UpstreamProtocol::Http2,
+        Some((other, span)) => {
+            c.push(
+                span,
+                format!("unknown upstream protocol `{other}` (expected \"http1\" or \"http2\")"),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
+    for (field, value) in [
+        ("ca", &r.ca),
+        ("client_cert", &r.client_cert),
+        ("client_key", &r.client_key),
+    ] {
+        if let (Some(v), false) = (value, https) {
+            c.push(v.span(), format!("`{field}` only applies to an https:// upstream"));
+        }
+    }
+    let client_cert = match (&r.client_cert, &r.client_key) {
+        (Some(cert), Some(key)) => Some((non_empty_path(c, cert), non_empty_path(c, key))),
+        (None, None) => None,
+        (Some(v), None) | (None, Some(v)) => {
+            c.push(v.span(), "`client_cert` and `client_key` must be set together");
+            None
+        }
+    };
+    let connect_timeout = r
+        .connect_timeout
+        .as_ref()
+        .map_or(Some(Duration::from_secs(2)), |d| duration(c, d));
+    let response_timeout = r
+        .response_timeout
+        .as_ref()
+        .map_or(Some(Duration::from_secs(30)), |d| duration(c, d));
+    if r.name.get_ref().is_empty() {
+        c.push(r.name.span(), "upstream name must not be empty");
+    }
+    Some(UpstreamConfig {
+        name: r.name.get_ref().clone(),
+        url: url?,
+        connect_timeout: connect_timeout?,
+        response_timeout: response_timeout?,
+        protocol,
+        ca: r.ca.as_ref().map(|p| non_empty_path(c, p)),
+        client_cert,
+    })
+}
+
+fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Spanned<RawUpstream>]) -> Vec<RouteConfig> {
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        let name = u.get_ref().name.get_ref().as_str();
+        if by_name.insert(name, i).is_some() {
+            c.push(u.get_ref().name.span(), format!("duplicate upstream name `{name}`"));
+        }
+    }
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for r in routes {
+        let r = r.get_ref();
+        let name = r.name.get_ref();
+        if seen.insert(name.clone(), ()).is_some() {
+            c.push(r.name.span(), format!("duplicate route name `{name}`"));
+        }
+        let upstream = match by_name.get(r.upstream.get_ref().as_str()) {
+            Some(i) => Some(*i),
+            None => {
+                let known: Vec<&str> = by_name.keys().copied().collect();
+                c.push(
+                    r.upstream.span(),
+                    format!(
+                        "route `{name}` names unknown upstream `{}` (defined: {})",
+                        r.upstream.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        let path_prefix = match &r.path_prefix {
+            None => "/".to_string(),
+            Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#', '*']) => {
+                let p = p.get_ref();
+                // "/api/" and "/api" mean the same segment-aware prefix.
+                if p.len() > 1 {
+                    p.trim_end_matches('/').to_string()
+                } else {
+                    p.clone()
+                }
+            }
+            Some(p) => {
+                c.push(
+                    p.span(),
+                    format!(
+                        "path_prefix `{}` must start with `/` and contain no `?`, `#` or `*`",
+                        p.get_ref()
+                    ),
+                );
+                "/".to_string()
+            }
+        };
+        let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+        if let Some(upstream) = upstream {
+            out.push(RouteConfig {
+                name: name.clone(),
+                host,
+                path_prefix,
+                upstream,
+            });
+        }
+    }
+    out
+}
+
+fn addr(c: &mut Collector<'_>, v: &Spanned<String>) -> Option<SocketAddr> {
+    match v.get_ref().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.push(
+                v.span(),
+                format!(
+                    "invalid address `{}`: expected IP:PORT, e.g. 127.0.0.1:8443",
+                    v.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn duration(c: &mut Collector<'_>, v: &Spanned<String>) -> Option<Duration> {
+    match parse_duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            c.push(v.span(), "duration must be greater than zero");
+            None
+        }
+        Err(e) => {
+            c.push(v.span(), e);
+            None
+        }
+    }
+}
+
+fn non_empty_path(c: &mut Collector<'_>, v: &Spanned<String>) -> PathBuf {
+    if v.get_ref().trim().is_empty() {
+        c.push(v.span(), "path must not be empty");
+    }
+    PathBuf::from(v.get_ref())
+}

@@ -1,0 +1,127 @@
+//! `ztgate demo`: the dev PKI, a small echo upstream and the proxy on the shipped config, with
+//! curl lines to try. The echo upstream is also what the integration tests forward to.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::app::{self, Listeners};
+use crate::config::Config;
+use crate::{pki, server, telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("cannot start the echo upstream on {addr}: {source} (is something else using the port?)")]
+    Upstream {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    App(String),
+}
+
+pub async fn run(config_path: &Path) -> Result<(), DemoError> {
+    let cfg = Config::load(config_path)?;
+    telemetry::init_logging(cfg.log.format, &cfg.log.level);
+
+    let pki_dir = cfg.tls.client_ca.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if !cfg.tls.client_ca.exists() {
+        pki::write_dev_pki(&pki_dir, false)?;
+        println!("minted a dev PKI in {}", pki_dir.display());
+    }
+
+    let upstream_addr = cfg
+        .upstreams
+        .first()
+        .and_then(|u| u.url.authority())
+        .map_or_else(|| "127.0.0.1:8080".to_string(), |a| a.as_str().to_string());
+    let upstream = TcpListener::bind(&upstream_addr)
+        .await
+        .map_err(|source| DemoError::Upstream {
+            addr: upstream_addr.clone(),
+            source,
+        })?;
+    tokio::spawn(echo_upstream(upstream));
+
+    let listeners = Listeners::bind(&cfg).await.map_err(|e| DemoError::App(e.to_string()))?;
+    let port = listeners.proxy.local_addr().map(|a| a.port()).unwrap_or(8443);
+    let d = pki_dir.display();
+    println!(
+        "\nztgate demo: proxy https://localhost:{port} -> echo upstream http://{upstream_addr}\n\
+         \n  # allowed (client identity, policy rule client-app):\n  \
+         curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem https://localhost:{port}/hello\n\
+         \n  # denied with 403 (only the admin identity may use /admin):\n  \
+         curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client-key.pem https://localhost:{port}/admin/users\n\
+         \n  # allowed for admin:\n  \
+         curl --cacert {d}/ca.pem --cert {d}/admin.pem --key {d}/admin-key.pem https://localhost:{port}/admin/users\n\
+         \n  # refused during the TLS handshake (no client certificate):\n  \
+         curl --cacert {d}/ca.pem https://localhost:{port}/hello\n"
+    );
+    if let Some(a) = &cfg.admin {
+        println!("  # metrics and health:\n  curl http://{}/metrics\n", a.address);
+    }
+    println!("Ctrl-C stops the demo.\n");
+    app::serve(cfg, listeners, server::shutdown::signal())
+        .await
+        .map_err(|errors| DemoError::App(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
+}
+
+/// A plain-HTTP upstream that answers every request with what it received: method, path and
+/// headers, one per line. `GET /slow/<ms>` waits that long first (for drain demos and tests);
+/// `/status/<code>` answers with that status.
+pub async fn echo_upstream(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service_fn(echo))
+                .await;
+        });
+    }
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {} {:?}", req.method(), req.uri(), req.version());
+    for (name, value) in req.headers() {
+        let _ = writeln!(out, "{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    let path = req.uri().path().to_string();
+    let mut status = StatusCode::OK;
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
+        status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !body.is_empty() {
+        let _ = writeln!(out, "\n{}", String::from_utf8_lossy(&body));
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(out)));
+    *resp.status_mut() = status;
+    Ok(resp)
+}

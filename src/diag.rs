@@ -1,0 +1,138 @@
+//! Diagnostics for operator-edited files: every problem carries `file:line:col`.
+//!
+//! Config and policy loading collect *all* problems before failing, so that `ztgate check` shows
+//! an operator everything wrong with a file in one pass instead of one error per edit-run cycle.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One problem found in a file, located by line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// All problems found in one file.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.path.display(), p.line, p.col, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems against one source text, turning byte spans into line/column.
+pub(crate) struct Collector<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Collector<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            problems: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    /// Adds a TOML syntax or shape error (unknown key, wrong type, missing field).
+    pub(crate) fn push_toml(&mut self, err: &toml::de::Error) {
+        let span = err.span().unwrap_or(0..0);
+        // toml's message can span several lines with a source excerpt; the first line is the gist.
+        let message = err.message().lines().next().unwrap_or("invalid TOML").trim();
+        self.push(span, message.to_string());
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub(crate) fn finish(mut self, path: &Path) -> Result<(), Diagnostics> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        self.problems.sort_by_key(|p| (p.line, p.col));
+        Err(Diagnostics {
+            path: path.to_path_buf(),
+            problems: self.problems,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parses durations as operators write them: `500ms`, `10s`, `2m`, `1h`.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration `{s}` has no unit (use ms, s, m or h, e.g. `10s`)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration `{s}` must start with a whole number, e.g. `10s`"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("unknown unit `{unit}` in duration `{s}` (use ms, s, m or h)")),
+    }
+    .ok_or_else(|| format!("duration `{s}` is too large"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let text = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, 8), (2, 3));
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_reject_bare_numbers() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("10d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("s").is_err());
+    }
+}

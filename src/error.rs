@@ -1,0 +1,86 @@
+//! Every reason a request does not reach its upstream, and the one place that turns it into a
+//! response.
+//!
+//! Layers return `Err(ProxyError)`; the outermost layer calls [`ProxyError::into_response`].
+//! Metrics and audit, which sit outside the checks, read [`ProxyError::status`] from the same
+//! table. The match is exhaustive on purpose: a new variant must be given a status here.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// Body of every response ztgate sends: the upstream's streamed body, or a short one of ours.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("denied by policy rule {rule:?}: {reason}")]
+    Denied { rule: Option<String>, reason: &'static str },
+    #[error("no route for host {host:?} path {path:?}")]
+    NoRoute { host: String, path: String },
+    #[error("upstream {upstream} unreachable: {source}")]
+    UpstreamUnavailable {
+        upstream: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("upstream {upstream} failed: {source}")]
+    UpstreamFailed {
+        upstream: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("upstream {upstream} did not answer within the response timeout")]
+    UpstreamTimeout { upstream: String },
+    #[error("server is shutting down")]
+    Draining,
+    /// A bug in ztgate (a broken invariant). Fails closed with 500.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The client-facing response: status, a short generic text and the request id. Nothing
+    /// from the error's details (rule, upstream address, cause) reaches the client; those go to
+    /// logs and audit.
+    pub fn into_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = match self {
+            ProxyError::BadRequest(_) => "bad request",
+            ProxyError::Denied { .. } => "access denied",
+            ProxyError::NoRoute { .. } => "no route",
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
+            ProxyError::UpstreamTimeout { .. } => "upstream timeout",
+            ProxyError::Draining => "service draining",
+            ProxyError::Internal(_) => "internal error",
+        };
+        let id = request_id.to_str().unwrap_or("-");
+        let body = format!("{} {text} (request id {id})\n", status.as_u16());
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(crate::upstream::headers::X_REQUEST_ID, request_id.clone());
+        resp
+    }
+}

@@ -1,0 +1,146 @@
+//! The peer's identity, parsed once per connection from its verified certificate.
+//!
+//! [`PeerIdentity::from_der`] is a pure function over DER bytes: the TLS layer has already
+//! verified the chain, this only reads what the certificate says.
+
+mod spiffe;
+mod xfcc;
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+pub use spiffe::{SpiffeError, SpiffeId};
+pub use xfcc::{header_safe, render_xfcc};
+
+/// What a client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Set only for a valid X.509-SVID: exactly one URI SAN, and it is a valid SPIFFE ID.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Why a certificate with a `spiffe://` URI SAN did not yield a SPIFFE ID (for logs).
+    pub spiffe_error: Option<SpiffeError>,
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    pub emails: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub common_name: Option<String>,
+    pub organizations: Vec<String>,
+    pub organizational_units: Vec<String>,
+    /// Subject DN as x509-parser renders it (`CN=a, O=b`).
+    pub subject: String,
+    pub issuer: String,
+    /// Serial number, lowercase hex without separators.
+    pub serial: String,
+    /// SHA-256 of the certificate's DER, lowercase hex (Envoy's XFCC `Hash`).
+    pub fingerprint_sha256: String,
+    /// Validity bounds, seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("client certificate is not valid DER: {0}")]
+    Der(String),
+    #[error("client certificate has a malformed subjectAltName extension: {0}")]
+    San(String),
+}
+
+impl PeerIdentity {
+    pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Der(e.to_string()))?;
+
+        let mut uris = Vec::new();
+        let mut dns = Vec::new();
+        let mut emails = Vec::new();
+        let mut ips = Vec::new();
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| IdentityError::San(e.to_string()))?;
+        for name in san.iter().flat_map(|ext| ext.value.general_names.iter()) {
+            match name {
+                GeneralName::URI(u) => uris.push((*u).to_string()),
+                GeneralName::DNSName(d) => dns.push((*d).to_string()),
+                GeneralName::RFC822Name(e) => emails.push((*e).to_string()),
+                GeneralName::IPAddress(bytes) => {
+                    if let Some(ip) = ip_from_bytes(bytes) {
+                        ips.push(ip);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        // X.509-SVID §2: an SVID carries exactly one URI SAN. A certificate with several URIs
+        // (even if one is spiffe://) is not an SVID, and matching it by SPIFFE ID would let the
+        // holder pick which identity it is judged by.
+        let (spiffe_id, spiffe_error) = match uris.as_slice() {
+            [only] if only.starts_with("spiffe://") => match SpiffeId::parse(only) {
+                Ok(id) => (Some(id), None),
+                Err(e) => (None, Some(e)),
+            },
+            many if many.iter().any(|u| u.starts_with("spiffe://")) => (None, Some(SpiffeError::Scheme)),
+            _ => (None, None),
+        };
+
+        let subject = cert.subject();
+        let attr_strings = |iter: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+            iter.filter_map(|a| a.as_str().ok().map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        let common_name = attr_strings(&mut subject.iter_common_name()).into_iter().next();
+        let organizations = attr_strings(&mut subject.iter_organization());
+        let organizational_units = attr_strings(&mut subject.iter_organizational_unit());
+
+        Ok(PeerIdentity {
+            spiffe_id,
+            spiffe_error,
+            uris,
+            dns,
+            emails,
+            ips,
+            common_name,
+            organizations,
+            organizational_units,
+            subject: subject.to_string(),
+            issuer: cert.issuer().to_string(),
+            serial: hex(cert.raw_serial()),
+            fingerprint_sha256: hex(&Sha256::digest(der)),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// The name this peer is known by in logs and in `x-ztgate-identity`: its SPIFFE ID, else
+    /// its subject CN, else its fingerprint.
+    pub fn display_name(&self) -> &str {
+        self.spiffe_id
+            .as_ref()
+            .map(SpiffeId::as_str)
+            .or(self.common_name.as_deref())
+            .unwrap_or(&self.fingerprint_sha256)
+    }
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! ztgate: an identity-aware mTLS reverse proxy. See DESIGN.md for the map of the crate.
+
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod diag;
+pub mod error;
+pub mod identity;
+pub mod middleware;
+pub mod pki;
+pub mod policy;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,82 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use ztgate::cli::{CertsCommand, Cli, Command};
+use ztgate::config::Config;
+use ztgate::{app, demo, pki};
+
+/// sysexits.h EX_USAGE / EX_CONFIG-style exit for a bad config, so scripts can tell it apart.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => return fail_config(&e.to_string()),
+            };
+            match runtime().block_on(app::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(errors) => fail_config(&join(&errors)),
+            }
+        }
+        Command::Check { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => return fail_config(&e.to_string()),
+            };
+            match app::prepare(&cfg) {
+                Ok(_) => {
+                    println!(
+                        "{}: OK ({} upstream(s), {} route(s), policy {})",
+                        config.display(),
+                        cfg.upstreams.len(),
+                        cfg.routes.len(),
+                        cfg.policy.file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => fail_config(&join(&errors)),
+            }
+        }
+        Command::Certs {
+            command: CertsCommand::Dev { out, force },
+        } => match pki::write_dev_pki(&out, force) {
+            Ok(files) => {
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { config } => match runtime().block_on(demo::run(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    #[allow(clippy::expect_used)] // start-up: without a runtime there is nothing to run
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn join(errors: &[app::AppError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+fn fail_config(msg: &str) -> ExitCode {
+    eprintln!("{msg}");
+    ExitCode::from(EXIT_CONFIG)
+}

@@ -1,0 +1,72 @@
+//! Counts every response by status class and records its latency. Sits outside the checks, so
+//! rejections are counted with the status the client sees.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::BoxFuture;
+use crate::error::{ProxyBody, ProxyError};
+use crate::telemetry::metrics::RequestMetrics;
+
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: RequestMetrics,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: RequestMetrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metrics<S>;
+    fn layer(&self, inner: S) -> Metrics<S> {
+        Metrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics<S> {
+    inner: S,
+    metrics: RequestMetrics,
+}
+
+impl<S> Service<Request<Incoming>> for Metrics<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+        let start = Instant::now();
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await;
+            let status = match &result {
+                Ok(resp) => resp.status(),
+                Err(e) => {
+                    metrics.upstream_error(e);
+                    e.status()
+                }
+            };
+            metrics.response(status, start.elapsed().as_secs_f64());
+            result
+        })
+    }
+}

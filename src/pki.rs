@@ -1,0 +1,227 @@
+//! A small certificate authority on rcgen: the dev PKI (`ztgate certs dev`) and the certificates
+//! the tests mint. ECDSA P-256 keys throughout.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot create certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} already exists; pass --force to replace the dev PKI")]
+    Exists(PathBuf),
+    #[error("no secure random source: {0}")]
+    Random(String),
+}
+
+/// A self-signed CA that can issue leaf certificates and CRLs.
+pub struct CertAuthority {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// What a leaf certificate should say. Validity is relative to now, in days.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    pub common_name: String,
+    pub dns: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
+    pub uris: Vec<String>,
+    pub eku: Vec<ExtendedKeyUsagePurpose>,
+    pub valid_from_days: i64,
+    pub valid_until_days: i64,
+}
+
+impl LeafSpec {
+    /// A client certificate: CN, optional SPIFFE ID as URI SAN, clientAuth EKU, one year.
+    pub fn client(cn: &str, spiffe_id: Option<&str>) -> Self {
+        Self {
+            common_name: cn.into(),
+            dns: vec![],
+            ips: vec![],
+            uris: spiffe_id.map(|s| vec![s.to_string()]).unwrap_or_default(),
+            eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            valid_from_days: -1,
+            valid_until_days: 365,
+        }
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1` (plus `dns`), serverAuth EKU.
+    pub fn server(cn: &str) -> Self {
+        Self {
+            common_name: cn.into(),
+            dns: vec!["localhost".into()],
+            ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            uris: vec![],
+            eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            valid_from_days: -1,
+            valid_until_days: 365,
+        }
+    }
+}
+
+/// A leaf certificate and its key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+    pub serial: Vec<u8>,
+}
+
+impl CertAuthority {
+    pub fn new(common_name: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(3650);
+        params.serial_number = Some(random_serial()?);
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(params, key)?,
+        })
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, spec.common_name.as_str());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = spec.eku.clone();
+        params.use_authority_key_identifier_extension = true;
+        let mut sans = Vec::new();
+        for d in &spec.dns {
+            sans.push(SanType::DnsName(d.clone().try_into()?));
+        }
+        for ip in &spec.ips {
+            sans.push(SanType::IpAddress(*ip));
+        }
+        for u in &spec.uris {
+            sans.push(SanType::URI(u.clone().try_into()?));
+        }
+        params.subject_alt_names = sans;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + Duration::days(spec.valid_from_days);
+        params.not_after = now + Duration::days(spec.valid_until_days);
+        let serial = random_serial()?;
+        params.serial_number = Some(serial.clone());
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// A CRL revoking the given serials, valid for a week.
+    pub fn crl_pem(&self, revoked: &[&[u8]]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+}
+
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut b = [0u8; 16];
+    crate::tls::provider()
+        .secure_random
+        .fill(&mut b)
+        .map_err(|e| PkiError::Random(format!("{e:?}")))?;
+    b[0] &= 0x7f; // positive, as RFC 5280 requires
+    b[0] |= 0x01; // and no leading zero byte to trim
+    Ok(SerialNumber::from_slice(&b))
+}
+
+/// SPIFFE IDs of the dev PKI's two client identities (DESIGN.md contract).
+pub const DEV_CLIENT_SPIFFE_ID: &str = "spiffe://ztgate.dev/ns/default/sa/client";
+pub const DEV_ADMIN_SPIFFE_ID: &str = "spiffe://ztgate.dev/ns/ops/sa/admin";
+
+/// Writes the dev PKI into `out`: `ca.pem`, `server.pem`, `server-key.pem`, `client.pem`,
+/// `client-key.pem`, `admin.pem`, `admin-key.pem`. Keys are written with mode 0600.
+pub fn write_dev_pki(out: &Path, force: bool) -> Result<Vec<PathBuf>, PkiError> {
+    let ca_path = out.join("ca.pem");
+    if ca_path.exists() && !force {
+        return Err(PkiError::Exists(ca_path));
+    }
+    std::fs::create_dir_all(out).map_err(|source| PkiError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let ca = CertAuthority::new("ztgate dev CA")?;
+    let server = ca.issue(&LeafSpec::server("ztgate dev server"))?;
+    let client = ca.issue(&LeafSpec::client("client", Some(DEV_CLIENT_SPIFFE_ID)))?;
+    let admin = ca.issue(&LeafSpec::client("admin", Some(DEV_ADMIN_SPIFFE_ID)))?;
+    let files = [
+        ("ca.pem", ca.cert_pem(), false),
+        ("server.pem", server.cert_pem, false),
+        ("server-key.pem", server.key_pem, true),
+        ("client.pem", client.cert_pem, false),
+        ("client-key.pem", client.key_pem, true),
+        ("admin.pem", admin.cert_pem, false),
+        ("admin-key.pem", admin.key_pem, true),
+    ];
+    let mut written = Vec::new();
+    for (name, content, secret) in files {
+        let path = out.join(name);
+        write_file(&path, content.as_bytes(), secret).map_err(|source| PkiError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn write_file(path: &Path, content: &[u8], secret: bool) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    std::io::Write::write_all(&mut opts.open(path)?, content)
+}

@@ -1,0 +1,142 @@
+//! One client connection: TLS handshake (bounded), identity (parsed once), then HTTP/1.1 or h2
+//! by ALPN through the shared tower stack.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use super::{ConnCtx, Server};
+use crate::identity::{PeerIdentity, header_safe, render_xfcc};
+use crate::telemetry::metrics;
+
+pub(super) async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    server: Arc<Server>,
+    watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
+) {
+    let open = metrics::connections_open();
+    open.increment(1.0);
+    let _open = scopeguard(move || open.decrement(1.0));
+    let _ = stream.set_nodelay(true);
+
+    let acceptor = TlsAcceptor::from(server.tls.config.clone());
+    let tls = match tokio::time::timeout(server.listener.handshake_timeout, acceptor.accept(stream)).await {
+        Err(_) => {
+            metrics::handshake("timeout");
+            debug!("TLS handshake timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            let reason = crate::tls::handshake_failure_reason(&e);
+            metrics::handshake(reason);
+            warn!(reason, error = %e, "TLS handshake refused");
+            return;
+        }
+        Ok(Ok(tls)) => tls,
+    };
+
+    let (_, session) = tls.get_ref();
+    // The verifier requires a client certificate, so a session without one is a bug: fail closed.
+    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+        metrics::handshake("no_client_cert");
+        warn!("handshake completed without a client certificate; closing");
+        return;
+    };
+    let identity = match PeerIdentity::from_der(leaf) {
+        Ok(identity) => identity,
+        Err(e) => {
+            metrics::handshake("bad_certificate");
+            warn!(error = %e, "client certificate verified but unreadable; closing");
+            return;
+        }
+    };
+    metrics::handshake("ok");
+    tracing::Span::current().record("client.id", identity.display_name());
+    if let Some(e) = &identity.spiffe_error {
+        warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
+    }
+
+    let ctx = match conn_ctx(
+        id,
+        peer,
+        identity,
+        session.server_name().map(str::to_string),
+        server.tls.server_uri.as_deref(),
+    ) {
+        Some(ctx) => Arc::new(ctx),
+        None => {
+            warn!("identity cannot be rendered as header values; closing");
+            return;
+        }
+    };
+    let svc = server
+        .stack
+        .clone()
+        .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ctx.clone());
+            req
+        });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.listener.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(server.listener.idle_timeout)
+        .max_concurrent_streams(256);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        debug!(error = %e, "connection ended with an error");
+    }
+}
+
+fn conn_ctx(
+    id: u64,
+    peer: SocketAddr,
+    identity: PeerIdentity,
+    sni: Option<String>,
+    server_uri: Option<&str>,
+) -> Option<ConnCtx> {
+    let xfcc = HeaderValue::from_str(&render_xfcc(&identity, server_uri)).ok()?;
+    let identity_header = HeaderValue::from_str(&header_safe(identity.display_name())).ok()?;
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok()?;
+    Some(ConnCtx {
+        id,
+        peer_addr: peer,
+        identity,
+        sni,
+        xfcc,
+        identity_header,
+        peer_ip,
+    })
+}
+
+/// Runs `f` when dropped, however the connection ends.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,194 @@
+//! rustls configuration: the mTLS server side (client certificate required, CRLs honoured) and
+//! the client side used for `https://` upstreams.
+//!
+//! rustls' strict defaults are kept: `WebPkiClientVerifier` checks the chain, validity, the
+//! clientAuth EKU (when the certificate carries an EKU extension) and revocation.
+
+mod pem;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::config::{CrlScope, TlsConfig};
+pub use pem::{load_certs, load_crls, load_key};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {kind} from {path}: {source}")]
+    Pem {
+        kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{path} contains no {kind}")]
+    Empty { kind: &'static str, path: PathBuf },
+    #[error("CA certificate in {path} is unusable as a trust anchor: {source}")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot build the client certificate verifier (CA {ca}, CRLs {crls:?}): {source}")]
+    Verifier {
+        ca: PathBuf,
+        crls: Vec<PathBuf>,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("certificate {cert} and key {key} do not form a usable pair: {source}")]
+    KeyPair {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("server certificate {path} cannot be parsed: {reason}")]
+    BadServerCert { path: PathBuf, reason: String },
+}
+
+/// The crypto provider every TLS object in ztgate uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The listener's TLS state, built once per (re)load.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// First URI SAN of ztgate's own certificate: the `By` element of XFCC.
+    pub server_uri: Option<String>,
+}
+
+pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
+    let certs = load_certs(&cfg.cert)?;
+    let key = load_key(&cfg.key)?;
+    let roots = load_roots(&cfg.client_ca)?;
+    let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
+
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).with_crls(crls.into_iter().flatten());
+    if cfg.crl_scope == CrlScope::Leaf {
+        verifier = verifier.only_check_end_entity_revocation();
+    }
+    let verifier = verifier.build().map_err(|source| TlsError::Verifier {
+        ca: cfg.client_ca.clone(),
+        crls: cfg.crls.clone(),
+        source,
+    })?;
+
+    let server_uri = {
+        let leaf = certs.first().ok_or_else(|| TlsError::Empty {
+            kind: "certificate",
+            path: cfg.cert.clone(),
+        })?;
+        let id = crate::identity::PeerIdentity::from_der(leaf).map_err(|e| TlsError::BadServerCert {
+            path: cfg.cert.clone(),
+            reason: e.to_string(),
+        })?;
+        id.uris.into_iter().next()
+    };
+
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|source| TlsError::KeyPair {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|source| TlsError::KeyPair {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(ServerTls {
+        config: Arc::new(config),
+        server_uri,
+    })
+}
+
+/// TLS client config for an `https://` upstream: verified against `ca`, optionally presenting
+/// ztgate's own certificate.
+pub fn upstream_client_config(
+    ca: &Path,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+    alpn_h2: bool,
+) -> Result<ClientConfig, TlsError> {
+    let roots = load_roots(ca)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::BadCa {
+            path: ca.to_path_buf(),
+            source,
+        })?
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|source| TlsError::KeyPair {
+                cert: cert.clone(),
+                key: key.clone(),
+                source,
+            })?,
+    };
+    config.alpn_protocols = if alpn_h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|source| TlsError::BadCa {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Why a TLS handshake failed, as a bounded metric label.
+pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error as E};
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+        return match err.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                "client_closed"
+            }
+            _ => "io",
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => "no_client_cert",
+        E::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+            CertificateError::Revoked => "revoked",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "bad_eku",
+            CertificateError::UnknownRevocationStatus => "unknown_revocation_status",
+            CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
+                "crl_expired"
+            }
+            _ => "bad_certificate",
+        },
+        E::NoApplicationProtocol => "no_alpn",
+        E::PeerIncompatible(_) => "incompatible",
+        _ => "protocol",
+    }
+}

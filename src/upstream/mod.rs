@@ -1,0 +1,237 @@
+//! The innermost service: pick the route, rewrite the request for the upstream (identity headers,
+//! hop-by-hop removal) and forward it over a pooled keep-alive client.
+
+pub mod headers;
+mod route;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use crate::config::{Config, UpstreamProtocol};
+use crate::error::{ProxyBody, ProxyError};
+use crate::middleware::{BoxFuture, RequestId};
+use crate::server::ConnCtx;
+use crate::tls::TlsError;
+pub use route::RouteTable;
+
+enum PooledClient {
+    Plain(Client<HttpConnector, Incoming>),
+    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
+}
+
+struct Upstream {
+    name: String,
+    scheme: Scheme,
+    authority: Authority,
+    version: Version,
+    client: PooledClient,
+    response_timeout: Duration,
+}
+
+/// Forwards to the upstream of the request's route. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Forward {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: RouteTable,
+    upstreams: Vec<Upstream>,
+}
+
+impl Forward {
+    pub fn new(cfg: &Config) -> Result<Self, TlsError> {
+        let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
+        for u in &cfg.upstreams {
+            let mut http = HttpConnector::new();
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(u.connect_timeout));
+            http.enforce_http(false);
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(u.protocol == UpstreamProtocol::Http2);
+            let https = u.url.scheme() == Some(&Scheme::HTTPS);
+            let client = match (&u.ca, https) {
+                (Some(ca), true) => {
+                    let tls = crate::tls::upstream_client_config(
+                        ca,
+                        u.client_cert.as_ref(),
+                        u.protocol == UpstreamProtocol::Http2,
+                    )?;
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(tls)
+                        .https_only()
+                        .enable_http1()
+                        .enable_http2()
+                        .wrap_connector(http);
+                    PooledClient::Tls(builder.build(connector))
+                }
+                // An https upstream without `ca` has nothing to verify against: refuse rather
+                // than trust blindly. Validation guarantees `ca` is absent for http.
+                (None, true) => {
+                    return Err(TlsError::Empty {
+                        kind: "CA (set `ca` for an https:// upstream)",
+                        path: u.name.clone().into(),
+                    });
+                }
+                _ => PooledClient::Plain(builder.build(http)),
+            };
+            upstreams.push(Upstream {
+                name: u.name.clone(),
+                scheme: u.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+                authority: u.url.authority().cloned().ok_or_else(|| TlsError::Empty {
+                    kind: "host",
+                    path: u.name.clone().into(),
+                })?,
+                version: match u.protocol {
+                    UpstreamProtocol::Http1 => Version::HTTP_11,
+                    UpstreamProtocol::Http2 => Version::HTTP_2,
+                },
+                client,
+                response_timeout: u.response_timeout,
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                routes: RouteTable::new(&cfg.routes),
+                upstreams,
+            }),
+        })
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.forward(req).await })
+    }
+}
+
+impl Inner {
+    async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        let (Some(conn), Some(request_id)) = (
+            req.extensions().get::<Arc<ConnCtx>>().cloned(),
+            req.extensions().get::<RequestId>().cloned(),
+        ) else {
+            return Err(ProxyError::Internal(
+                "request reached forward without connection context",
+            ));
+        };
+        let host = request_host(&req);
+        let Some(route) = self.routes.find(host.as_deref(), req.uri().path()) else {
+            return Err(ProxyError::NoRoute {
+                host: host.unwrap_or_default(),
+                path: req.uri().path().to_string(),
+            });
+        };
+        let upstream = &self.upstreams[route.upstream];
+
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        // An h2 client's :authority becomes the Host an HTTP/1.1 upstream needs.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            parts.headers.insert(header::HOST, h);
+        }
+        parts.version = upstream.version;
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h, upgrade);
+        // Sanitize already removed client-sent identity headers; these are ours.
+        h.insert(headers::X_FORWARDED_CLIENT_CERT, conn.xfcc.clone());
+        h.insert(headers::X_ZTGATE_IDENTITY, conn.identity_header.clone());
+        // ztgate is the trust boundary: a client-supplied X-Forwarded-For is not passed on.
+        h.insert(headers::X_FORWARDED_FOR, conn.peer_ip.clone());
+        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(headers::X_REQUEST_ID, request_id.0.clone());
+        let up_req = Request::from_parts(parts, body);
+
+        let fut = match &upstream.client {
+            PooledClient::Plain(c) => c.request(up_req),
+            PooledClient::Tls(c) => c.request(up_req),
+        };
+        let mut resp = match tokio::time::timeout(upstream.response_timeout, fut).await {
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    upstream: upstream.name.clone(),
+                });
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(ProxyError::UpstreamUnavailable {
+                    upstream: upstream.name.clone(),
+                    source: e.into(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::UpstreamFailed {
+                    upstream: upstream.name.clone(),
+                    source: e.into(),
+                });
+            }
+            Ok(Ok(resp)) => resp,
+        };
+
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                            debug!(error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "upgrade failed"),
+                }
+            });
+        }
+        headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        Ok(resp.map(Either::Left))
+    }
+}
+
+/// The request's host without port, lowercased: `:authority` for h2, else the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    let host = match raw.rsplit_once(':') {
+        // Keep IPv6 literals (`[::1]:8443` → `[::1]`).
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
+        _ => raw,
+    };
+    Some(host.to_ascii_lowercase())
+}

@@ -1,0 +1,107 @@
+//! Route selection: host (exact or `*.suffix`) and the longest segment-aware path prefix.
+
+use crate::config::RouteConfig;
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    host: Option<String>,
+    prefix: String,
+    pub upstream: usize,
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Sorted so that the first match is the best: host-specific before any-host, then longest
+    /// prefix first.
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(cfg: &[RouteConfig]) -> Self {
+        let mut routes: Vec<Route> = cfg
+            .iter()
+            .map(|r| Route {
+                name: r.name.clone(),
+                host: r.host.clone(),
+                prefix: r.path_prefix.clone(),
+                upstream: r.upstream,
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            let specificity = |r: &Route| match &r.host {
+                Some(h) if !h.starts_with("*.") => 2,
+                Some(_) => 1,
+                None => 0,
+            };
+            specificity(b)
+                .cmp(&specificity(a))
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        Self { routes }
+    }
+
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| host_matches(r.host.as_deref(), host) && prefix_matches(&r.prefix, path))
+    }
+}
+
+fn host_matches(pattern: Option<&str>, host: Option<&str>) -> bool {
+    match (pattern, host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(p), Some(h)) => match p.strip_prefix("*.") {
+            Some(suffix) => {
+                h.len() > suffix.len() + 1 && h.ends_with(suffix) && h.as_bytes()[h.len() - suffix.len() - 1] == b'.'
+            }
+            None => p == h,
+        },
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/" || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, prefix: &str) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            host: host.map(str::to_string),
+            path_prefix: prefix.into(),
+            upstream: 0,
+        }
+    }
+
+    #[test]
+    fn most_specific_host_then_longest_prefix_wins() {
+        let t = RouteTable::new(&[
+            route("default", None, "/"),
+            route("api", None, "/api"),
+            route("api-v2", None, "/api/v2"),
+            route("wild", Some("*.internal"), "/"),
+            route("billing", Some("billing.internal"), "/"),
+        ]);
+        let pick = |h: Option<&str>, p: &str| t.find(h, p).map(|r| r.name.as_str());
+        assert_eq!(pick(None, "/"), Some("default"));
+        assert_eq!(pick(None, "/api"), Some("api"));
+        assert_eq!(pick(None, "/api/v2/x"), Some("api-v2"));
+        assert_eq!(pick(None, "/apix"), Some("default"));
+        assert_eq!(pick(Some("billing.internal"), "/api"), Some("billing"));
+        assert_eq!(pick(Some("x.internal"), "/"), Some("wild"));
+        assert_eq!(pick(Some("internal"), "/"), Some("default"));
+    }
+
+    #[test]
+    fn no_route_when_nothing_matches() {
+        let t = RouteTable::new(&[route("api", Some("api.internal"), "/api")]);
+        assert!(t.find(Some("api.internal"), "/other").is_none());
+        assert!(t.find(Some("web.internal"), "/api").is_none());
+        assert!(t.find(None, "/api").is_none());
+    }
+}
