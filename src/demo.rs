@@ -83,7 +83,7 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
 
 /// A plain-HTTP upstream that answers every request with what it received: method, path and
 /// headers, one per line. `GET /slow/<ms>` waits that long first (for drain demos and tests);
-/// `/status/<code>` answers with that status.
+/// `/status/<code>` answers with that status; an upgrade request is accepted and echoes bytes.
 pub async fn echo_upstream(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -98,7 +98,25 @@ pub async fn echo_upstream(listener: TcpListener) {
     }
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if crate::upstream::headers::is_upgrade(req.headers()) {
+        // Accept any upgrade and echo raw bytes back: enough to show upgrades pass through.
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        if let Some(proto) = req.headers().get(http::header::UPGRADE) {
+            h.insert(http::header::UPGRADE, proto.clone());
+        }
+        return Ok(resp);
+    }
     let mut out = String::new();
     let _ = writeln!(out, "{} {} {:?}", req.method(), req.uri(), req.version());
     for (name, value) in req.headers() {

@@ -17,7 +17,7 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub enum ProxyError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
-    #[error("denied by policy rule {rule:?}: {reason}")]
+    #[error("denied by policy (rule {}, reason {reason})", rule.as_deref().unwrap_or("none"))]
     Denied { rule: Option<String>, reason: &'static str },
     #[error("no route for host {host:?} path {path:?}")]
     NoRoute { host: String, path: String },

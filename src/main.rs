@@ -18,6 +18,11 @@ fn main() -> ExitCode {
             };
             match runtime().block_on(app::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // A port in use is an environment problem, not a config one: plain failure.
+                Err(errors) if errors.iter().all(|e| matches!(e, app::AppError::Bind { .. })) => {
+                    eprintln!("{}", join(&errors));
+                    ExitCode::FAILURE
+                }
                 Err(errors) => fail_config(&join(&errors)),
             }
         }

@@ -152,6 +152,15 @@ impl Inner {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        // An h2 client's :authority (port included) becomes the Host an HTTP/1.1 upstream needs.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(h) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, h);
+        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme(upstream.scheme.clone())
@@ -159,12 +168,6 @@ impl Inner {
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        // An h2 client's :authority becomes the Host an HTTP/1.1 upstream needs.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
-        {
-            parts.headers.insert(header::HOST, h);
-        }
         parts.version = upstream.version;
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, upgrade);

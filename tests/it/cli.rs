@@ -1,0 +1,166 @@
+//! The `ztgate` binary's verbs: `check` reports every problem with file:line:col, `certs dev`
+//! mints the documented file names.
+
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+fn ztgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ztgate")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn certs_dev_mints_the_documented_files_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dev");
+    let o = ztgate(&["certs", "dev", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "client.pem",
+        "client-key.pem",
+        "admin.pem",
+        "admin-key.pem",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("client-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "private keys must not be group/world readable");
+    }
+    let client = std::fs::read(out.join("client.pem")).unwrap();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(&client)
+        .map(|c: rustls::pki_types::CertificateDer| c.to_vec())
+        .unwrap();
+    let id = ztgate::identity::PeerIdentity::from_der(&der).unwrap();
+    assert_eq!(id.spiffe_id.unwrap().as_str(), CLIENT_ID);
+
+    let again = ztgate(&["certs", "dev", "--out", out.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("--force"), "{}", text(&again));
+}
+
+/// A valid config (the minted PKI and the example policy) for `check`.
+fn valid_config(pki: &Pki) -> std::path::PathBuf {
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:8080", "", "/");
+    pki.write("ztgate.toml", &cfg)
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(": OK ("), "{}", text(&o));
+}
+
+#[test]
+fn check_reports_every_config_problem_with_its_line() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let bad = good
+        .replace("handshake_timeout = \"2s\"", "handshake_timeout = \"2 seconds\"")
+        .replace("url = \"http://127.0.0.1:8080\"", "url = \"ftp://127.0.0.1:8080\"");
+    std::fs::write(&cfg, &bad).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let path = cfg.display();
+    assert!(
+        out.contains(&format!("{path}:{}:21: unknown unit", line_of("2 seconds"))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{path}:{}:7: upstream url `ftp://", line_of("ftp://"))),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_names_the_line_of_a_typo() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let bad = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("client_ca =", "clent_ca =");
+    std::fs::write(&cfg, &bad).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let line = bad.lines().position(|l| l.contains("clent_ca")).unwrap() + 1;
+    let out = text(&o);
+    assert!(out.contains(&format!(":{line}:1: unknown field `clent_ca`")), "{out}");
+}
+
+#[test]
+fn check_refuses_a_config_without_policy() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let text_ = std::fs::read_to_string(&cfg).unwrap();
+    let start = text_.find("[policy]").unwrap();
+    let end = start + text_[start..].find("[[upstream]]").unwrap();
+    let bad = format!("{}{}", &text_[..start], &text_[end..]);
+    std::fs::write(&cfg, bad).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        text(&o).contains("refuses to start without an explicit access policy"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn check_reports_policy_and_certificate_problems_by_file() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    pki.write(
+        "policy.toml",
+        "[[rule]]\nid = \"a\"\neffect = \"allow\"\nmethod = [\"GET\"]\n",
+    );
+    pki.write("server-key.pem", "not a key\n");
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let out = text(&o);
+    assert!(
+        out.contains(&format!(
+            "{}:4:1: unknown field `method`",
+            pki.path("policy.toml").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{} contains no PEM private key",
+            pki.path("server-key.pem").display()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_exits_64_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("z.toml");
+    std::fs::write(&cfg, "[listener]\naddress = \"nowhere\"\n").unwrap();
+    let o = ztgate(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+}

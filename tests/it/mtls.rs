@@ -1,0 +1,154 @@
+//! Who gets in: the TLS handshake requires a client certificate chaining to the CA, valid now,
+//! with the clientAuth EKU, and not revoked.
+
+use http::{StatusCode, Version};
+use rcgen::ExtendedKeyUsagePurpose;
+use ztgate::pki::{CertAuthority, LeafSpec};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn valid_client_is_served_and_upstream_sees_its_identity() {
+    let s = Server::start(Opts::default()).await;
+    let r = s.client().get(s.addr, "/hello").await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(echoed(&r.body, "x-ztgate-identity"), [CLIENT_ID]);
+    let xfcc = echoed(&r.body, "x-forwarded-client-cert");
+    assert_eq!(xfcc.len(), 1);
+    assert!(xfcc[0].starts_with("Hash="), "{}", xfcc[0]);
+    assert!(xfcc[0].contains(r#"Subject="CN=client""#), "{}", xfcc[0]);
+    assert!(xfcc[0].ends_with(&format!("URI={CLIENT_ID}")), "{}", xfcc[0]);
+    assert_eq!(echoed(&r.body, "x-forwarded-proto"), ["https"]);
+    assert_eq!(echoed(&r.body, "x-forwarded-for"), ["127.0.0.1"]);
+    let rid = r.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(
+        echoed(&r.body, "x-request-id"),
+        [rid],
+        "the client and the upstream see the same request id"
+    );
+}
+
+#[tokio::test]
+async fn http1_and_h2_clients_are_both_served() {
+    let s = Server::start(Opts::default()).await;
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let req = http::Request::get("/v").body(Default::default()).unwrap();
+        let r = s.client().send(s.addr, version, req).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{version:?}");
+        // The upstream always speaks HTTP/1.1 and gets a Host with the port.
+        assert!(r.body.starts_with("GET /v HTTP/1.1\n"), "{version:?}: {}", r.body);
+        assert_eq!(
+            echoed(&r.body, "host"),
+            [format!("localhost:{}", s.addr.port()).as_str()],
+            "{version:?}"
+        );
+        assert_eq!(echoed(&r.body, "x-ztgate-identity"), [CLIENT_ID], "{version:?}");
+    }
+}
+
+/// Asserts a client is refused during the handshake with the given TLS alert, and that the
+/// refusal is counted under `reason`.
+async fn assert_refused(s: &Server, client: Client, alert: &str, reason: &str) {
+    let err = client.get(s.addr, "/").await.expect_err("handshake must fail");
+    assert!(err.contains(alert), "expected alert {alert}, got: {err}");
+    let metrics = s.metrics().await;
+    let line = format!("ztgate_tls_handshakes_total{{result=\"{reason}\"}}");
+    assert!(metrics.contains(&line), "missing {line} in:\n{metrics}");
+}
+
+#[tokio::test]
+async fn client_without_certificate_is_refused() {
+    let s = Server::start(Opts::default()).await;
+    assert_refused(
+        &s,
+        Client::new(&s.pki.ca.cert_pem(), None),
+        "CertificateRequired",
+        "no_client_cert",
+    )
+    .await;
+    assert_eq!(s.client().get(s.addr, "/").await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_is_refused() {
+    let s = Server::start(Opts::default()).await;
+    let other = CertAuthority::new("other CA").unwrap();
+    let stranger = other.issue(&LeafSpec::client("client", Some(CLIENT_ID))).unwrap();
+    assert_refused(
+        &s,
+        Client::new(&s.pki.ca.cert_pem(), Some(&stranger)),
+        "UnknownCA",
+        "unknown_ca",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn expired_certificate_is_refused() {
+    let s = Server::start(Opts::default()).await;
+    let mut spec = LeafSpec::client("client", Some(CLIENT_ID));
+    (spec.valid_from_days, spec.valid_until_days) = (-30, -1);
+    let expired = s.pki.issue(&spec);
+    assert_refused(
+        &s,
+        Client::new(&s.pki.ca.cert_pem(), Some(&expired)),
+        "CertificateExpired",
+        "expired",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn certificate_without_client_auth_eku_is_refused() {
+    let s = Server::start(Opts::default()).await;
+    let mut spec = LeafSpec::client("client", Some(CLIENT_ID));
+    spec.eku = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_only = s.pki.issue(&spec);
+    assert_refused(
+        &s,
+        Client::new(&s.pki.ca.cert_pem(), Some(&server_only)),
+        "UnsupportedCertificate",
+        "bad_eku",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn revoked_certificate_is_refused_and_others_still_served() {
+    let pki = Pki::new();
+    let revoked = pki.issue(&LeafSpec::client("client", Some(CLIENT_ID)));
+    let crl = pki.ca.crl_pem(&[&revoked.serial]).unwrap();
+    let crl_path = pki.write("ca.crl.pem", &crl);
+    let opts = Opts {
+        tls_extra: format!("crls = [\"{}\"]", crl_path.display()),
+        ..Opts::default()
+    };
+    let s = Server::start_with(pki, opts).await;
+    assert_refused(
+        &s,
+        Client::new(&s.pki.ca.cert_pem(), Some(&revoked)),
+        "CertificateRevoked",
+        "revoked",
+    )
+    .await;
+    assert_eq!(s.client().get(s.addr, "/").await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_is_closed_without_a_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(Opts::default()).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1"),
+        "no HTTP may be served without TLS"
+    );
+    assert!(
+        s.metrics()
+            .await
+            .contains("ztgate_tls_handshakes_total{result=\"protocol\"}")
+    );
+}

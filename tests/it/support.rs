@@ -1,0 +1,342 @@
+//! Test support: a PKI minted per test, the real ztgate server on 127.0.0.1:0 in-process, the
+//! echo upstream, and an mTLS client built on hyper's connection API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+use ztgate::app::{self, Listeners};
+use ztgate::config::Config;
+use ztgate::pki::{CertAuthority, Issued, LeafSpec};
+
+pub const CLIENT_ID: &str = "spiffe://ztgate.dev/ns/default/sa/client";
+pub const ADMIN_ID: &str = "spiffe://ztgate.dev/ns/ops/sa/admin";
+
+/// The example policy shipped in config/: client everywhere but /admin, admin everywhere.
+pub const EXAMPLE_POLICY: &str = include_str!("../../config/policy.toml");
+
+/// A CA with a server certificate and two client identities, written to a temp dir.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: CertAuthority,
+    pub client: Issued,
+    pub admin: Issued,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertAuthority::new("test CA").unwrap();
+        let server = ca.issue(&LeafSpec::server("ztgate test server")).unwrap();
+        let client = ca.issue(&LeafSpec::client("client", Some(CLIENT_ID))).unwrap();
+        let admin = ca.issue(&LeafSpec::client("admin", Some(ADMIN_ID))).unwrap();
+        let pki = Self { dir, ca, client, admin };
+        pki.write("ca.pem", &pki.ca.cert_pem());
+        pki.write("server.pem", &server.cert_pem);
+        pki.write("server-key.pem", &server.key_pem);
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    pub fn issue(&self, spec: &LeafSpec) -> Issued {
+        self.ca.issue(spec).unwrap()
+    }
+}
+
+/// Knobs for one test server; `Default` is the example setup.
+pub struct Opts {
+    pub policy: String,
+    /// Extra TOML appended to `[tls]` (e.g. `crls = [...]`).
+    pub tls_extra: String,
+    /// Upstream URL; `None` starts the echo upstream and points at it.
+    pub upstream_url: Option<String>,
+    pub upstream_extra: String,
+    pub route_prefix: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            policy: EXAMPLE_POLICY.to_string(),
+            tls_extra: String::new(),
+            upstream_url: None,
+            upstream_extra: String::new(),
+            route_prefix: "/".into(),
+        }
+    }
+}
+
+/// A running ztgate. Dropping it stops the server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub pki: Pki,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(opts: Opts) -> Self {
+        Self::start_with(Pki::new(), opts).await
+    }
+
+    pub async fn start_with(pki: Pki, opts: Opts) -> Self {
+        let upstream_url = match opts.upstream_url {
+            Some(u) => u,
+            None => {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}", l.local_addr().unwrap());
+                tokio::spawn(ztgate::demo::echo_upstream(l));
+                url
+            }
+        };
+        let policy = pki.write("policy.toml", &opts.policy);
+        let config_text = config_toml(
+            pki.dir.path(),
+            &policy,
+            &opts.tls_extra,
+            &upstream_url,
+            &opts.upstream_extra,
+            &opts.route_prefix,
+        );
+        let config_path = pki.write("ztgate.toml", &config_text);
+        let cfg = Config::load(&config_path).unwrap();
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            proxy,
+            admin: Some(admin),
+        };
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(errors) = app::serve(cfg, listeners, shutdown).await {
+                panic!("server failed: {errors:?}");
+            }
+        });
+        Self {
+            addr,
+            admin: admin_addr,
+            pki,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts the graceful drain (as SIGTERM does).
+    pub fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.pki.ca.cert_pem(), Some(&self.pki.client))
+    }
+
+    pub fn admin_client(&self) -> Client {
+        Client::new(&self.pki.ca.cert_pem(), Some(&self.pki.admin))
+    }
+
+    pub async fn metrics(&self) -> String {
+        let tcp = TcpStream::connect(self.admin).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/metrics")
+            .header("host", "admin")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn config_toml(
+    dir: &Path,
+    policy: &Path,
+    tls_extra: &str,
+    upstream: &str,
+    upstream_extra: &str,
+    prefix: &str,
+) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+handshake_timeout = "2s"
+
+[tls]
+cert = "{d}/server.pem"
+key = "{d}/server-key.pem"
+client_ca = "{d}/ca.pem"
+{tls_extra}
+
+[admin]
+address = "127.0.0.1:0"
+
+[policy]
+file = "{policy}"
+
+[[upstream]]
+name = "app"
+url = "{upstream}"
+{upstream_extra}
+
+[[route]]
+name = "default"
+path_prefix = "{prefix}"
+upstream = "app"
+
+[shutdown]
+drain_timeout = "5s"
+"#,
+        policy = policy.display()
+    )
+}
+
+/// A response as the test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// An mTLS client. `cert = None` presents no client certificate.
+pub struct Client {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    pub fn new(ca_pem: &str, cert: Option<&Issued>) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(ztgate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = match cert {
+            Some(c) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Reply, String> {
+        self.send(addr, Version::HTTP_11, Request::get(path).body(Empty::new()).unwrap())
+            .await
+    }
+
+    /// A TLS connection offering HTTP/1.1 only.
+    pub async fn tls_connect(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// Sends one request on a fresh connection with the given HTTP version (ALPN picks it).
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        mut req: Request<Empty<Bytes>>,
+    ) -> Result<Reply, String> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![if version == Version::HTTP_2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| chain(&e))?;
+        let io = TokioIo::new(tls);
+        let resp = if version == Version::HTTP_2 {
+            *req.uri_mut() = format!("https://localhost:{}{}", addr.port(), req.uri())
+                .parse()
+                .unwrap();
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| chain(&e))?;
+            tokio::spawn(conn);
+            sender.send_request(req).await.map_err(|e| chain(&e))?
+        } else {
+            if !req.headers().contains_key("host") {
+                req.headers_mut()
+                    .insert("host", format!("localhost:{}", addr.port()).parse().unwrap());
+            }
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| chain(&e))?;
+            tokio::spawn(conn);
+            sender.send_request(req).await.map_err(|e| chain(&e))?
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// The whole error chain as one string, so tests can look for the TLS alert inside.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = format!("{e:?}");
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(" <- ");
+        s.push_str(&format!("{inner:?}"));
+        cur = inner.source();
+    }
+    s
+}
+
+/// The value of a header line in the echo upstream's body (`name: value`).
+pub fn echoed<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+        .collect()
+}
