@@ -11,10 +11,11 @@ use tracing::info;
 use crate::config::Config;
 use crate::middleware;
 use crate::policy::{Policy, PolicyError};
+use crate::reload::{self, PolicyStore};
 use crate::server::{self, Server};
 use crate::telemetry::{self, admin, metrics};
 use crate::tls::{self, TlsError};
-use crate::upstream::Forward;
+use crate::upstream::{Forward, RouteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -54,18 +55,36 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AppEr
         .map_err(|source| AppError::Bind { addr, what, source })
 }
 
+/// The loaded state of a config: the server and the live policy it reads.
+pub struct Prepared {
+    pub server: Arc<Server>,
+    pub policy: Arc<PolicyStore>,
+}
+
 /// Loads everything the data path needs: TLS material, policy, upstream clients. Used by `run`
 /// and by `check`, so that `check` fails exactly when `run` would.
-pub fn prepare(cfg: &Config) -> Result<Arc<Server>, Vec<AppError>> {
+pub fn prepare(cfg: &Config) -> Result<Prepared, Vec<AppError>> {
     let mut errors = Vec::new();
     let tls = tls::server_tls(&cfg.tls).map_err(|e| errors.push(e.into())).ok();
     let policy = Policy::load(&cfg.policy.file).map_err(|e| errors.push(e.into())).ok();
-    let forward = Forward::new(cfg).map_err(|e| errors.push(e.into())).ok();
+    let routes = Arc::new(RouteTable::new(&cfg.routes));
+    let forward = Forward::new(cfg, routes.clone())
+        .map_err(|e| errors.push(e.into()))
+        .ok();
     match (tls, policy, forward) {
         (Some(tls), Some(policy), Some(forward)) => {
-            metrics::policy_rules(policy.rule_count());
-            let stack = middleware::stack(Arc::new(policy), forward, metrics::RequestMetrics::register());
-            Ok(Server::new(cfg.listener.clone(), tls, stack))
+            let policy = PolicyStore::new(policy);
+            let stack = middleware::stack(middleware::Parts {
+                policy: policy.clone(),
+                routes,
+                forward,
+                metrics: metrics::RequestMetrics::register(),
+                require_sni_match: cfg.listener.require_sni_match,
+            });
+            Ok(Prepared {
+                server: Server::new(cfg.listener.clone(), tls, stack),
+                policy,
+            })
         }
         _ => Err(errors),
     }
@@ -74,7 +93,7 @@ pub fn prepare(cfg: &Config) -> Result<Arc<Server>, Vec<AppError>> {
 /// Runs ztgate on bound listeners until `shutdown` completes, then drains.
 pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), Vec<AppError>> {
     let handle = metrics::install();
-    let server = prepare(&cfg)?;
+    let Prepared { server, policy } = prepare(&cfg)?;
     let ready = admin::Readiness::default();
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = listeners.admin.map(|l| {
@@ -97,8 +116,20 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             ready.set(false);
         }
     };
+    let reload_task = {
+        let mut rx = admin_stopped.clone();
+        tokio::spawn(reload::watch_policy(
+            policy,
+            cfg.policy.file.clone(),
+            cfg.policy.reload_interval,
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
     server::serve(listeners.proxy, server, cfg.drain_timeout, shutdown).await;
     let _ = stop_admin.send(true);
+    let _ = reload_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -57,12 +57,23 @@ impl<'a> Collector<'a> {
         });
     }
 
-    /// Adds a TOML syntax or shape error (unknown key, wrong type, missing field).
-    pub(crate) fn push_toml(&mut self, err: &toml::de::Error) {
+    /// Adds a TOML syntax or shape error (unknown key, wrong type, missing field). For an unknown
+    /// key, names the closest valid one from `keys` (or from serde's "expected one of" list).
+    pub(crate) fn push_toml(&mut self, err: &toml::de::Error, keys: &[&str]) {
         let span = err.span().unwrap_or(0..0);
         // toml's message can span several lines with a source excerpt; the first line is the gist.
         let message = err.message().lines().next().unwrap_or("invalid TOML").trim();
-        self.push(span, message.to_string());
+        let message = match unknown_field(message) {
+            Some((unknown, expected)) => {
+                let candidates: Vec<&str> = if keys.is_empty() { expected } else { keys.to_vec() };
+                match closest(unknown, &candidates) {
+                    Some(best) => format!("unknown key `{unknown}` (did you mean `{best}`?)"),
+                    None => format!("unknown key `{unknown}` (valid keys: {})", candidates.join(", ")),
+                }
+            }
+            None => message.to_string(),
+        };
+        self.push(span, message);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -79,6 +90,38 @@ impl<'a> Collector<'a> {
             problems: self.problems,
         })
     }
+}
+
+/// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (name, rest) = rest.split_once('`')?;
+    let expected = rest.split('`').skip(1).step_by(2).collect();
+    Some((name, expected))
+}
+
+/// The candidate within edit distance 2 of `word` (or sharing a long prefix), if any.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -123,6 +166,15 @@ mod tests {
         assert_eq!(line_col(text, 0), (1, 1));
         assert_eq!(line_col(text, 6), (2, 1));
         assert_eq!(line_col(text, 8), (2, 3));
+    }
+
+    #[test]
+    fn unknown_keys_get_the_closest_valid_key() {
+        assert_eq!(closest("spife_id", &["spiffe_id", "cn", "paths"]), Some("spiffe_id"));
+        assert_eq!(closest("efect", &["effect", "id"]), Some("effect"));
+        assert_eq!(closest("zzzz", &["effect", "id"]), None);
+        let (name, expected) = unknown_field("unknown field `clent_ca`, expected one of `cert`, `client_ca`").unwrap();
+        assert_eq!((name, expected), ("clent_ca", vec!["cert", "client_ca"]));
     }
 
     #[test]

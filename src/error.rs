@@ -19,6 +19,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("denied by policy (rule {}, reason {reason})", rule.as_deref().unwrap_or("none"))]
     Denied { rule: Option<String>, reason: &'static str },
+    #[error("Host {host:?} does not match TLS SNI {sni:?}")]
+    MisdirectedRequest { sni: String, host: String },
     #[error("no route for host {host:?} path {path:?}")]
     NoRoute { host: String, path: String },
     #[error("upstream {upstream} unreachable: {source}")]
@@ -50,6 +52,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Draining => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,6 +69,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad request",
             ProxyError::Denied { .. } => "access denied",
             ProxyError::NoRoute { .. } => "no route",
+            ProxyError::MisdirectedRequest { .. } => "misdirected request",
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
             ProxyError::Draining => "service draining",

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod middleware;
 pub mod pki;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

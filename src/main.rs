@@ -32,7 +32,17 @@ fn main() -> ExitCode {
                 Err(e) => return fail_config(&e.to_string()),
             };
             match app::prepare(&cfg) {
-                Ok(_) => {
+                Ok(prepared) => {
+                    let policy = prepared.policy.load();
+                    for w in &policy.warnings {
+                        eprintln!(
+                            "{}:{}:{}: warning: {}",
+                            policy.source.display(),
+                            w.line,
+                            w.col,
+                            w.message
+                        );
+                    }
                     println!(
                         "{}: OK ({} upstream(s), {} route(s), policy {})",
                         config.display(),

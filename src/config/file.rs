@@ -31,6 +31,7 @@ pub(crate) struct RawListener {
     pub(crate) header_read_timeout: Option<Spanned<String>>,
     pub(crate) idle_timeout: Option<Spanned<String>>,
     pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) require_sni_match: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +55,7 @@ pub(crate) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPolicy {
     pub(crate) file: Spanned<String>,
+    pub(crate) reload_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,8 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Cap on concurrently open client connections; past it, new ones wait in the accept queue.
     pub max_connections: usize,
+    /// Refuse with 421 a request whose Host is not the TLS SNI the client sent.
+    pub require_sni_match: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     pub file: PathBuf,
+    /// How often the file is checked for changes (SIGHUP reloads at once).
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            c.push_toml(&e);
+            c.push_toml(&e, &[]);
             return Err(finish_err(c, path));
         }
     };
@@ -33,9 +33,17 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         .as_ref()
         .and_then(|a| addr(&mut c, &a.address).map(|address| AdminConfig { address }));
     let policy = match &raw.policy {
-        Some(p) => Some(PolicyConfig {
-            file: non_empty_path(&mut c, &p.get_ref().file),
-        }),
+        Some(p) => {
+            let p = p.get_ref();
+            let reload_interval = p
+                .reload_interval
+                .as_ref()
+                .map_or(Some(Duration::from_secs(1)), |d| duration(&mut c, d));
+            reload_interval.map(|reload_interval| PolicyConfig {
+                file: non_empty_path(&mut c, &p.file),
+                reload_interval,
+            })
+        }
         None => {
             // Secure by default: no policy is never "allow everyone".
             c.push(
@@ -139,6 +147,7 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
         header_read_timeout: header_read_timeout?,
         idle_timeout: idle_timeout?,
         max_connections: max_connections?,
+        require_sni_match: l.require_sni_match.unwrap_or(true),
     })
 }
 

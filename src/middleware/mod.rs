@@ -1,6 +1,6 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► sanitize ─► policy ─► forward
+//! trace + request id ─► metrics ─► sanitize ─► route ─► policy ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
 //! [`ProxyError::into_response`](crate::error::ProxyError::into_response), the only place that
@@ -8,6 +8,7 @@
 
 pub mod metrics;
 pub mod policy;
+pub mod route;
 pub mod sanitize;
 pub mod trace;
 
@@ -19,9 +20,9 @@ use http::{HeaderValue, Response};
 use tower::ServiceBuilder;
 
 use crate::error::{ProxyBody, ProxyError};
-use crate::policy::Policy;
+use crate::reload::PolicyStore;
 use crate::telemetry::metrics::RequestMetrics;
-use crate::upstream::Forward;
+use crate::upstream::{Forward, RouteTable};
 
 /// The future every inner layer returns. Boxed: one allocation per request per layer is cheaper
 /// than the type machinery of hand-written futures at this size (STYLE.md).
@@ -32,13 +33,24 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Pro
 pub struct RequestId(pub HeaderValue);
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub type Stack = trace::Trace<metrics::Metrics<sanitize::Sanitize<policy::PolicyCheck<Forward>>>>;
+pub type Stack = trace::Trace<metrics::Metrics<sanitize::Sanitize<route::Route<policy::PolicyCheck<Forward>>>>>;
 
-pub fn stack(policy: Arc<Policy>, forward: Forward, metrics: RequestMetrics) -> Stack {
+/// What the stack is built from; everything is shared (`Arc`) across connections.
+pub struct Parts {
+    pub policy: Arc<PolicyStore>,
+    pub routes: Arc<RouteTable>,
+    pub forward: Forward,
+    pub metrics: RequestMetrics,
+    /// Refuse (421) a request whose Host differs from the TLS SNI.
+    pub require_sni_match: bool,
+}
+
+pub fn stack(p: Parts) -> Stack {
     ServiceBuilder::new()
         .layer(trace::TraceLayer::new())
-        .layer(metrics::MetricsLayer::new(metrics.clone()))
+        .layer(metrics::MetricsLayer::new(p.metrics.clone()))
         .layer(sanitize::SanitizeLayer)
-        .layer(policy::PolicyCheckLayer::new(policy, metrics))
-        .service(forward)
+        .layer(route::RouteLayer::new(p.routes.clone(), p.require_sni_match))
+        .layer(policy::PolicyCheckLayer::new(p.policy, p.routes, p.metrics))
+        .service(p.forward)
 }

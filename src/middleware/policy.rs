@@ -1,5 +1,5 @@
-//! Evaluates the access policy against the connection's identity and the (normalised) request.
-//! No rule, no entry: a request is forwarded only on an explicit allow.
+//! Evaluates the live policy against the connection's identity and the normalised, routed
+//! request. No rule, no entry: a request is forwarded only on an explicit allow.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,20 +10,24 @@ use tower::{Layer, Service};
 use tracing::info;
 
 use super::BoxFuture;
+use super::route::RouteMatch;
 use crate::error::{ProxyBody, ProxyError};
-use crate::policy::{Policy, RequestFacts};
+use crate::policy::RequestFacts;
+use crate::reload::PolicyStore;
 use crate::server::ConnCtx;
 use crate::telemetry::metrics::RequestMetrics;
+use crate::upstream::RouteTable;
 
 #[derive(Clone)]
 pub struct PolicyCheckLayer {
-    policy: Arc<Policy>,
+    store: Arc<PolicyStore>,
+    routes: Arc<RouteTable>,
     metrics: RequestMetrics,
 }
 
 impl PolicyCheckLayer {
-    pub fn new(policy: Arc<Policy>, metrics: RequestMetrics) -> Self {
-        Self { policy, metrics }
+    pub fn new(store: Arc<PolicyStore>, routes: Arc<RouteTable>, metrics: RequestMetrics) -> Self {
+        Self { store, routes, metrics }
     }
 }
 
@@ -32,8 +36,7 @@ impl<S> Layer<S> for PolicyCheckLayer {
     fn layer(&self, inner: S) -> PolicyCheck<S> {
         PolicyCheck {
             inner,
-            policy: self.policy.clone(),
-            metrics: self.metrics.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -41,36 +44,46 @@ impl<S> Layer<S> for PolicyCheckLayer {
 #[derive(Clone)]
 pub struct PolicyCheck<S> {
     inner: S,
-    policy: Arc<Policy>,
-    metrics: RequestMetrics,
+    layer: PolicyCheckLayer,
 }
 
 impl<S> PolicyCheck<S> {
     /// `Ok` to forward, `Err` to reject; pure apart from logging and counting.
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
+        let ext = req.extensions();
         // Fail closed: a request without a verified identity is never judged "allowed".
-        let Some(conn) = req.extensions().get::<Arc<ConnCtx>>() else {
+        let (Some(conn), Some(route)) = (ext.get::<Arc<ConnCtx>>(), ext.get::<RouteMatch>()) else {
             return Err(ProxyError::Internal(
-                "request reached policy without connection context",
+                "request reached policy without connection context or route",
             ));
         };
-        let decision = self.policy.evaluate(&RequestFacts {
+        let policy = self.layer.store.load();
+        let decision = policy.evaluate(&RequestFacts {
             peer: &conn.identity,
             method: req.method(),
             path: req.uri().path(),
+            host: route.host.as_deref(),
+            route: self.layer.routes.get(route.index).map(|r| r.name.as_str()),
+            headers: req.headers(),
+            source_ip: conn.peer_addr.ip(),
         });
-        self.metrics.decision(decision.allowed);
+        let metrics = &self.layer.metrics;
+        metrics.decision(decision.allowed);
+        if let Some(shadow) = &decision.shadow {
+            metrics.shadow(shadow.would_allow);
+            info!(
+                rule = shadow.rule,
+                reason = shadow.reason(),
+                enforced = decision.reason.as_str(),
+                "shadow rule would change this decision"
+            );
+        }
         if decision.allowed {
             return Ok(());
         }
-        info!(
-            rule = decision.rule.unwrap_or("-"),
-            reason = decision.reason,
-            "denied by policy"
-        );
         Err(ProxyError::Denied {
             rule: decision.rule.map(str::to_string),
-            reason: decision.reason,
+            reason: decision.reason.as_str(),
         })
     }
 }

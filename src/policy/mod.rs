@@ -1,29 +1,32 @@
 //! Access policy: a TOML file of rules, compiled once per load, evaluated per request.
 //!
-//! Semantics: default deny. A request is allowed only if some `allow` rule matches and no `deny`
-//! rule matches (deny overrides). Conditions inside a rule are AND-ed; a list means any-of.
-//!
-//! This is the first cut (principal by SPIFFE ID or CN, method, path, `not`); the policy issue
-//! extends the condition set, adds indexing, `explain` and hot reload.
+//! Semantics (docs/policy.md): default deny. A request is allowed only if some enforced `allow`
+//! rule matches and no enforced `deny` rule matches (deny overrides). Conditions inside a rule
+//! are AND-ed; a list means any-of. `mode = "shadow"` rules are evaluated and reported but never
+//! change the decision.
 
+mod compile;
+mod cond;
+mod explain;
+mod file;
 mod glob;
+mod index;
 pub mod path;
 
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use http::Method;
-use serde::Deserialize;
-use toml::Spanned;
-
-use crate::diag::{Collector, Diagnostics};
-use crate::identity::PeerIdentity;
+use crate::diag::{Collector, Diagnostics, Problem, line_col};
+use cond::Cond;
+pub use cond::RequestFacts;
+pub use explain::{Explanation, RuleTrace};
 pub use glob::SegGlob;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}")]
     Read {
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -31,88 +34,90 @@ pub enum PolicyError {
     Invalid(Diagnostics),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    #[serde(default, rename = "rule")]
-    rules: Vec<RawRule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    id: Spanned<String>,
-    effect: Spanned<String>,
-    #[allow(dead_code)] // documentation for humans; kept so that the key is accepted
-    description: Option<String>,
-    spiffe_id: Option<Vec<Spanned<String>>>,
-    cn: Option<Vec<String>>,
-    methods: Option<Vec<Spanned<String>>>,
-    paths: Option<Vec<Spanned<String>>>,
-    not: Option<Box<RawCond>>,
-}
-
-/// The conditions of a rule, without its id and effect (used for `not`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCond {
-    spiffe_id: Option<Vec<Spanned<String>>>,
-    cn: Option<Vec<String>>,
-    methods: Option<Vec<Spanned<String>>>,
-    paths: Option<Vec<Spanned<String>>>,
-    not: Option<Box<RawCond>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Effect {
     Allow,
     Deny,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    /// Evaluated and reported as if enforced, never changes the decision.
+    Shadow,
+}
+
 #[derive(Debug)]
-struct Rule {
-    id: String,
-    effect: Effect,
+pub struct Rule {
+    pub id: String,
+    pub effect: Effect,
+    pub mode: Mode,
+    /// Line of the rule's `[[rule]]` header, for messages.
+    pub line: usize,
+    span: Range<usize>,
     cond: Cond,
 }
 
-#[derive(Debug, Default)]
-struct Cond {
-    spiffe: Option<Vec<SpiffePattern>>,
-    cn: Option<Vec<String>>,
-    methods: Option<Vec<Method>>,
-    paths: Option<Vec<SegGlob>>,
-    not: Option<Box<Cond>>,
+/// Why a request was allowed or denied (machine-readable codes in docs/policy.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Reason {
+    #[serde(rename = "allowed")]
+    Allowed,
+    #[serde(rename = "denied-by-rule")]
+    DeniedByRule,
+    #[serde(rename = "no-allow-rule")]
+    NoAllowRule,
 }
 
-#[derive(Debug)]
-struct SpiffePattern {
-    trust_domain: String,
-    path: SegGlob,
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::DeniedByRule => "denied-by-rule",
+            Reason::NoAllowRule => "no-allow-rule",
+        }
+    }
 }
 
-/// What a rule can look at.
-pub struct RequestFacts<'a> {
-    pub peer: &'a PeerIdentity,
-    pub method: &'a Method,
-    /// Normalised path (see [`path::normalize`]).
-    pub path: &'a str,
+/// A shadow rule that would have flipped the decision had it been enforced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Shadow<'p> {
+    pub rule: &'p str,
+    /// `true`: a shadow allow would have allowed a denied request (`shadow-allow`);
+    /// `false`: a shadow deny would have denied an allowed one (`shadow-deny`).
+    pub would_allow: bool,
 }
 
-/// The outcome of evaluating a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Shadow<'_> {
+    pub fn reason(&self) -> &'static str {
+        if self.would_allow {
+            "shadow-allow"
+        } else {
+            "shadow-deny"
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision<'p> {
     pub allowed: bool,
-    /// The rule that decided: the matching deny, else the first matching allow.
+    /// The deciding rule: the first matching enforced deny, else the first matching allow.
     pub rule: Option<&'p str>,
-    /// Machine-readable reason code (listed in docs/policy.md).
-    pub reason: &'static str,
+    pub reason: Reason,
+    pub shadow: Option<Shadow<'p>>,
 }
 
 /// A compiled policy.
 #[derive(Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
+    groups: Vec<Cond>,
+    index: index::Index,
+    /// Findings that do not stop the policy from loading (printed by `check`).
+    pub warnings: Vec<Problem>,
+    pub source: PathBuf,
 }
 
 impl Policy {
@@ -126,199 +131,93 @@ impl Policy {
 
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, PolicyError> {
         let mut c = Collector::new(text);
-        let raw: RawPolicy = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                c.push_toml(&e);
-                return Err(invalid(c, path));
-            }
-        };
-        let mut rules = Vec::with_capacity(raw.rules.len());
-        let mut ids = std::collections::HashMap::new();
-        for r in raw.rules {
-            if let Some(first_line) = ids.insert(r.id.get_ref().clone(), r.id.span().start) {
-                let (line, _) = crate::diag::line_col(text, first_line);
-                c.push(
-                    r.id.span(),
-                    format!("duplicate rule id `{}` (first defined on line {line})", r.id.get_ref()),
-                );
-            }
-            let effect = match r.effect.get_ref().as_str() {
-                "allow" => Effect::Allow,
-                "deny" => Effect::Deny,
-                other => {
-                    c.push(
-                        r.effect.span(),
-                        format!("unknown effect `{other}` (expected \"allow\" or \"deny\")"),
-                    );
-                    Effect::Deny
-                }
-            };
-            let cond = compile_cond(
-                &mut c,
-                RawCond {
-                    spiffe_id: r.spiffe_id,
-                    cn: r.cn,
-                    methods: r.methods,
-                    paths: r.paths,
-                    not: r.not,
-                },
-            );
-            rules.push(Rule {
-                id: r.id.into_inner(),
-                effect,
-                cond,
-            });
-        }
-        if !rules.iter().any(|r| r.effect == Effect::Allow) && c.is_empty() {
-            c.push(
-                0..0,
-                "policy has no allow rule: every request would be denied (add a [[rule]] with effect = \"allow\")",
-            );
-        }
-        if !c.is_empty() {
-            return Err(invalid(c, path));
-        }
-        Ok(Self { rules })
-    }
-
-    pub fn rule_count(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn evaluate(&self, req: &RequestFacts<'_>) -> Decision<'_> {
-        let mut allow: Option<&str> = None;
-        for rule in &self.rules {
-            if !rule.cond.matches(req) {
-                continue;
-            }
-            match rule.effect {
-                Effect::Deny => {
-                    return Decision {
-                        allowed: false,
-                        rule: Some(&rule.id),
-                        reason: "denied-by-rule",
-                    };
-                }
-                Effect::Allow => {
-                    allow.get_or_insert(&rule.id);
-                }
-            }
-        }
-        match allow {
-            Some(id) => Decision {
-                allowed: true,
-                rule: Some(id),
-                reason: "allowed",
-            },
-            None => Decision {
-                allowed: false,
-                rule: None,
-                reason: "no-matching-allow",
-            },
-        }
-    }
-}
-
-fn invalid(c: Collector<'_>, path: &Path) -> PolicyError {
-    match c.finish(path) {
-        Err(d) => PolicyError::Invalid(d),
-        Ok(()) => PolicyError::Invalid(Diagnostics {
-            path: path.to_path_buf(),
-            problems: Vec::new(),
-        }),
-    }
-}
-
-fn compile_cond(c: &mut Collector<'_>, raw: RawCond) -> Cond {
-    let spiffe = raw.spiffe_id.map(|list| {
-        list.iter()
-            .filter_map(|p| match compile_spiffe(p.get_ref()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    c.push(p.span(), e);
-                    None
-                }
+        let raw = file::parse(text, &mut c);
+        let compiled = compile::compile(raw, text, &mut c);
+        c.finish(path).map_err(PolicyError::Invalid)?;
+        let warnings = compiled
+            .warnings
+            .into_iter()
+            .map(|(span, message)| {
+                let (line, col) = line_col(text, span.start);
+                Problem { line, col, message }
             })
-            .collect()
-    });
-    let methods = raw.methods.map(|list| {
-        list.iter()
-            .filter_map(
-                |m| match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-                    Ok(m) => Some(m),
-                    Err(_) => {
-                        c.push(m.span(), format!("invalid HTTP method `{}`", m.get_ref()));
-                        None
-                    }
-                },
-            )
-            .collect()
-    });
-    let paths = raw.paths.map(|list| {
-        list.iter()
-            .filter_map(|p| match SegGlob::compile(p.get_ref()) {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    c.push(p.span(), e);
-                    None
-                }
-            })
-            .collect()
-    });
-    Cond {
-        spiffe,
-        cn: raw.cn,
-        methods,
-        paths,
-        not: raw.not.map(|n| Box::new(compile_cond(c, *n))),
+            .collect();
+        let index = index::Index::build(&compiled.rules);
+        Ok(Self {
+            rules: compiled.rules,
+            groups: compiled.groups,
+            index,
+            warnings,
+            source: path.to_path_buf(),
+        })
     }
-}
 
-fn compile_spiffe(pattern: &str) -> Result<SpiffePattern, String> {
-    let rest = pattern
-        .strip_prefix("spiffe://")
-        .ok_or_else(|| format!("spiffe_id pattern `{pattern}` must start with spiffe://"))?;
-    let (td, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
-    if td.is_empty() || td.contains('*') {
-        return Err(format!("spiffe_id pattern `{pattern}` needs a literal trust domain"));
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
     }
-    Ok(SpiffePattern {
-        trust_domain: td.to_string(),
-        path: SegGlob::compile(path)?,
-    })
-}
 
-impl Cond {
-    fn matches(&self, req: &RequestFacts<'_>) -> bool {
-        if let Some(pats) = &self.spiffe {
-            let Some(id) = &req.peer.spiffe_id else {
-                return false;
-            };
-            if !pats
-                .iter()
-                .any(|p| p.trust_domain == id.trust_domain() && p.path.matches(id.path()))
+    /// The decision for one request. Looks only at the index's candidates; [`Policy::explain`]
+    /// looks at every rule and must agree (tested).
+    pub fn evaluate(&self, f: &RequestFacts<'_>) -> Decision<'_> {
+        let mut m = Matches::default();
+        for i in self.index.candidates(f) {
+            let i = i as usize;
+            if let Some(rule) = self.rules.get(i)
+                && rule.cond.matches(f, &self.groups)
             {
-                return false;
+                m.record(i, rule);
             }
         }
-        if let Some(cns) = &self.cn {
-            match &req.peer.common_name {
-                Some(cn) if cns.iter().any(|c| c == cn) => {}
-                _ => return false,
-            }
+        m.decide(&self.rules)
+    }
+}
+
+/// Lowest index of each kind of matching rule.
+#[derive(Default)]
+struct Matches {
+    deny: Option<usize>,
+    allow: Option<usize>,
+    shadow_deny: Option<usize>,
+    shadow_allow: Option<usize>,
+}
+
+impl Matches {
+    fn record(&mut self, i: usize, rule: &Rule) {
+        let slot = match (rule.mode, rule.effect) {
+            (Mode::Enforce, Effect::Deny) => &mut self.deny,
+            (Mode::Enforce, Effect::Allow) => &mut self.allow,
+            (Mode::Shadow, Effect::Deny) => &mut self.shadow_deny,
+            (Mode::Shadow, Effect::Allow) => &mut self.shadow_allow,
+        };
+        *slot = Some(slot.map_or(i, |j| j.min(i)));
+    }
+
+    fn decide(self, rules: &[Rule]) -> Decision<'_> {
+        let id = |i: Option<usize>| i.and_then(|i| rules.get(i)).map(|r| r.id.as_str());
+        let allowed = self.deny.is_none() && self.allow.is_some();
+        let reason = match (self.deny, self.allow) {
+            (Some(_), _) => Reason::DeniedByRule,
+            (None, Some(_)) => Reason::Allowed,
+            (None, None) => Reason::NoAllowRule,
+        };
+        let shadow = match (allowed, self.shadow_deny, self.shadow_allow) {
+            (true, Some(d), _) => id(Some(d)).map(|rule| Shadow {
+                rule,
+                would_allow: false,
+            }),
+            // Only a request that no enforced deny matched could be flipped by a shadow allow.
+            (false, _, Some(a)) if self.deny.is_none() => id(Some(a)).map(|rule| Shadow {
+                rule,
+                would_allow: true,
+            }),
+            _ => None,
+        };
+        Decision {
+            allowed,
+            rule: id(self.deny.or(self.allow)),
+            reason,
+            shadow,
         }
-        if let Some(methods) = &self.methods
-            && !methods.contains(req.method)
-        {
-            return false;
-        }
-        if let Some(paths) = &self.paths
-            && !paths.iter().any(|g| g.matches(req.path))
-        {
-            return false;
-        }
-        !self.not.as_ref().is_some_and(|not| not.matches(req))
     }
 }
 

@@ -14,6 +14,9 @@ pub const TLS_HANDSHAKES_TOTAL: &str = "ztgate_tls_handshakes_total";
 pub const CONNECTIONS_OPEN: &str = "ztgate_connections_open";
 pub const POLICY_DECISIONS_TOTAL: &str = "ztgate_policy_decisions_total";
 pub const POLICY_RULES: &str = "ztgate_policy_rules";
+pub const POLICY_RELOAD_TOTAL: &str = "ztgate_policy_reload_total";
+pub const POLICY_LAST_RELOAD: &str = "ztgate_policy_last_reload_success_timestamp_seconds";
+pub const POLICY_SHADOW_TOTAL: &str = "ztgate_policy_shadow_decisions_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "ztgate_upstream_errors_total";
 pub const BUILD_INFO: &str = "ztgate_build_info";
 
@@ -64,6 +67,15 @@ fn describe() {
     describe_counter!(POLICY_DECISIONS_TOTAL, "Policy decisions, by decision (allow, deny).");
     describe_gauge!(POLICY_RULES, "Rules in the loaded policy.");
     describe_counter!(
+        POLICY_RELOAD_TOTAL,
+        "Policy reloads, by result (ok, error). A failed reload keeps the last good policy."
+    );
+    describe_gauge!(POLICY_LAST_RELOAD, "Unix time of the last successful policy load.");
+    describe_counter!(
+        POLICY_SHADOW_TOTAL,
+        "Shadow rules that would have changed a decision, by outcome (shadow-deny, shadow-allow)."
+    );
+    describe_counter!(
         UPSTREAM_ERRORS_TOTAL,
         "Requests that failed upstream, by kind (connect, timeout, failed)."
     );
@@ -78,6 +90,8 @@ pub struct RequestMetrics {
     duration: Histogram,
     allow: Counter,
     deny: Counter,
+    shadow_deny: Counter,
+    shadow_allow: Counter,
     upstream_connect: Counter,
     upstream_timeout: Counter,
     upstream_failed: Counter,
@@ -91,6 +105,8 @@ impl RequestMetrics {
             duration: histogram!(REQUEST_DURATION),
             allow: counter!(POLICY_DECISIONS_TOTAL, "decision" => "allow"),
             deny: counter!(POLICY_DECISIONS_TOTAL, "decision" => "deny"),
+            shadow_deny: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-deny"),
+            shadow_allow: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-allow"),
             upstream_connect: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "connect"),
             upstream_timeout: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "timeout"),
             upstream_failed: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "failed"),
@@ -107,13 +123,28 @@ impl RequestMetrics {
         if allowed { &self.allow } else { &self.deny }.increment(1);
     }
 
+    /// A shadow rule would have flipped the decision (`would_allow` says which way).
+    pub fn shadow(&self, would_allow: bool) {
+        if would_allow {
+            &self.shadow_allow
+        } else {
+            &self.shadow_deny
+        }
+        .increment(1);
+    }
+
     pub fn upstream_error(&self, err: &crate::error::ProxyError) {
         use crate::error::ProxyError as E;
         match err {
             E::UpstreamUnavailable { .. } => self.upstream_connect.increment(1),
             E::UpstreamTimeout { .. } => self.upstream_timeout.increment(1),
             E::UpstreamFailed { .. } => self.upstream_failed.increment(1),
-            E::BadRequest(_) | E::Denied { .. } | E::NoRoute { .. } | E::Draining | E::Internal(_) => {}
+            E::BadRequest(_)
+            | E::Denied { .. }
+            | E::NoRoute { .. }
+            | E::MisdirectedRequest { .. }
+            | E::Draining
+            | E::Internal(_) => {}
         }
     }
 }
@@ -126,6 +157,15 @@ pub fn connections_open() -> Gauge {
     gauge!(CONNECTIONS_OPEN)
 }
 
-pub fn policy_rules(n: usize) {
-    gauge!(POLICY_RULES).set(n as f64);
+/// A policy was installed (at start-up or by a reload).
+pub fn policy_loaded(rules: usize) {
+    gauge!(POLICY_RULES).set(rules as f64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    gauge!(POLICY_LAST_RELOAD).set(now.as_secs_f64());
+}
+
+pub fn policy_reload(ok: bool) {
+    counter!(POLICY_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }

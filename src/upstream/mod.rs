@@ -20,6 +20,7 @@ use tracing::debug;
 
 use crate::config::{Config, UpstreamProtocol};
 use crate::error::{ProxyBody, ProxyError};
+use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
 use crate::tls::TlsError;
@@ -46,12 +47,12 @@ pub struct Forward {
 }
 
 struct Inner {
-    routes: RouteTable,
+    routes: Arc<RouteTable>,
     upstreams: Vec<Upstream>,
 }
 
 impl Forward {
-    pub fn new(cfg: &Config) -> Result<Self, TlsError> {
+    pub fn new(cfg: &Config, routes: Arc<RouteTable>) -> Result<Self, TlsError> {
         let mut upstreams = Vec::with_capacity(cfg.upstreams.len());
         for u in &cfg.upstreams {
             let mut http = HttpConnector::new();
@@ -106,10 +107,7 @@ impl Forward {
             });
         }
         Ok(Self {
-            inner: Arc::new(Inner {
-                routes: RouteTable::new(&cfg.routes),
-                upstreams,
-            }),
+            inner: Arc::new(Inner { routes, upstreams }),
         })
     }
 }
@@ -131,22 +129,19 @@ impl tower::Service<Request<Incoming>> for Forward {
 
 impl Inner {
     async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-        let (Some(conn), Some(request_id)) = (
-            req.extensions().get::<Arc<ConnCtx>>().cloned(),
-            req.extensions().get::<RequestId>().cloned(),
+        let ext = req.extensions();
+        let (Some(conn), Some(request_id), Some(route)) = (
+            ext.get::<Arc<ConnCtx>>().cloned(),
+            ext.get::<RequestId>().cloned(),
+            ext.get::<RouteMatch>().and_then(|m| self.routes.get(m.index)),
         ) else {
             return Err(ProxyError::Internal(
-                "request reached forward without connection context",
+                "request reached forward without connection context or route",
             ));
         };
-        let host = request_host(&req);
-        let Some(route) = self.routes.find(host.as_deref(), req.uri().path()) else {
-            return Err(ProxyError::NoRoute {
-                host: host.unwrap_or_default(),
-                path: req.uri().path().to_string(),
-            });
+        let Some(upstream) = self.upstreams.get(route.upstream) else {
+            return Err(ProxyError::Internal("route names an upstream that does not exist"));
         };
-        let upstream = &self.upstreams[route.upstream];
 
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -223,18 +218,4 @@ impl Inner {
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
         Ok(resp.map(Either::Left))
     }
-}
-
-/// The request's host without port, lowercased: `:authority` for h2, else the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?,
-    };
-    let host = match raw.rsplit_once(':') {
-        // Keep IPv6 literals (`[::1]:8443` → `[::1]`).
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
-        _ => raw,
-    };
-    Some(host.to_ascii_lowercase())
 }

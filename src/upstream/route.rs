@@ -41,10 +41,15 @@ impl RouteTable {
         Self { routes }
     }
 
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    /// Index of the best route for `host` and `path`; see [`RouteTable::get`].
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.routes
             .iter()
-            .find(|r| host_matches(r.host.as_deref(), host) && prefix_matches(&r.prefix, path))
+            .position(|r| host_matches(r.host.as_deref(), host) && prefix_matches(&r.prefix, path))
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
     }
 }
 
@@ -87,7 +92,7 @@ mod tests {
             route("wild", Some("*.internal"), "/"),
             route("billing", Some("billing.internal"), "/"),
         ]);
-        let pick = |h: Option<&str>, p: &str| t.find(h, p).map(|r| r.name.as_str());
+        let pick = |h: Option<&str>, p: &str| t.find(h, p).and_then(|i| t.get(i)).map(|r| r.name.as_str());
         assert_eq!(pick(None, "/"), Some("default"));
         assert_eq!(pick(None, "/api"), Some("api"));
         assert_eq!(pick(None, "/api/v2/x"), Some("api-v2"));

@@ -107,7 +107,12 @@ fn check_names_the_line_of_a_typo() {
     assert_eq!(o.status.code(), Some(64));
     let line = bad.lines().position(|l| l.contains("clent_ca")).unwrap() + 1;
     let out = text(&o);
-    assert!(out.contains(&format!(":{line}:1: unknown field `clent_ca`")), "{out}");
+    assert!(
+        out.contains(&format!(
+            ":{line}:1: unknown key `clent_ca` (did you mean `client_ca`?)"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -142,7 +147,7 @@ fn check_reports_policy_and_certificate_problems_by_file() {
     let out = text(&o);
     assert!(
         out.contains(&format!(
-            "{}:4:1: unknown field `method`",
+            "{}:4:1: unknown key `method` (did you mean `methods`?)",
             pki.path("policy.toml").display()
         )),
         "{out}"
