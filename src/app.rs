@@ -142,3 +142,110 @@ pub async fn run(cfg: Config) -> Result<(), Vec<AppError>> {
     let listeners = Listeners::bind(&cfg).await.map_err(|e| vec![e])?;
     serve(cfg, listeners, server::shutdown::signal()).await
 }
+
+/// A request described on the command line, for `ztgate explain`.
+pub struct ExplainRequest {
+    pub cert: std::path::PathBuf,
+    pub method: String,
+    pub url: String,
+    pub source_ip: std::net::IpAddr,
+    /// `name: value` pairs.
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot read the client certificate {path}: {reason}")]
+    Cert { path: std::path::PathBuf, reason: String },
+    #[error("invalid request: {0}")]
+    Request(String),
+}
+
+/// `ztgate explain`: what the data path would answer, step by step (normalise, route, policy),
+/// as text or JSON.
+pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String, ExplainError> {
+    use crate::identity::PeerIdentity;
+    use crate::policy::{RequestFacts, path};
+
+    let policy = Policy::load(&cfg.policy.file)?;
+    let der = tls::load_certs(&req.cert)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ExplainError::Cert {
+            path: req.cert.clone(),
+            reason: "no certificate in file".into(),
+        })?;
+    let peer = PeerIdentity::from_der(&der).map_err(|e| ExplainError::Cert {
+        path: req.cert.clone(),
+        reason: e.to_string(),
+    })?;
+    let method = http::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ExplainError::Request(format!("invalid method `{}`", req.method)))?;
+    let uri: http::Uri = req
+        .url
+        .parse()
+        .map_err(|e| ExplainError::Request(format!("invalid URL `{}`: {e}", req.url)))?;
+    let host = uri.host().map(str::to_ascii_lowercase);
+    let mut headers = http::HeaderMap::new();
+    for h in &req.headers {
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| ExplainError::Request(format!("header `{h}` must be `name: value`")))?;
+        let name = http::HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| ExplainError::Request(format!("invalid header name `{n}`")))?;
+        let value = http::HeaderValue::from_str(v.trim())
+            .map_err(|_| ExplainError::Request(format!("invalid header value in `{h}`")))?;
+        headers.append(name, value);
+    }
+
+    let identity = peer.display_name().to_string();
+    let early = |status: u16, why: String| -> String {
+        if json {
+            serde_json::json!({ "identity": identity, "status": status, "error": why }).to_string()
+        } else {
+            format!("identity: {identity}\ndecision: {why}\n")
+        }
+    };
+    let path = match path::normalize(uri.path()) {
+        Ok(p) => p.into_owned(),
+        Err(e) => return Ok(early(400, format!("400 bad request ({e})"))),
+    };
+    let routes = RouteTable::new(&cfg.routes);
+    let Some(route) = routes.find(host.as_deref(), &path).and_then(|i| routes.get(i)) else {
+        return Ok(early(
+            404,
+            format!("404 no route for host {:?} path {path}", host.unwrap_or_default()),
+        ));
+    };
+    let facts = RequestFacts {
+        peer: &peer,
+        method: &method,
+        path: &path,
+        host: host.as_deref(),
+        route: Some(&route.name),
+        headers: &headers,
+        source_ip: req.source_ip,
+    };
+    let explanation = policy.explain(&facts);
+    let status = if explanation.decision.allowed { 200 } else { 403 };
+    if json {
+        let out = serde_json::json!({
+            "identity": identity,
+            "request": { "method": method.as_str(), "host": host, "path": path, "route": route.name },
+            "status": status,
+            "decision": explanation.decision,
+            "rules": explanation.rules,
+        });
+        return Ok(serde_json::to_string_pretty(&out).unwrap_or_default() + "\n");
+    }
+    let head = format!(
+        "identity: {identity}\nrequest:  {method} {} {path} (route {})\n",
+        host.as_deref().unwrap_or("-"),
+        route.name
+    );
+    Ok(head + &explanation.render_text())
+}

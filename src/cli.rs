@@ -23,6 +23,29 @@ pub enum Command {
         #[arg(long, short, default_value = "config/ztgate.toml")]
         config: PathBuf,
     },
+    /// Show the decision a request would get, the rule that made it, and why other rules did not
+    /// match.
+    Explain {
+        #[arg(long, short, default_value = "config/ztgate.toml")]
+        config: PathBuf,
+        /// The client certificate (PEM) the request would be made with.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Full URL, e.g. https://localhost:8443/admin/users
+        #[arg(long)]
+        url: String,
+        /// Client address, for `source_cidr` conditions.
+        #[arg(long, default_value = "127.0.0.1")]
+        source_ip: std::net::IpAddr,
+        /// Request header `name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Certificate helpers.
     Certs {
         #[command(subcommand)]

@@ -55,6 +55,34 @@ fn main() -> ExitCode {
                 Err(errors) => fail_config(&join(&errors)),
             }
         }
+        Command::Explain {
+            config,
+            cert,
+            method,
+            url,
+            source_ip,
+            headers,
+            json,
+        } => {
+            let cfg = match Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => return fail_config(&e.to_string()),
+            };
+            let req = app::ExplainRequest {
+                cert,
+                method,
+                url,
+                source_ip,
+                headers,
+            };
+            match app::explain(&cfg, &req, json) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail_config(&e.to_string()),
+            }
+        }
         Command::Certs {
             command: CertsCommand::Dev { out, force },
         } => match pki::write_dev_pki(&out, force) {

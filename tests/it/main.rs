@@ -2,6 +2,7 @@
 
 mod cli;
 mod mtls;
+mod policy;
 mod proxy;
 mod shutdown;
 mod support;

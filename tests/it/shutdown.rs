@@ -1,7 +1,5 @@
 //! SIGTERM: stop accepting, let in-flight requests finish, exit within the drain deadline.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -44,33 +42,17 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
     let cfg = config_toml(pki.dir.path(), &policy, "", &upstream_url, "", "/") + "\n[log]\nformat = \"json\"\n";
     let cfg_path = pki.write("ztgate.toml", &cfg);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ztgate"))
-        .args(["run", "--config", cfg_path.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The daemon logs its bound address (port 0 in the config) in the "ztgate ready" line.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines.next().expect("ztgate exited before it was ready").unwrap();
-        if let Some(rest) = line.split("\"listen\":\"").nth(1) {
-            break rest.split('"').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {}); // keep draining stderr
+    let (child, addr) = spawn_daemon(&cfg_path);
 
     let client = Client::new(&pki.ca.cert_pem(), Some(&pki.client));
     let slow = tokio::spawn(async move { client.get(addr, "/slow/1000").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, "TERM");
     let started = Instant::now();
 
     let r = slow.await.unwrap().expect("in-flight request must not be cut");
     assert_eq!(r.status, StatusCode::OK);
+    let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

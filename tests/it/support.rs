@@ -70,6 +70,8 @@ pub struct Opts {
     pub upstream_url: Option<String>,
     pub upstream_extra: String,
     pub route_prefix: String,
+    /// Extra TOML appended to `[policy]` (e.g. `reload_interval = "100ms"`).
+    pub policy_extra: String,
 }
 
 impl Default for Opts {
@@ -80,6 +82,7 @@ impl Default for Opts {
             upstream_url: None,
             upstream_extra: String::new(),
             route_prefix: "/".into(),
+            policy_extra: String::new(),
         }
     }
 }
@@ -116,7 +119,8 @@ impl Server {
             &upstream_url,
             &opts.upstream_extra,
             &opts.route_prefix,
-        );
+        )
+        .replace("[policy]\n", &format!("[policy]\n{}\n", opts.policy_extra));
         let config_path = pki.write("ztgate.toml", &config_text);
         let cfg = Config::load(&config_path).unwrap();
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -265,6 +269,15 @@ impl Client {
             .await
     }
 
+    /// An HTTP/1.1 keep-alive connection to send several requests on.
+    pub async fn connect_h1(&self, addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = self.tls_connect(tcp).await;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
     /// A TLS connection offering HTTP/1.1 only.
     pub async fn tls_connect(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
         let mut config = (*self.config).clone();
@@ -339,4 +352,66 @@ pub fn echoed<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
     body.lines()
         .filter_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
         .collect()
+}
+
+/// Sends `GET path` on an open HTTP/1.1 connection; returns the status.
+pub async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> StatusCode {
+    sender.ready().await.expect("connection dropped");
+    let req = Request::get(path)
+        .header("host", format!("localhost:{}", addr.port()))
+        .body(Empty::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("connection dropped");
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// Polls `f` every 50 ms until it returns true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Starts the real `ztgate run` binary on `config` (which listens on port 0, logs JSON) and
+/// returns it with the address it bound, read from its "ztgate ready" log line.
+pub fn spawn_daemon(config: &Path) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("ztgate exited before it was ready").unwrap();
+        if let Some(rest) = line.split("\"listen\":\"").nth(1) {
+            break rest.split('"').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {}); // keep draining stderr
+    (child, addr)
+}
+
+/// Sends `signal` (e.g. "TERM", "HUP") to a process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
 }
