@@ -264,11 +264,15 @@ fn spiffe_pattern(p: &str) -> Result<SpiffePattern, String> {
             "spiffe_id pattern `{p}` can never match: SPIFFE IDs have no empty, `.` or `..` segments"
         ));
     }
-    let exact = (!path.contains('*')).then(|| p.to_string());
+    let mut literal_prefix = format!("spiffe://{td}");
+    for seg in path.split('/').skip(1).take_while(|s| !s.contains('*')) {
+        literal_prefix.push('/');
+        literal_prefix.push_str(seg);
+    }
     Ok(SpiffePattern {
         trust_domain: td.to_string(),
         path: SegGlob::compile(if path.is_empty() { "/" } else { path })?,
-        exact,
+        literal_prefix,
     })
 }
 

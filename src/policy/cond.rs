@@ -32,8 +32,9 @@ pub(crate) struct Cond {
 pub(crate) struct SpiffePattern {
     pub(crate) trust_domain: String,
     pub(crate) path: SegGlob,
-    /// The pattern has no wildcard: it can be indexed by exact ID.
-    pub(crate) exact: Option<String>,
+    /// `spiffe://td` plus the pattern's literal leading segments (up to the first wildcard):
+    /// every ID the pattern matches starts with it at a segment boundary. The index key.
+    pub(crate) literal_prefix: String,
 }
 
 /// A DNS-style name: exact, or `*.suffix` (one or more labels before the suffix).

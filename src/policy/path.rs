@@ -58,13 +58,24 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(result))
 }
 
+/// One pass over the bytes: no `%`, no empty, `.` or `..` segment (a trailing `/` is fine).
 fn is_normal(path: &str) -> bool {
-    !path.contains('%')
-        && !path.contains("//")
-        && !path.contains("/./")
-        && !path.contains("/../")
-        && !path.ends_with("/.")
-        && !path.ends_with("/..")
+    // Length of the current segment, and whether it is all dots so far.
+    let (mut len, mut dots) = (0usize, true);
+    for &b in path.as_bytes().iter().skip(1) {
+        match b {
+            b'%' => return false,
+            b'/' => {
+                if len == 0 || (dots && len <= 2) {
+                    return false;
+                }
+                (len, dots) = (0, true);
+            }
+            b'.' => len += 1,
+            _ => (len, dots) = (len + 1, false),
+        }
+    }
+    !(dots && (1..=2).contains(&len))
 }
 
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
@@ -125,7 +136,15 @@ mod tests {
 
     #[test]
     fn normal_paths_are_borrowed_unchanged() {
-        for p in ["/", "/api/v1/items", "/a/b/", "/file.tar.gz"] {
+        for p in [
+            "/",
+            "/api/v1/items",
+            "/a/b/",
+            "/file.tar.gz",
+            "/...",
+            "/a/.hidden",
+            "/..a",
+        ] {
             assert!(matches!(normalize(p), Ok(Cow::Borrowed(s)) if s == p), "{p}");
         }
     }
