@@ -119,12 +119,8 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
 }
 
 /// TLS client config for an `https://` upstream: verified against `ca`, optionally presenting
-/// ztgate's own certificate.
-pub fn upstream_client_config(
-    ca: &Path,
-    client_cert: Option<&(PathBuf, PathBuf)>,
-    alpn_h2: bool,
-) -> Result<ClientConfig, TlsError> {
+/// ztgate's own certificate. ALPN is left empty: the HTTPS connector sets it from the protocol.
+pub fn upstream_client_config(ca: &Path, client_cert: Option<&(PathBuf, PathBuf)>) -> Result<ClientConfig, TlsError> {
     let roots = load_roots(ca)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -133,7 +129,7 @@ pub fn upstream_client_config(
             source,
         })?
         .with_root_certificates(roots);
-    let mut config = match client_cert {
+    let config = match client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
@@ -142,11 +138,6 @@ pub fn upstream_client_config(
                 key: key.clone(),
                 source,
             })?,
-    };
-    config.alpn_protocols = if alpn_h2 {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
     };
     Ok(config)
 }

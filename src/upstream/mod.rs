@@ -68,17 +68,15 @@ impl Forward {
             let https = u.url.scheme() == Some(&Scheme::HTTPS);
             let client = match (&u.ca, https) {
                 (Some(ca), true) => {
-                    let tls = crate::tls::upstream_client_config(
-                        ca,
-                        u.client_cert.as_ref(),
-                        u.protocol == UpstreamProtocol::Http2,
-                    )?;
-                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    let tls = crate::tls::upstream_client_config(ca, u.client_cert.as_ref())?;
+                    let https = hyper_rustls::HttpsConnectorBuilder::new()
                         .with_tls_config(tls)
-                        .https_only()
-                        .enable_http1()
-                        .enable_http2()
-                        .wrap_connector(http);
+                        .https_only();
+                    // Offer exactly the configured protocol in ALPN.
+                    let connector = match u.protocol {
+                        UpstreamProtocol::Http1 => https.enable_http1().wrap_connector(http),
+                        UpstreamProtocol::Http2 => https.enable_http2().wrap_connector(http),
+                    };
                     PooledClient::Tls(builder.build(connector))
                 }
                 // An https upstream without `ca` has nothing to verify against: refuse rather

@@ -167,3 +167,53 @@ async fn upgrade_requests_pass_through_to_the_upstream() {
     io.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping through ztgate");
 }
+
+#[tokio::test]
+async fn https_upstream_is_verified_and_sees_ztgates_own_client_certificate_over_h2() {
+    // The upstream is a second ztgate (mTLS required, same CA) in front of the echo server; the
+    // first one must verify it against the CA and present a client certificate to get in.
+    let inner = Server::start(Opts::default()).await;
+    let pki = Pki::new_with_ca(&inner.pki);
+    let (cert, key) = (
+        pki.write("proxy.pem", &pki.client.cert_pem),
+        pki.write("proxy-key.pem", &pki.client.key_pem),
+    );
+    let opts = Opts {
+        upstream_url: Some(format!("https://localhost:{}", inner.addr.port())),
+        upstream_extra: format!(
+            "protocol = \"http2\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            pki.path("ca.pem").display(),
+            cert.display(),
+            key.display()
+        ),
+        ..Opts::default()
+    };
+    let outer = Server::start_with(pki, opts).await;
+    let r = outer.client().get(outer.addr, "/through").await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The echo server sits behind the inner ztgate: it sees the inner one's identity headers,
+    // derived from the certificate the outer ztgate presented.
+    assert_eq!(echoed(&r.body, "x-ztgate-identity"), [CLIENT_ID]);
+    assert_eq!(echoed(&r.body, "x-forwarded-client-cert").len(), 1);
+
+    // An upstream whose certificate does not chain to the configured CA is refused: 502.
+    let other = Pki::new();
+    let opts = Opts {
+        upstream_url: Some(format!("https://localhost:{}", inner.addr.port())),
+        upstream_extra: format!("ca = \"{}\"", other.path("ca.pem").display()),
+        ..Opts::default()
+    };
+    let untrusting = Server::start_with(other, opts).await;
+    assert_eq!(
+        untrusting.client().get(untrusting.addr, "/").await.unwrap().status,
+        StatusCode::BAD_GATEWAY
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_endpoints_answer() {
+    let s = Server::start(Opts::default()).await;
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        assert_eq!(s.admin_get(path).await.0, want, "{path}");
+    }
+}

@@ -13,7 +13,11 @@ async fn in_process_drain_lets_an_in_flight_request_finish() {
     let addr = s.addr;
     let slow = tokio::spawn(async move { client.get(addr, "/slow/800").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.admin_get("/readyz").await.0, 200);
     s.shutdown();
+    // While draining, load balancers are told to stop sending traffic.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.admin_get("/readyz").await.0, 503);
     let r = slow.await.unwrap().unwrap();
     assert_eq!(
         r.status,

@@ -27,7 +27,7 @@ pub const EXAMPLE_POLICY: &str = include_str!("../../config/policy.toml");
 /// A CA with a server certificate and two client identities, written to a temp dir.
 pub struct Pki {
     pub dir: tempfile::TempDir,
-    pub ca: CertAuthority,
+    pub ca: Arc<CertAuthority>,
     pub client: Issued,
     pub admin: Issued,
 }
@@ -35,11 +35,29 @@ pub struct Pki {
 impl Pki {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertAuthority::new("test CA").unwrap();
+        let ca = Arc::new(CertAuthority::new("test CA").unwrap());
         let server = ca.issue(&LeafSpec::server("ztgate test server")).unwrap();
         let client = ca.issue(&LeafSpec::client("client", Some(CLIENT_ID))).unwrap();
         let admin = ca.issue(&LeafSpec::client("admin", Some(ADMIN_ID))).unwrap();
         let pki = Self { dir, ca, client, admin };
+        pki.write("ca.pem", &pki.ca.cert_pem());
+        pki.write("server.pem", &server.cert_pem);
+        pki.write("server-key.pem", &server.key_pem);
+        pki
+    }
+
+    /// A second PKI dir sharing `other`'s CA (and its client identities), with its own server
+    /// certificate: for chaining two ztgates.
+    pub fn new_with_ca(other: &Pki) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = other.ca.clone();
+        let server = ca.issue(&LeafSpec::server("ztgate test server 2")).unwrap();
+        let pki = Self {
+            dir,
+            ca,
+            client: other.client.clone(),
+            admin: other.admin.clone(),
+        };
         pki.write("ca.pem", &pki.ca.cert_pem());
         pki.write("server.pem", &server.cert_pem);
         pki.write("server-key.pem", &server.key_pem);
@@ -164,15 +182,24 @@ impl Server {
     }
 
     pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics").await.1
+    }
+
+    /// GET on the admin listener: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
         tokio::spawn(conn);
-        let req = Request::get("/metrics")
+        let req = Request::get(path)
             .header("host", "admin")
             .body(Empty::<Bytes>::new())
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
-        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        let status = resp.status().as_u16();
+        (
+            status,
+            String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(),
+        )
     }
 }
 
