@@ -33,16 +33,18 @@ pub(super) async fn handle(
     let _ = stream.set_nodelay(true);
 
     let acceptor = TlsAcceptor::from(server.tls.config.clone());
-    let tls = match tokio::time::timeout(server.listener.handshake_timeout, acceptor.accept(stream)).await {
+    let accept = acceptor.accept(stream).into_fallible();
+    let tls = match tokio::time::timeout(server.listener.handshake_timeout, accept).await {
         Err(_) => {
             metrics::handshake("timeout");
             debug!("TLS handshake timed out");
             return;
         }
-        Ok(Err(e)) => {
+        Ok(Err((e, tcp))) => {
             let reason = crate::tls::handshake_failure_reason(&e);
             metrics::handshake(reason);
             warn!(reason, error = %e, "TLS handshake refused");
+            linger_close(tcp).await;
             return;
         }
         Ok(Ok(tls)) => tls,
@@ -105,6 +107,27 @@ pub(super) async fn handle(
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Closes a refused connection so the client can read our TLS alert: send FIN, then discard what
+/// the client still sends (briefly, bounded). Closing with unread bytes in the socket makes the
+/// kernel send RST, which can destroy the alert before the client reads it.
+async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while total < 64 * 1024 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
 }
 
 fn conn_ctx(
