@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::middleware;
 use crate::policy::{Policy, PolicyError};
@@ -23,6 +24,12 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Policy(#[from] PolicyError),
+    #[error("cannot open the audit log {sink}: {source}")]
+    Audit {
+        sink: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -63,7 +70,7 @@ pub struct Prepared {
 
 /// Loads everything the data path needs: TLS material, policy, upstream clients. Used by `run`
 /// and by `check`, so that `check` fails exactly when `run` would.
-pub fn prepare(cfg: &Config) -> Result<Prepared, Vec<AppError>> {
+pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>> {
     let mut errors = Vec::new();
     let tls = tls::server_tls(&cfg.tls).map_err(|e| errors.push(e.into())).ok();
     let policy = Policy::load(&cfg.policy.file).map_err(|e| errors.push(e.into())).ok();
@@ -80,9 +87,11 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, Vec<AppError>> {
                 forward,
                 metrics: metrics::RequestMetrics::register(),
                 require_sni_match: cfg.listener.require_sni_match,
+                auditor: auditor.clone(),
+                upstream_names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
             });
             Ok(Prepared {
-                server: Server::new(cfg.listener.clone(), tls, stack),
+                server: Server::new(cfg.listener.clone(), tls, stack, auditor),
                 policy,
             })
         }
@@ -93,12 +102,27 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, Vec<AppError>> {
 /// Runs ztgate on bound listeners until `shutdown` completes, then drains.
 pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), Vec<AppError>> {
     let handle = metrics::install();
-    let Prepared { server, policy } = prepare(&cfg)?;
+    let (auditor, audit_task) = match &cfg.audit {
+        Some(a) => {
+            let (auditor, task) = Auditor::start(a).map_err(|source| {
+                vec![AppError::Audit {
+                    sink: format!("{:?}", a.sink),
+                    source,
+                }]
+            })?;
+            (auditor, Some(task))
+        }
+        None => {
+            warn!("no [audit] table in the config: decisions are not audited");
+            (Auditor::disabled(), None)
+        }
+    };
+    let Prepared { server, policy } = prepare(&cfg, auditor.clone())?;
     let ready = admin::Readiness::default();
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = listeners.admin.map(|l| {
         let mut rx = admin_stopped.clone();
-        tokio::spawn(admin::serve(l, handle, ready.clone(), async move {
+        tokio::spawn(admin::serve(l, handle, ready.clone(), auditor.clone(), async move {
             let _ = rx.wait_for(|stop| *stop).await;
         }))
     });
@@ -132,6 +156,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     let _ = reload_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
+    }
+    if let Some(t) = audit_task {
+        t.finish(cfg.drain_timeout).await;
     }
     Ok(())
 }

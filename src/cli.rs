@@ -46,6 +46,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Certificate helpers.
     Certs {
         #[command(subcommand)]
@@ -67,5 +72,15 @@ pub enum CertsCommand {
         /// Replace an existing dev PKI.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files, given oldest first (e.g. `audit.log.2 audit.log.1
+    /// audit.log`); reports the first edited, deleted, reordered or truncated line.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }

@@ -39,6 +39,9 @@ pub enum ProxyError {
     UpstreamTimeout { upstream: String },
     #[error("server is shutting down")]
     Draining,
+    /// The audit log cannot be written and ztgate is configured not to serve unaudited requests.
+    #[error("audit log unavailable; refusing requests (fail closed)")]
+    AuditUnavailable,
     /// A bug in ztgate (a broken invariant). Fails closed with 500.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -55,8 +58,24 @@ impl ProxyError {
             ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Draining | ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Machine-readable reason code for logs and audit records (docs/audit.md).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::Denied { reason, .. } => reason,
+            ProxyError::NoRoute { .. } => "no-route",
+            ProxyError::MisdirectedRequest { .. } => "misdirected-request",
+            ProxyError::UpstreamUnavailable { .. } => "upstream-unavailable",
+            ProxyError::UpstreamFailed { .. } => "upstream-failed",
+            ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
+            ProxyError::Draining => "draining",
+            ProxyError::AuditUnavailable => "audit-unavailable",
+            ProxyError::Internal(_) => "internal-error",
         }
     }
 
@@ -73,6 +92,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
             ProxyError::Draining => "service draining",
+            ProxyError::AuditUnavailable => "service unavailable",
             ProxyError::Internal(_) => "internal error",
         };
         let id = request_id.to_str().unwrap_or("-");

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ztgate::cli::{CertsCommand, Cli, Command};
+use ztgate::cli::{AuditCommand, CertsCommand, Cli, Command};
 use ztgate::config::Config;
 use ztgate::{app, demo, pki};
 
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return fail_config(&e.to_string()),
             };
-            match app::prepare(&cfg) {
+            match app::prepare(&cfg, ztgate::audit::Auditor::disabled()) {
                 Ok(prepared) => {
                     let policy = prepared.policy.load();
                     for w in &policy.warnings {
@@ -81,6 +81,26 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail_config(&e.to_string()),
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => {
+            let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+            match ztgate::audit::verify(&paths) {
+                Ok(v) => {
+                    println!(
+                        "OK: {} record(s), seq {}..{}, chain intact",
+                        v.records,
+                        v.first_seq.map_or("-".into(), |s| s.to_string()),
+                        v.last_seq.map_or("-".into(), |s| s.to_string())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("TAMPERED or damaged: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Certs {

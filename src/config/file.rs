@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub(crate) upstreams: Vec<Spanned<RawUpstream>>,
     #[serde(default, rename = "route")]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
+    pub(crate) audit: Option<RawAudit>,
     pub(crate) shutdown: Option<RawShutdown>,
     pub(crate) log: Option<RawLog>,
 }
@@ -93,4 +94,17 @@ pub(crate) struct RawShutdown {
 pub(crate) struct RawLog {
     pub(crate) format: Option<Spanned<String>>,
     pub(crate) level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub(crate) sink: Option<Spanned<String>>,
+    pub(crate) file: Option<Spanned<String>>,
+    pub(crate) max_size: Option<Spanned<String>>,
+    pub(crate) keep: Option<Spanned<i64>>,
+    pub(crate) fsync: Option<Spanned<String>>,
+    pub(crate) fsync_interval: Option<Spanned<String>>,
+    pub(crate) on_full: Option<Spanned<String>>,
+    pub(crate) queue: Option<Spanned<i64>>,
 }

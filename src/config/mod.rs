@@ -26,6 +26,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// The audit log; `None` when the config has no `[audit]` table (logged as a warning).
+    pub audit: Option<crate::audit::AuditConfig>,
     /// How long in-flight requests may run after SIGTERM before connections are cut.
     pub drain_timeout: Duration,
     pub log: LogConfig,

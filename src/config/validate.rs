@@ -9,11 +9,12 @@ use std::time::Duration;
 use http::Uri;
 use toml::Spanned;
 
-use super::file::{RawConfig, RawListener, RawRoute, RawTls, RawUpstream};
+use super::file::{RawAudit, RawConfig, RawListener, RawRoute, RawTls, RawUpstream};
 use super::{
     AdminConfig, Config, CrlScope, ListenerConfig, LogConfig, LogFormat, PolicyConfig, RouteConfig, TlsConfig,
     UpstreamConfig, UpstreamProtocol,
 };
+use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
@@ -89,6 +90,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         },
     );
 
+    let audit = raw.audit.as_ref().and_then(|a| audit(&mut c, a));
     if !c.is_empty() {
         return Err(finish_err(c, path));
     }
@@ -101,6 +103,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             policy,
             upstreams,
             routes,
+            audit,
             drain_timeout,
             log,
         }),
@@ -357,4 +360,104 @@ fn non_empty_path(c: &mut Collector<'_>, v: &Spanned<String>) -> PathBuf {
         c.push(v.span(), "path must not be empty");
     }
     PathBuf::from(v.get_ref())
+}
+
+fn audit(c: &mut Collector<'_>, a: &RawAudit) -> Option<AuditConfig> {
+    let choice = |c: &mut Collector<'_>, v: &Option<Spanned<String>>, allowed: &[&str], default: &str| -> String {
+        match v {
+            None => default.to_string(),
+            Some(s) if allowed.contains(&s.get_ref().as_str()) => s.get_ref().clone(),
+            Some(s) => {
+                let quoted: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+                c.push(
+                    s.span(),
+                    format!("unknown value `{}` (expected {})", s.get_ref(), quoted.join(" or ")),
+                );
+                default.to_string()
+            }
+        }
+    };
+    let positive = |c: &mut Collector<'_>, v: &Option<Spanned<i64>>, default: usize, what: &str| match v {
+        None => default,
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                c.push(n.span(), format!("{what} must be a positive number"));
+                default
+            }),
+    };
+    let sink = choice(c, &a.sink, &["file", "stdout"], "file");
+    let max_bytes = match &a.max_size {
+        None => 100 * 1024 * 1024,
+        Some(s) => parse_size(s.get_ref()).unwrap_or_else(|e| {
+            c.push(s.span(), e);
+            0
+        }),
+    };
+    let keep = match &a.keep {
+        None => 10,
+        Some(n) => usize::try_from(*n.get_ref()).unwrap_or_else(|_| {
+            c.push(n.span(), "keep must be 0 or more");
+            0
+        }),
+    };
+    let sink = match (sink.as_str(), &a.file) {
+        ("stdout", None) => SinkConfig::Stdout,
+        ("stdout", Some(f)) => {
+            c.push(f.span(), "`file` conflicts with sink = \"stdout\"");
+            SinkConfig::Stdout
+        }
+        (_, Some(f)) => SinkConfig::File {
+            path: non_empty_path(c, f),
+            max_bytes,
+            keep,
+        },
+        (_, None) => {
+            c.push(
+                0..0,
+                "[audit] with sink = \"file\" needs `file = \"...\"` (or sink = \"stdout\")",
+            );
+            return None;
+        }
+    };
+    let fsync = match choice(c, &a.fsync, &["batch", "interval"], "batch").as_str() {
+        "interval" => Fsync::Interval(
+            a.fsync_interval
+                .as_ref()
+                .map_or(Some(Duration::from_secs(1)), |d| duration(c, d))?,
+        ),
+        _ => Fsync::Batch,
+    };
+    let on_full = match choice(c, &a.on_full, &["block", "drop"], "block").as_str() {
+        "drop" => OnFull::Drop,
+        _ => OnFull::Block,
+    };
+    let queue = positive(c, &a.queue, 8192, "queue");
+    Some(AuditConfig {
+        sink,
+        fsync,
+        on_full,
+        queue,
+    })
+}
+
+/// `1048576`, `512KiB`, `100MiB`, `1GiB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size `{s}` must start with a number, e.g. `100MiB`"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("size `{s}` must be positive and not overflow"))
 }

@@ -1,11 +1,12 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► sanitize ─► route ─► policy ─► forward
+//! trace + request id ─► metrics ─► audit ─► sanitize ─► route ─► policy ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
 //! [`ProxyError::into_response`](crate::error::ProxyError::into_response), the only place that
 //! does. Metrics sit outside the checks so they count every rejection.
 
+pub mod audit;
 pub mod metrics;
 pub mod policy;
 pub mod route;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Response};
 use tower::ServiceBuilder;
 
+use crate::audit::Auditor;
 use crate::error::{ProxyBody, ProxyError};
 use crate::reload::PolicyStore;
 use crate::telemetry::metrics::RequestMetrics;
@@ -33,7 +35,8 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Pro
 pub struct RequestId(pub HeaderValue);
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub type Stack = trace::Trace<metrics::Metrics<sanitize::Sanitize<route::Route<policy::PolicyCheck<Forward>>>>>;
+pub type Stack =
+    trace::Trace<metrics::Metrics<audit::Audit<sanitize::Sanitize<route::Route<policy::PolicyCheck<Forward>>>>>>;
 
 /// What the stack is built from; everything is shared (`Arc`) across connections.
 pub struct Parts {
@@ -43,12 +46,16 @@ pub struct Parts {
     pub metrics: RequestMetrics,
     /// Refuse (421) a request whose Host differs from the TLS SNI.
     pub require_sni_match: bool,
+    pub auditor: Auditor,
+    /// Upstream names by index (for audit records).
+    pub upstream_names: Arc<[String]>,
 }
 
 pub fn stack(p: Parts) -> Stack {
     ServiceBuilder::new()
         .layer(trace::TraceLayer::new())
         .layer(metrics::MetricsLayer::new(p.metrics.clone()))
+        .layer(audit::AuditLayer::new(p.auditor, p.routes.clone(), p.upstream_names))
         .layer(sanitize::SanitizeLayer)
         .layer(route::RouteLayer::new(p.routes.clone(), p.require_sni_match))
         .layer(policy::PolicyCheckLayer::new(p.policy, p.routes, p.metrics))

@@ -67,6 +67,14 @@ impl<S> PolicyCheck<S> {
             headers: req.headers(),
             source_ip: conn.peer_addr.ip(),
         });
+        if let Some(note) = ext.get::<Arc<crate::audit::record::Note>>() {
+            let _ = note
+                .verdict
+                .set((decision.rule.map(str::to_string), decision.reason.as_str()));
+            if let Some(s) = &decision.shadow {
+                let _ = note.shadow.set((s.rule.to_string(), s.reason()));
+            }
+        }
         let metrics = &self.layer.metrics;
         metrics.decision(decision.allowed);
         if let Some(shadow) = &decision.shadow {

@@ -96,6 +96,9 @@ where
     fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
         match self.resolve(&req) {
             Ok(m) => {
+                if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
+                    let _ = note.route.set(m.index);
+                }
                 req.extensions_mut().insert(m);
                 Box::pin(self.inner.call(req))
             }

@@ -47,6 +47,9 @@ where
         if let Err(e) = normalize_uri(req.uri_mut()) {
             return Box::pin(std::future::ready(Err(e)));
         }
+        if let Some(note) = req.extensions().get::<std::sync::Arc<crate::audit::record::Note>>() {
+            let _ = note.path.set(req.uri().path().to_string());
+        }
         Box::pin(self.inner.call(req))
     }
 }

@@ -38,12 +38,14 @@ pub(super) async fn handle(
         Err(_) => {
             metrics::handshake("timeout");
             debug!("TLS handshake timed out");
+            audit_handshake(&server, id, peer, "timeout").await;
             return;
         }
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::handshake_failure_reason(&e);
             metrics::handshake(reason);
             warn!(reason, error = %e, "TLS handshake refused");
+            audit_handshake(&server, id, peer, reason).await;
             linger_close(tcp).await;
             return;
         }
@@ -106,6 +108,25 @@ pub(super) async fn handle(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         debug!(error = %e, "connection ended with an error");
+    }
+}
+
+async fn audit_handshake(server: &Server, conn_id: u64, peer: SocketAddr, reason: &'static str) {
+    use crate::audit::record::{HandshakeRecord, SCHEMA_VERSION, timestamp};
+    if !server.auditor.enabled() {
+        return;
+    }
+    let record = HandshakeRecord {
+        v: SCHEMA_VERSION,
+        ts: timestamp(std::time::SystemTime::now()),
+        kind: "handshake",
+        conn_id,
+        peer,
+        decision: "deny",
+        reason,
+    };
+    if let Ok(bytes) = serde_json::to_vec(&record) {
+        server.auditor.record(bytes).await;
     }
 }
 

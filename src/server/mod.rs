@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::audit::Auditor;
 use crate::config::ListenerConfig;
 use crate::identity::PeerIdentity;
 use crate::middleware::Stack;
@@ -36,10 +37,17 @@ pub struct Server {
     pub listener: ListenerConfig,
     pub tls: ServerTls,
     pub stack: Stack,
+    /// For records of refused handshakes (requests are audited by the stack).
+    pub auditor: Auditor,
 }
 
 impl Server {
-    pub fn new(listener: ListenerConfig, tls: ServerTls, stack: Stack) -> Arc<Self> {
-        Arc::new(Self { listener, tls, stack })
+    pub fn new(listener: ListenerConfig, tls: ServerTls, stack: Stack, auditor: Auditor) -> Arc<Self> {
+        Arc::new(Self {
+            listener,
+            tls,
+            stack,
+            auditor,
+        })
     }
 }

@@ -34,6 +34,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     ready: Readiness,
+    auditor: crate::audit::Auditor,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -63,11 +64,13 @@ pub async fn serve(
         };
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let auditor = auditor.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let metrics = metrics.clone();
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(route(&req, &metrics, &ready)) }
+                // Not ready while draining, and while a blocking audit log cannot be written.
+                let ready = ready.get() && auditor.accepting();
+                async move { Ok::<_, Infallible>(route(&req, &metrics, ready)) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -80,7 +83,7 @@ pub async fn serve(
     upkeep.abort();
 }
 
-fn route(req: &Request<Incoming>, metrics: &PrometheusHandle, ready: &Readiness) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, metrics: &PrometheusHandle, ready: bool) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -94,7 +97,7 @@ fn route(req: &Request<Incoming>, metrics: &PrometheusHandle, ready: &Readiness)
             resp
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.get() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if ready => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

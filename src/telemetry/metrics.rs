@@ -19,6 +19,11 @@ pub const POLICY_LAST_RELOAD: &str = "ztgate_policy_last_reload_success_timestam
 pub const POLICY_SHADOW_TOTAL: &str = "ztgate_policy_shadow_decisions_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "ztgate_upstream_errors_total";
 pub const BUILD_INFO: &str = "ztgate_build_info";
+pub const AUDIT_RECORDS_TOTAL: &str = "ztgate_audit_records_written_total";
+pub const AUDIT_DROPPED_TOTAL: &str = "ztgate_audit_dropped_total";
+pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "ztgate_audit_write_errors_total";
+pub const AUDIT_WRITE_DURATION: &str = "ztgate_audit_write_duration_seconds";
+pub const AUDIT_HEALTHY: &str = "ztgate_audit_healthy";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -33,7 +38,9 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new();
             // The bucket list is a non-empty constant, so this cannot fail; if it ever did, a
             // summary instead of a histogram is the harmless fallback.
-            let builder = match builder.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
+            let builder = match builder
+                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(AUDIT_WRITE_DURATION.into()), LATENCY_BUCKETS))
             {
                 Ok(b) => b,
                 Err(_) => PrometheusBuilder::new(),
@@ -80,6 +87,21 @@ fn describe() {
         "Requests that failed upstream, by kind (connect, timeout, failed)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which ztgate runs.");
+    describe_counter!(AUDIT_RECORDS_TOTAL, "Audit records written to the sink.");
+    describe_counter!(
+        AUDIT_DROPPED_TOTAL,
+        "Audit records dropped (on_full = \"drop\" with a full queue, or refused requests while the sink is down)."
+    );
+    describe_counter!(AUDIT_WRITE_ERRORS_TOTAL, "Failed audit writes (each retry counts).");
+    describe_histogram!(
+        AUDIT_WRITE_DURATION,
+        Unit::Seconds,
+        "Time to write (and fsync) one batch of audit records."
+    );
+    describe_gauge!(
+        AUDIT_HEALTHY,
+        "1 while the audit sink is writable, 0 while it fails (ztgate then refuses requests)."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -144,6 +166,7 @@ impl RequestMetrics {
             | E::NoRoute { .. }
             | E::MisdirectedRequest { .. }
             | E::Draining
+            | E::AuditUnavailable
             | E::Internal(_) => {}
         }
     }
@@ -168,4 +191,21 @@ pub fn policy_loaded(rules: usize) {
 
 pub fn policy_reload(ok: bool) {
     counter!(POLICY_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn audit_written(records: usize, seconds: f64) {
+    counter!(AUDIT_RECORDS_TOTAL).increment(records as u64);
+    histogram!(AUDIT_WRITE_DURATION).record(seconds);
+}
+
+pub fn audit_dropped() {
+    counter!(AUDIT_DROPPED_TOTAL).increment(1);
+}
+
+pub fn audit_write_error() {
+    counter!(AUDIT_WRITE_ERRORS_TOTAL).increment(1);
+}
+
+pub fn audit_healthy(healthy: bool) {
+    gauge!(AUDIT_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
 }

@@ -1,0 +1,138 @@
+//! Audit record schema (version 1, docs/audit.md). Records are serialized on the request path
+//! from borrowed data; the writer adds `seq` and `prev`.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::identity::PeerIdentity;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Identity<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cn: Option<&'a str>,
+    pub fingerprint: &'a str,
+    pub issuer: &'a str,
+    pub serial: &'a str,
+}
+
+impl<'a> From<&'a PeerIdentity> for Identity<'a> {
+    fn from(p: &'a PeerIdentity) -> Self {
+        Self {
+            spiffe_id: p.spiffe_id.as_ref().map(|s| s.as_str()),
+            cn: p.common_name.as_deref(),
+            fingerprint: &p.fingerprint_sha256,
+            issuer: &p.issuer,
+            serial: &p.serial,
+        }
+    }
+}
+
+/// One request's decision.
+#[derive(Serialize)]
+pub struct RequestRecord<'a> {
+    pub v: u32,
+    pub ts: String,
+    /// Always `"request"`.
+    pub kind: &'static str,
+    pub request_id: &'a str,
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub identity: Identity<'a>,
+    pub method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
+    /// Normalised path when normalisation succeeded, else the raw one.
+    pub path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'a str>,
+    pub reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow<'a>>,
+    pub status: u16,
+    /// Response body size when the response declared it (`content-length`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    pub duration_us: u64,
+}
+
+#[derive(Serialize)]
+pub struct Shadow<'a> {
+    pub rule: &'a str,
+    pub reason: &'static str,
+}
+
+/// A refused TLS handshake (no identity could be established).
+#[derive(Serialize)]
+pub struct HandshakeRecord {
+    pub v: u32,
+    pub ts: String,
+    /// Always `"handshake"`.
+    pub kind: &'static str,
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub decision: &'static str,
+    pub reason: &'static str,
+}
+
+/// Filled by inner layers as the request goes through, read by the audit layer afterwards
+/// (inner layers cannot hand data back through the request, which they consume).
+#[derive(Debug, Default)]
+pub struct Note {
+    pub path: OnceLock<String>,
+    pub route: OnceLock<usize>,
+    /// Deciding rule id and reason code.
+    pub verdict: OnceLock<(Option<String>, &'static str)>,
+    pub shadow: OnceLock<(String, &'static str)>,
+}
+
+/// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-23T08:45:37.123456Z`.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_422_337_123_456);
+        assert_eq!(timestamp(t), "2026-11-23T08:25:37.123456Z");
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000000Z");
+    }
+}

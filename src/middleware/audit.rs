@@ -1,0 +1,140 @@
+//! Writes one audit record per request, whatever its outcome. Sits outside sanitize, route and
+//! policy so it sees their rejections; they report what they learned (normalised path, route,
+//! deciding rule) through the request's [`Note`]. Refuses new requests with 503 while a blocking
+//! audit log cannot be written (fail closed).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::{BoxFuture, RequestId};
+use crate::audit::Auditor;
+use crate::audit::record::{Identity, Note, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
+use crate::error::{ProxyBody, ProxyError};
+use crate::server::ConnCtx;
+use crate::upstream::RouteTable;
+
+#[derive(Clone)]
+pub struct AuditLayer {
+    auditor: Auditor,
+    routes: Arc<RouteTable>,
+    /// Upstream names by index, for the record.
+    upstreams: Arc<[String]>,
+}
+
+impl AuditLayer {
+    pub fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
+        Self {
+            auditor,
+            routes,
+            upstreams,
+        }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audit<S>;
+    fn layer(&self, inner: S) -> Audit<S> {
+        Audit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Audit<S> {
+    inner: S,
+    layer: AuditLayer,
+}
+
+impl<S> Service<Request<Incoming>> for Audit<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+        if !self.layer.auditor.enabled() {
+            return Box::pin(self.inner.call(req));
+        }
+        let started = Instant::now();
+        let note = Arc::new(Note::default());
+        req.extensions_mut().insert(note.clone());
+        let conn = req.extensions().get::<Arc<ConnCtx>>().cloned();
+        let request_id = req.extensions().get::<RequestId>().cloned();
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_string();
+        let host = crate::middleware::route::request_host(&req);
+        let fut = if self.layer.auditor.accepting() {
+            Box::pin(self.inner.call(req)) as BoxFuture
+        } else {
+            Box::pin(std::future::ready(Err(ProxyError::AuditUnavailable)))
+        };
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let result = fut.await;
+            let (Some(conn), Some(request_id)) = (conn, request_id) else {
+                return Err(ProxyError::Internal("request reached audit without connection context"));
+            };
+            let route = note.route.get().and_then(|i| layer.routes.get(*i));
+            let verdict = note.verdict.get();
+            let (decision, rule, reason, status, bytes) = match &result {
+                Ok(resp) => {
+                    let bytes = resp
+                        .headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    let rule = verdict.and_then(|v| v.0.as_deref());
+                    ("allow", rule, "allowed", resp.status().as_u16(), bytes)
+                }
+                Err(ProxyError::Denied { rule, reason }) => ("deny", rule.as_deref(), *reason, 403, None),
+                Err(e) => (
+                    "error",
+                    verdict.and_then(|v| v.0.as_deref()),
+                    e.reason(),
+                    e.status().as_u16(),
+                    None,
+                ),
+            };
+            let record = RequestRecord {
+                v: SCHEMA_VERSION,
+                ts: timestamp(SystemTime::now()),
+                kind: "request",
+                request_id: request_id.0.to_str().unwrap_or("-"),
+                conn_id: conn.id,
+                peer: conn.peer_addr,
+                identity: Identity::from(&conn.identity),
+                method: method.as_str(),
+                host: host.as_deref(),
+                path: note.path.get().map_or(raw_path.as_str(), String::as_str),
+                route: route.map(|r| r.name.as_str()),
+                upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),
+                decision,
+                rule,
+                reason,
+                shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
+                status,
+                bytes,
+                duration_us: started.elapsed().as_micros() as u64,
+            };
+            match serde_json::to_vec(&record) {
+                Ok(bytes) => layer.auditor.record(bytes).await,
+                // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
+                Err(_) => return Err(ProxyError::Internal("audit record could not be serialized")),
+            }
+            result
+        })
+    }
+}
