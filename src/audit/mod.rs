@@ -154,3 +154,6 @@ impl Auditor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! One integration binary: real listeners on 127.0.0.1:0, real TLS, certificates minted per test.
 
+mod audit;
 mod cli;
 mod mtls;
 mod policy;

@@ -90,6 +90,8 @@ pub struct Opts {
     pub route_prefix: String,
     /// Extra TOML appended to `[policy]` (e.g. `reload_interval = "100ms"`).
     pub policy_extra: String,
+    /// Body of an `[audit]` table; `None`: no audit log.
+    pub audit: Option<String>,
 }
 
 impl Default for Opts {
@@ -101,6 +103,7 @@ impl Default for Opts {
             upstream_extra: String::new(),
             route_prefix: "/".into(),
             policy_extra: String::new(),
+            audit: None,
         }
     }
 }
@@ -138,7 +141,8 @@ impl Server {
             &opts.upstream_extra,
             &opts.route_prefix,
         )
-        .replace("[policy]\n", &format!("[policy]\n{}\n", opts.policy_extra));
+        .replace("[policy]\n", &format!("[policy]\n{}\n", opts.policy_extra))
+            + &opts.audit.map(|a| format!("\n[audit]\n{a}\n")).unwrap_or_default();
         let config_path = pki.write("ztgate.toml", &config_text);
         let cfg = Config::load(&config_path).unwrap();
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -163,6 +167,17 @@ impl Server {
             pki,
             stop: Some(stop),
             task: Some(task),
+        }
+    }
+
+    /// Drains and waits until ztgate has stopped (audit records flushed).
+    pub async fn stop(&mut self) {
+        self.shutdown();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(10), t)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 

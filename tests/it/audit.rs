@@ -1,0 +1,200 @@
+//! The audit log through the real listener: one record per decision and per refused handshake,
+//! nothing lost under concurrency, a verifiable chain, and fail-closed on a full disk.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use ztgate::audit::verify;
+
+use crate::support::*;
+
+fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_and_refused_handshake_is_recorded_exactly_once_with_a_valid_chain() {
+    let pki = Pki::new();
+    let log = pki.path("audit/ztgate-audit.log");
+    let opts = Opts {
+        audit: Some(format!("file = \"{}\"", log.display())),
+        ..Opts::default()
+    };
+    let mut s = Server::start_with(pki, opts).await;
+    const N: usize = 60;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let client = if i % 3 == 0 { s.admin_client() } else { s.client() };
+        let addr = s.addr;
+        tasks.push(tokio::spawn(async move {
+            let path = if i % 2 == 0 {
+                format!("/x/../admin/{i}")
+            } else {
+                format!("/app/{i}")
+            };
+            client.get(addr, &path).await.unwrap().status
+        }));
+    }
+    let mut denied = 0;
+    for t in tasks {
+        if t.await.unwrap() == StatusCode::FORBIDDEN {
+            denied += 1;
+        }
+    }
+    assert!(denied > 0);
+    let no_cert = Client::new(&s.pki.ca.cert_pem(), None).get(s.addr, "/").await;
+    assert!(no_cert.is_err());
+    s.stop().await;
+
+    let v = verify(&[log.as_path()]).unwrap();
+    let recs = records(&log);
+    assert_eq!(v.records as usize, recs.len());
+    let requests: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "request").collect();
+    assert_eq!(requests.len(), N, "exactly one record per request");
+    assert_eq!(requests.iter().filter(|r| r["decision"] == "deny").count(), denied);
+
+    let deny = requests.iter().find(|r| r["decision"] == "deny").unwrap();
+    assert_eq!(deny["identity"]["spiffe_id"], CLIENT_ID);
+    assert_eq!(deny["rule"], "admin-area-only-for-ops");
+    assert_eq!(deny["reason"], "denied-by-rule");
+    assert_eq!(deny["status"], 403);
+    assert!(
+        deny["path"].as_str().unwrap().starts_with("/admin/"),
+        "the normalised path is recorded: {deny}"
+    );
+    assert_eq!(deny["route"], "default");
+    assert_eq!(deny["v"], 1);
+
+    let allow = requests.iter().find(|r| r["decision"] == "allow").unwrap();
+    assert_eq!(allow["status"], 200);
+    assert_eq!(allow["upstream"], "app");
+    assert!(allow["rule"].is_string());
+    assert_eq!(allow["request_id"].as_str().unwrap().len(), 32);
+    assert!(allow["ts"].as_str().unwrap().ends_with('Z'));
+
+    let hs = recs
+        .iter()
+        .find(|r| r["kind"] == "handshake")
+        .expect("the refused handshake is recorded");
+    assert_eq!(
+        (hs["decision"].as_str(), hs["reason"].as_str()),
+        (Some("deny"), Some("no_client_cert"))
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_full_disk_refuses_requests_with_503_until_the_log_is_writable_again() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let real = pki.path("real-audit.log");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let opts = Opts {
+        audit: Some(format!("file = \"{}\"", log.display())),
+        ..Opts::default()
+    };
+    let mut s = Server::start_with(pki, opts).await;
+    // The first request is served; writing its record fails, and ztgate stops serving.
+    let _ = s.client().get(s.addr, "/first").await.unwrap();
+    let closed = eventually(5, || async {
+        s.client().get(s.addr, "/").await.unwrap().status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(closed, "requests must be refused while the audit log cannot be written");
+    assert_eq!(s.admin_get("/readyz").await.0, 503);
+    assert!(s.metrics().await.contains("ztgate_audit_healthy 0"));
+
+    // Space comes back (the path now leads to a writable file): ztgate recovers by itself.
+    std::fs::remove_file(s.pki.path("audit.log")).unwrap();
+    std::os::unix::fs::symlink(&real, s.pki.path("audit.log")).unwrap();
+    let reopened = eventually(5, || async {
+        s.client().get(s.addr, "/").await.unwrap().status == StatusCode::OK
+    })
+    .await;
+    assert!(reopened, "ztgate must recover when the audit log is writable again");
+    assert_eq!(s.admin_get("/readyz").await.0, 200);
+    s.stop().await;
+
+    let recs = records(&real);
+    verify(&[real.as_path()]).unwrap();
+    assert!(
+        recs.iter().any(|r| r["path"] == "/first" && r["status"] == 200),
+        "the record held during the outage is written"
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["reason"] == "audit-unavailable" && r["status"] == 503)
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn drop_mode_keeps_serving_on_a_full_disk_and_counts_what_it_drops() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let opts = Opts {
+        audit: Some(format!("file = \"{}\"\non_full = \"drop\"\nqueue = 1", log.display())),
+        ..Opts::default()
+    };
+    let s = Server::start_with(pki, opts).await;
+    for _ in 0..10 {
+        assert_eq!(s.client().get(s.addr, "/").await.unwrap().status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = s.metrics().await;
+    let dropped = m
+        .lines()
+        .find(|l| l.starts_with("ztgate_audit_dropped_total"))
+        .expect("dropped counter");
+    assert!(
+        dropped.split(' ').nth(1).unwrap().parse::<f64>().unwrap() >= 1.0,
+        "{dropped}"
+    );
+}
+
+#[test]
+fn audit_verify_cli_reports_ok_and_the_first_broken_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("a.log");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = ztgate::audit::AuditConfig {
+            sink: ztgate::audit::SinkConfig::File {
+                path: good.clone(),
+                max_bytes: 1 << 30,
+                keep: 1,
+            },
+            fsync: ztgate::audit::Fsync::Batch,
+            on_full: ztgate::audit::OnFull::Block,
+            queue: 8,
+        };
+        let (a, task) = ztgate::audit::Auditor::start(&cfg).unwrap();
+        for i in 0..3 {
+            a.record(format!(r#"{{"kind":"test","i":{i}}}"#).into_bytes()).await;
+        }
+        task.finish(Duration::from_secs(5)).await;
+    });
+    let run = |p: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+            .args(["audit", "verify", p.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let ok = run(&good);
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK: 3 record(s), seq 1..3"));
+    let text = std::fs::read_to_string(&good).unwrap().replace(r#""i":1"#, r#""i":7"#);
+    std::fs::write(&good, text).unwrap();
+    let bad = run(&good);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(":3: prev does not match"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
