@@ -105,8 +105,9 @@ async fn a_full_disk_refuses_requests_with_503_until_the_log_is_writable_again()
     })
     .await;
     assert!(closed, "requests must be refused while the audit log cannot be written");
+    // (Metrics are process-wide and other tests run audit logs in parallel, so readiness, which
+    // is per instance, is what this test checks.)
     assert_eq!(s.admin_get("/readyz").await.0, 503);
-    assert!(s.metrics().await.contains("ztgate_audit_healthy 0"));
 
     // Space comes back (the path now leads to a writable file): ztgate recovers by itself.
     std::fs::remove_file(s.pki.path("audit.log")).unwrap();
