@@ -81,11 +81,12 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     match (tls, policy, forward) {
         (Some(tls), Some(policy), Some(forward)) => {
             let policy = PolicyStore::new(policy);
+            let request_metrics = metrics::RequestMetrics::register(routes.names());
             let stack = middleware::stack(middleware::Parts {
                 policy: policy.clone(),
                 routes,
                 forward,
-                metrics: metrics::RequestMetrics::register(),
+                metrics: request_metrics,
                 require_sni_match: cfg.listener.require_sni_match,
                 auditor: auditor.clone(),
                 upstream_names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
@@ -151,9 +152,23 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             },
         ))
     };
+    let expiry_task = {
+        let mut rx = admin_stopped.clone();
+        let expiry = server.tls.expiry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => metrics::expiry(&expiry),
+                    _ = rx.wait_for(|stop| *stop) => break,
+                }
+            }
+        })
+    };
     server::serve(listeners.proxy, server, cfg.drain_timeout, shutdown).await;
     let _ = stop_admin.send(true);
     let _ = reload_task.await;
+    let _ = expiry_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -70,8 +70,15 @@ where
             return Box::pin(self.inner.call(req));
         }
         let started = Instant::now();
-        let note = Arc::new(Note::default());
-        req.extensions_mut().insert(note.clone());
+        // Created by the metrics layer outside; a stack without it still gets one.
+        let note = match req.extensions().get::<Arc<Note>>() {
+            Some(n) => n.clone(),
+            None => {
+                let n = Arc::new(Note::default());
+                req.extensions_mut().insert(n.clone());
+                n
+            }
+        };
         let conn = req.extensions().get::<Arc<ConnCtx>>().cloned();
         let request_id = req.extensions().get::<RequestId>().cloned();
         let method = req.method().clone();

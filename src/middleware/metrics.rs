@@ -1,6 +1,7 @@
 //! Counts every response by status class and records its latency. Sits outside the checks, so
 //! rejections are counted with the status the client sees.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -9,8 +10,9 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
+use crate::audit::record::Note;
 use crate::error::{ProxyBody, ProxyError};
-use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::metrics::{Outcome, RequestMetrics};
 
 #[derive(Clone)]
 pub struct MetricsLayer {
@@ -52,20 +54,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
         let start = Instant::now();
         let metrics = self.metrics.clone();
+        // Inner layers record what they learn (route, verdict) here; audit reads it too.
+        let note = Arc::new(Note::default());
+        req.extensions_mut().insert(note.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
-            let status = match &result {
-                Ok(resp) => resp.status(),
+            let (status, outcome) = match &result {
+                Ok(resp) => (resp.status(), Outcome::Allow),
+                Err(e @ ProxyError::Denied { .. }) => (e.status(), Outcome::Deny),
                 Err(e) => {
                     metrics.upstream_error(e);
-                    e.status()
+                    (e.status(), Outcome::Error)
                 }
             };
-            metrics.response(status, start.elapsed().as_secs_f64());
+            metrics.response(
+                note.route.get().copied(),
+                outcome,
+                status,
+                start.elapsed().as_secs_f64(),
+            );
             result
         })
     }

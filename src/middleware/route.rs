@@ -71,7 +71,13 @@ impl<S> Route<S> {
             });
         }
         match self.routes.find(host.as_deref(), req.uri().path()) {
-            Some(index) => Ok(RouteMatch { index, host }),
+            Some(index) => {
+                // `call` runs inside the request span opened by the trace layer.
+                if let Some(r) = self.routes.get(index) {
+                    tracing::Span::current().record("route", r.name.as_str());
+                }
+                Ok(RouteMatch { index, host })
+            }
             None => Err(ProxyError::NoRoute {
                 host: host.unwrap_or_default(),
                 path: req.uri().path().to_string(),

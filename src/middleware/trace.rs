@@ -70,7 +70,10 @@ where
             "request",
             request.id = id.to_str().unwrap_or("-"),
             http.method = %req.method(),
-            http.path = req.uri().path(),
+                        http.path = req.uri().path(),
+            route = tracing::field::Empty,
+            decision = tracing::field::Empty,
+            http.status = tracing::field::Empty,
         );
         req.extensions_mut().insert(RequestId(id.clone()));
         let fut = {
@@ -79,7 +82,23 @@ where
         };
         Box::pin(
             async move {
-                let mut resp = match fut.await {
+                let result = fut.await;
+                let span = tracing::Span::current();
+                span.record(
+                    "http.status",
+                    result
+                        .as_ref()
+                        .map_or_else(|e| e.status().as_u16(), |r| r.status().as_u16()),
+                );
+                span.record(
+                    "decision",
+                    match &result {
+                        Ok(_) => "allow",
+                        Err(ProxyError::Denied { .. }) => "deny",
+                        Err(_) => "error",
+                    },
+                );
+                let mut resp = match result {
                     Ok(resp) => resp,
                     Err(err) => {
                         match &err {

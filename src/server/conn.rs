@@ -34,7 +34,10 @@ pub(super) async fn handle(
 
     let acceptor = TlsAcceptor::from(server.tls.config.clone());
     let accept = acceptor.accept(stream).into_fallible();
-    let tls = match tokio::time::timeout(server.listener.handshake_timeout, accept).await {
+    let handshake_started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(server.listener.handshake_timeout, accept).await;
+    metrics::handshake_duration(handshake_started.elapsed().as_secs_f64());
+    let tls = match outcome {
         Err(_) => {
             metrics::handshake("timeout");
             debug!("TLS handshake timed out");

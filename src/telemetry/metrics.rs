@@ -24,6 +24,10 @@ pub const AUDIT_DROPPED_TOTAL: &str = "ztgate_audit_dropped_total";
 pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "ztgate_audit_write_errors_total";
 pub const AUDIT_WRITE_DURATION: &str = "ztgate_audit_write_duration_seconds";
 pub const AUDIT_HEALTHY: &str = "ztgate_audit_healthy";
+pub const UPSTREAM_DURATION: &str = "ztgate_upstream_duration_seconds";
+pub const HANDSHAKE_DURATION: &str = "ztgate_tls_handshake_duration_seconds";
+pub const CERT_EXPIRY: &str = "ztgate_certificate_expiry_seconds";
+pub const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -41,6 +45,8 @@ pub fn install() -> PrometheusHandle {
             let builder = match builder
                 .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(AUDIT_WRITE_DURATION.into()), LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HANDSHAKE_DURATION.into()), LATENCY_BUCKETS))
             {
                 Ok(b) => b,
                 Err(_) => PrometheusBuilder::new(),
@@ -57,7 +63,28 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(REQUESTS_TOTAL, "Requests answered, by status class (1xx..5xx).");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by route, decision (allow, deny, error) and status class (1xx..5xx)."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time from forwarding a request to the upstream's response head."
+    );
+    describe_histogram!(
+        HANDSHAKE_DURATION,
+        Unit::Seconds,
+        "TLS handshake duration, successful or not."
+    );
+    describe_gauge!(
+        CERT_EXPIRY,
+        "Seconds until a certificate expires (cert = server, client_ca); negative once expired."
+    );
+    describe_gauge!(
+        CRL_NEXT_UPDATE,
+        "Seconds until a configured CRL's nextUpdate (crl = file name); negative once stale."
+    );
     describe_histogram!(
         REQUEST_DURATION,
         Unit::Seconds,
@@ -105,10 +132,20 @@ fn describe() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// Handles for the per-request metrics, registered once so the data path does no lookups.
+/// How a request ended, for the `decision` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow = 0,
+    Deny = 1,
+    Error = 2,
+}
+
+/// Handles for the per-request metrics, registered once per (re)load so the data path does no
+/// registry lookups. Cheap to clone.
 #[derive(Clone)]
 pub struct RequestMetrics {
-    by_class: [Counter; 5],
+    /// `[route + 1][outcome][status class]`; route 0 is "none" (no route matched).
+    requests: std::sync::Arc<[[[Counter; 5]; 3]]>,
     duration: Histogram,
     allow: Counter,
     deny: Counter,
@@ -120,10 +157,21 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn register() -> Self {
-        let class = |c: &'static str| counter!(REQUESTS_TOTAL, "status_class" => c);
+    /// `routes`: route names in the route table's order.
+    pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
+        let per_route = |route: String| {
+            ["allow", "deny", "error"].map(|decision| {
+                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+                    counter!(REQUESTS_TOTAL, "route" => route.clone(), "decision" => decision, "status_class" => class)
+                })
+            })
+        };
+        let requests: Vec<[[Counter; 5]; 3]> = std::iter::once("none".to_string())
+            .chain(routes.map(str::to_string))
+            .map(per_route)
+            .collect();
         Self {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            requests: requests.into(),
             duration: histogram!(REQUEST_DURATION),
             allow: counter!(POLICY_DECISIONS_TOTAL, "decision" => "allow"),
             deny: counter!(POLICY_DECISIONS_TOTAL, "decision" => "deny"),
@@ -135,9 +183,12 @@ impl RequestMetrics {
         }
     }
 
-    pub fn response(&self, status: http::StatusCode, seconds: f64) {
-        let idx = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[idx].increment(1);
+    pub fn response(&self, route: Option<usize>, outcome: Outcome, status: http::StatusCode, seconds: f64) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        let route = route.map_or(0, |r| r + 1);
+        if let Some(by_outcome) = self.requests.get(route).or_else(|| self.requests.first()) {
+            by_outcome[outcome as usize][class].increment(1);
+        }
         self.duration.record(seconds);
     }
 
@@ -208,4 +259,26 @@ pub fn audit_write_error() {
 
 pub fn audit_healthy(healthy: bool) {
     gauge!(AUDIT_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
+}
+
+pub fn upstream_duration() -> Histogram {
+    histogram!(UPSTREAM_DURATION)
+}
+
+pub fn handshake_duration(seconds: f64) {
+    histogram!(HANDSHAKE_DURATION).record(seconds);
+}
+
+/// Sets the expiry gauges from absolute times (Unix seconds).
+pub fn expiry(entries: &[crate::tls::Expiry]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for e in entries {
+        let left = (e.at - now) as f64;
+        match e.kind {
+            crate::tls::ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
+            crate::tls::ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
+        }
+    }
 }

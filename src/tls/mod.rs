@@ -66,6 +66,24 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// First URI SAN of ztgate's own certificate: the `By` element of XFCC.
     pub server_uri: Option<String>,
+    /// When the server certificate, the client CA and each CRL run out (for metrics).
+    pub expiry: Vec<Expiry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryKind {
+    Certificate,
+    /// A CRL's nextUpdate.
+    Crl,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expiry {
+    /// `server`, `client_ca`, or the CRL's file name.
+    pub label: String,
+    pub kind: ExpiryKind,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
@@ -73,6 +91,37 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     let key = load_key(&cfg.key)?;
     let roots = load_roots(&cfg.client_ca)?;
     let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut expiry = Vec::new();
+    let ca_not_after = load_certs(&cfg.client_ca)?
+        .iter()
+        .filter_map(|c| crate::identity::PeerIdentity::from_der(c).ok())
+        .map(|c| c.not_after)
+        .min();
+    if let Some(at) = ca_not_after {
+        expiry.push(Expiry {
+            label: "client_ca".into(),
+            kind: ExpiryKind::Certificate,
+            at,
+        });
+    }
+    for (path, list) in cfg.crls.iter().zip(&crls) {
+        use x509_parser::prelude::FromDer;
+        let next = list
+            .iter()
+            .filter_map(|der| x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok())
+            .filter_map(|(_, crl)| crl.next_update().map(|t| t.timestamp()))
+            .min();
+        if let Some(at) = next {
+            let label = path
+                .file_name()
+                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            expiry.push(Expiry {
+                label,
+                kind: ExpiryKind::Crl,
+                at,
+            });
+        }
+    }
 
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).with_crls(crls.into_iter().flatten());
@@ -94,6 +143,11 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
             path: cfg.cert.clone(),
             reason: e.to_string(),
         })?;
+        expiry.push(Expiry {
+            label: "server".into(),
+            kind: ExpiryKind::Certificate,
+            at: id.not_after,
+        });
         id.uris.into_iter().next()
     };
 
@@ -115,6 +169,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     Ok(ServerTls {
         config: Arc::new(config),
         server_uri,
+        expiry,
     })
 }
 

@@ -49,6 +49,8 @@ pub struct Forward {
 struct Inner {
     routes: Arc<RouteTable>,
     upstreams: Vec<Upstream>,
+    /// Time to the upstream's response head.
+    latency: metrics::Histogram,
 }
 
 impl Forward {
@@ -105,7 +107,11 @@ impl Forward {
             });
         }
         Ok(Self {
-            inner: Arc::new(Inner { routes, upstreams }),
+            inner: Arc::new(Inner {
+                routes,
+                upstreams,
+                latency: crate::telemetry::metrics::upstream_duration(),
+            }),
         })
     }
 }
@@ -177,7 +183,10 @@ impl Inner {
             PooledClient::Plain(c) => c.request(up_req),
             PooledClient::Tls(c) => c.request(up_req),
         };
-        let mut resp = match tokio::time::timeout(upstream.response_timeout, fut).await {
+        let sent = std::time::Instant::now();
+        let outcome = tokio::time::timeout(upstream.response_timeout, fut).await;
+        self.latency.record(sent.elapsed().as_secs_f64());
+        let mut resp = match outcome {
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout {
                     upstream: upstream.name.clone(),

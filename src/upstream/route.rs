@@ -51,6 +51,11 @@ impl RouteTable {
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
     }
+
+    /// Route names in table order (the order of [`RouteTable::find`]'s indexes).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.name.as_str())
+    }
 }
 
 fn host_matches(pattern: Option<&str>, host: Option<&str>) -> bool {

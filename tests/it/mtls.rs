@@ -131,6 +131,11 @@ async fn revoked_certificate_is_refused_and_others_still_served() {
         "revoked",
     )
     .await;
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"ztgate_crl_next_update_seconds{crl="ca.crl.pem"}"#)
+    );
     assert_eq!(s.client().get(s.addr, "/").await.unwrap().status, StatusCode::OK);
 }
 

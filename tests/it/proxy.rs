@@ -48,6 +48,15 @@ async fn policy_denies_client_on_admin_paths_and_allows_admin() {
     let allowed = s.admin_client().get(s.addr, "/admin/users").await.unwrap();
     assert_eq!(allowed.status, StatusCode::OK);
     assert_eq!(echoed(&allowed.body, "x-ztgate-identity"), [ADMIN_ID]);
+    let m = s.metrics().await;
+    for series in [
+        r#"ztgate_requests_total{route="default",decision="deny",status_class="4xx"}"#,
+        r#"ztgate_requests_total{route="default",decision="allow",status_class="2xx"}"#,
+        "ztgate_upstream_duration_seconds_bucket",
+        "ztgate_tls_handshake_duration_seconds_bucket",
+    ] {
+        assert!(m.contains(series), "missing {series}");
+    }
 }
 
 #[tokio::test]
@@ -216,4 +225,13 @@ async fn health_and_readiness_endpoints_answer() {
     for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
         assert_eq!(s.admin_get(path).await.0, want, "{path}");
     }
+    // Certificate lifetimes are exported as seconds left (the test server cert lives a year).
+    let m = s.metrics().await;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with(r#"ztgate_certificate_expiry_seconds{cert="server"}"#))
+        .expect("server expiry");
+    let left: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(left > 300.0 * 86400.0, "{line}");
+    assert!(m.contains(r#"ztgate_certificate_expiry_seconds{cert="client_ca"}"#));
 }
