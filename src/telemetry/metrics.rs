@@ -282,3 +282,30 @@ pub fn expiry(entries: &[crate::tls::Expiry]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The Grafana dashboard may only use metric names this module declares.
+    #[test]
+    fn dashboard_uses_only_declared_metrics() {
+        let dashboard = include_str!("../../deploy/grafana/ztgate-dashboard.json");
+        let declared = include_str!("metrics.rs");
+        let mut checked = 0;
+        for (i, _) in dashboard.match_indices("ztgate_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let name = name.strip_suffix("_bucket").unwrap_or(&name);
+            if name == "ztgate_" {
+                continue; // the dashboard's own uid/tags
+            }
+            assert!(
+                declared.contains(&format!("\"{name}\"")),
+                "dashboard uses undeclared metric {name}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 10);
+    }
+}
