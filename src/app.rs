@@ -71,6 +71,7 @@ pub struct Prepared {
 /// Loads everything the data path needs: TLS material, policy, upstream clients. Used by `run`
 /// and by `check`, so that `check` fails exactly when `run` would.
 pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>> {
+    let detector = cfg.anomaly.clone().map(|a| Arc::new(crate::anomaly::Detector::new(a)));
     let mut errors = Vec::new();
     let tls = tls::server_tls(&cfg.tls).map_err(|e| errors.push(e.into())).ok();
     let policy = Policy::load(&cfg.policy.file).map_err(|e| errors.push(e.into())).ok();
@@ -90,9 +91,10 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 require_sni_match: cfg.listener.require_sni_match,
                 auditor: auditor.clone(),
                 upstream_names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
+                detector: detector.clone(),
             });
             Ok(Prepared {
-                server: Server::new(cfg.listener.clone(), tls, stack, auditor),
+                server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector),
                 policy,
             })
         }

@@ -4,6 +4,7 @@
 #![warn(unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod anomaly;
 pub mod app;
 pub mod audit;
 pub mod cli;

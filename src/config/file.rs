@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     #[serde(default, rename = "route")]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
     pub(crate) audit: Option<RawAudit>,
+    pub(crate) anomaly: Option<RawAnomaly>,
     pub(crate) shutdown: Option<RawShutdown>,
     pub(crate) log: Option<RawLog>,
 }
@@ -107,4 +108,18 @@ pub(crate) struct RawAudit {
     pub(crate) fsync_interval: Option<Spanned<String>>,
     pub(crate) on_full: Option<Spanned<String>>,
     pub(crate) queue: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnomaly {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) rate_factor: Option<Spanned<f64>>,
+    pub(crate) rate_min: Option<Spanned<i64>>,
+    pub(crate) warmup: Option<Spanned<String>>,
+    pub(crate) deny_burst: Option<Spanned<i64>>,
+    pub(crate) learn_requests: Option<Spanned<i64>>,
+    pub(crate) max_sources: Option<Spanned<i64>>,
+    pub(crate) cooldown: Option<Spanned<String>>,
+    pub(crate) max_identities: Option<Spanned<i64>>,
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The audit log; `None` when the config has no `[audit]` table (logged as a warning).
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Anomaly detection; `None` unless an `[anomaly]` table enables it.
+    pub anomaly: Option<crate::anomaly::AnomalyConfig>,
     /// How long in-flight requests may run after SIGTERM before connections are cut.
     pub drain_timeout: Duration,
     pub log: LogConfig,

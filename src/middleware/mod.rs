@@ -1,11 +1,12 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► audit ─► sanitize ─► route ─► policy ─► forward
+//! trace + request id ─► metrics ─► audit ─► anomaly ─► sanitize ─► route ─► policy ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
 //! [`ProxyError::into_response`](crate::error::ProxyError::into_response), the only place that
 //! does. Metrics sit outside the checks so they count every rejection.
 
+pub mod anomaly;
 pub mod audit;
 pub mod metrics;
 pub mod policy;
@@ -35,8 +36,9 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Pro
 pub struct RequestId(pub HeaderValue);
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub type Stack =
-    trace::Trace<metrics::Metrics<audit::Audit<sanitize::Sanitize<route::Route<policy::PolicyCheck<Forward>>>>>>;
+pub type Stack = trace::Trace<
+    metrics::Metrics<audit::Audit<anomaly::Anomaly<sanitize::Sanitize<route::Route<policy::PolicyCheck<Forward>>>>>>,
+>;
 
 /// What the stack is built from; everything is shared (`Arc`) across connections.
 pub struct Parts {
@@ -49,13 +51,19 @@ pub struct Parts {
     pub auditor: Auditor,
     /// Upstream names by index (for audit records).
     pub upstream_names: Arc<[String]>,
+    pub detector: Option<Arc<crate::anomaly::Detector>>,
 }
 
 pub fn stack(p: Parts) -> Stack {
     ServiceBuilder::new()
         .layer(trace::TraceLayer::new())
         .layer(metrics::MetricsLayer::new(p.metrics.clone()))
-        .layer(audit::AuditLayer::new(p.auditor, p.routes.clone(), p.upstream_names))
+        .layer(audit::AuditLayer::new(
+            p.auditor.clone(),
+            p.routes.clone(),
+            p.upstream_names,
+        ))
+        .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
         .layer(sanitize::SanitizeLayer)
         .layer(route::RouteLayer::new(p.routes.clone(), p.require_sni_match))
         .layer(policy::PolicyCheckLayer::new(p.policy, p.routes, p.metrics))

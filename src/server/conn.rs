@@ -76,19 +76,28 @@ pub(super) async fn handle(
         warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
     }
 
-    let ctx = match conn_ctx(
+    let mut ctx = match conn_ctx(
         id,
         peer,
         identity,
         session.server_name().map(str::to_string),
         server.tls.server_uri.as_deref(),
     ) {
-        Some(ctx) => Arc::new(ctx),
+        Some(ctx) => ctx,
         None => {
             warn!("identity cannot be rendered as header values; closing");
             return;
         }
     };
+    if let Some(detector) = &server.detector {
+        let now = crate::middleware::anomaly::now_ms();
+        let (stats, flag) = detector.connection(&ctx.identity.fingerprint_sha256, peer.ip(), now);
+        ctx.anomaly = Some(stats);
+        if let Some(flag) = flag {
+            crate::middleware::anomaly::report(&server.auditor, &ctx, &flag).await;
+        }
+    }
+    let ctx = Arc::new(ctx);
     let svc = server
         .stack
         .clone()
@@ -172,6 +181,7 @@ fn conn_ctx(
         xfcc,
         identity_header,
         peer_ip,
+        anomaly: None,
     })
 }
 

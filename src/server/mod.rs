@@ -30,6 +30,8 @@ pub struct ConnCtx {
     pub xfcc: HeaderValue,
     pub identity_header: HeaderValue,
     pub peer_ip: HeaderValue,
+    /// This certificate's anomaly-detection counters (when detection is on).
+    pub anomaly: Option<Arc<crate::anomaly::Stats>>,
 }
 
 /// Everything the listener needs, built once per (re)load.
@@ -39,15 +41,23 @@ pub struct Server {
     pub stack: Stack,
     /// For records of refused handshakes (requests are audited by the stack).
     pub auditor: Auditor,
+    pub detector: Option<Arc<crate::anomaly::Detector>>,
 }
 
 impl Server {
-    pub fn new(listener: ListenerConfig, tls: ServerTls, stack: Stack, auditor: Auditor) -> Arc<Self> {
+    pub fn new(
+        listener: ListenerConfig,
+        tls: ServerTls,
+        stack: Stack,
+        auditor: Auditor,
+        detector: Option<Arc<crate::anomaly::Detector>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             listener,
             tls,
             stack,
             auditor,
+            detector,
         })
     }
 }

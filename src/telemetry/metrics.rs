@@ -28,6 +28,7 @@ pub const UPSTREAM_DURATION: &str = "ztgate_upstream_duration_seconds";
 pub const HANDSHAKE_DURATION: &str = "ztgate_tls_handshake_duration_seconds";
 pub const CERT_EXPIRY: &str = "ztgate_certificate_expiry_seconds";
 pub const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
+pub const ANOMALIES_TOTAL: &str = "ztgate_anomalies_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -76,6 +77,10 @@ fn describe() {
         HANDSHAKE_DURATION,
         Unit::Seconds,
         "TLS handshake duration, successful or not."
+    );
+    describe_counter!(
+        ANOMALIES_TOTAL,
+        "Anomalies flagged, by kind (rate_spike, deny_burst, new_route, many_sources)."
     );
     describe_gauge!(
         CERT_EXPIRY,
@@ -281,6 +286,10 @@ pub fn expiry(entries: &[crate::tls::Expiry]) {
             crate::tls::ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
         }
     }
+}
+
+pub fn anomaly(kind: &'static str) {
+    counter!(ANOMALIES_TOTAL, "kind" => kind).increment(1);
 }
 
 #[cfg(test)]

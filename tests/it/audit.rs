@@ -199,3 +199,41 @@ fn audit_verify_cli_reports_ok_and_the_first_broken_line() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_denials_is_flagged_as_an_anomaly_and_normal_traffic_is_not() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let opts = Opts {
+        audit: Some(format!("file = \"{}\"", log.display())),
+        extra: "[anomaly]\ndeny_burst = 5\n".into(),
+        ..Opts::default()
+    };
+    let mut s = Server::start_with(pki, opts).await;
+    let client = s.client();
+    for i in 0..10 {
+        assert_eq!(
+            client.get(s.addr, &format!("/app/{i}")).await.unwrap().status,
+            StatusCode::OK
+        );
+    }
+    let admin = s.admin_client();
+    for i in 0..10 {
+        assert_eq!(
+            admin.get(s.addr, &format!("/admin/{i}")).await.unwrap().status,
+            StatusCode::OK
+        );
+    }
+    for i in 0..8 {
+        assert_eq!(
+            client.get(s.addr, &format!("/admin/{i}")).await.unwrap().status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    s.stop().await;
+    let anomalies: Vec<serde_json::Value> = records(&log).into_iter().filter(|r| r["kind"] == "anomaly").collect();
+    assert_eq!(anomalies.len(), 1, "one flag (then cooldown): {anomalies:?}");
+    assert_eq!(anomalies[0]["anomaly"], "deny_burst");
+    assert_eq!(anomalies[0]["identity"]["spiffe_id"], CLIENT_ID);
+    verify(&[log.as_path()]).unwrap();
+}

@@ -92,6 +92,8 @@ pub struct Opts {
     pub policy_extra: String,
     /// Body of an `[audit]` table; `None`: no audit log.
     pub audit: Option<String>,
+    /// Extra TOML tables appended to the config.
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -104,6 +106,7 @@ impl Default for Opts {
             route_prefix: "/".into(),
             policy_extra: String::new(),
             audit: None,
+            extra: String::new(),
         }
     }
 }
@@ -142,7 +145,9 @@ impl Server {
             &opts.route_prefix,
         )
         .replace("[policy]\n", &format!("[policy]\n{}\n", opts.policy_extra))
-            + &opts.audit.map(|a| format!("\n[audit]\n{a}\n")).unwrap_or_default();
+            + &opts.audit.map(|a| format!("\n[audit]\n{a}\n")).unwrap_or_default()
+            + "\n"
+            + &opts.extra;
         let config_path = pki.write("ztgate.toml", &config_text);
         let cfg = Config::load(&config_path).unwrap();
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
