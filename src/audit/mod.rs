@@ -109,7 +109,11 @@ impl Auditor {
         let writer = writer::Writer::open(rx, &cfg.sink, cfg.fsync, shared.clone())?;
         metrics::audit_healthy(true);
         let stop = Arc::new(Notify::new());
-        let handle = tokio::spawn(writer.run(stop.clone()));
+        // The writer does blocking file I/O (write, fsync): give it a blocking-pool thread so it
+        // never stalls the runtime's worker threads, which serve connections.
+        let rt = tokio::runtime::Handle::current();
+        let run = writer.run(stop.clone());
+        let handle = tokio::task::spawn_blocking(move || rt.block_on(run));
         Ok((
             Self {
                 inner: Some((tx, shared, cfg.on_full)),

@@ -19,6 +19,8 @@ use crate::telemetry::metrics;
 
 const BATCH: usize = 512;
 const RETRY: Duration = Duration::from_millis(250);
+/// How long the writer waits after the first record of a batch for more to arrive.
+const LINGER: Duration = Duration::from_millis(2);
 
 enum Sink {
     File {
@@ -113,6 +115,17 @@ impl Writer {
                 };
                 if n == 0 {
                     break;
+                }
+                if n < BATCH && !stopping {
+                    // Linger briefly so one wake-up, one write and one fsync serve many records.
+                    // Requests do not wait for this (only for queue space).
+                    tokio::time::sleep(LINGER).await;
+                    while records.len() < 4 * BATCH {
+                        match self.rx.try_recv() {
+                            Ok(r) => records.push(r),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 for r in records.drain(..) {
                     self.chain.append(&r, &mut buf);
