@@ -8,6 +8,7 @@
 
 pub mod anomaly;
 pub mod audit;
+pub mod check;
 pub mod metrics;
 pub mod policy;
 pub mod route;
@@ -26,6 +27,7 @@ use crate::error::{ProxyBody, ProxyError};
 use crate::reload::PolicyStore;
 use crate::telemetry::metrics::RequestMetrics;
 use crate::upstream::{Forward, RouteTable};
+use check::{CheckLayer, Checked};
 
 /// The future every inner layer returns. Boxed: one allocation per request per layer is cheaper
 /// than the type machinery of hand-written futures at this size (STYLE.md).
@@ -37,7 +39,11 @@ pub struct RequestId(pub HeaderValue);
 
 /// The whole stack, built once per (re)load and cloned per connection.
 pub type Stack = trace::Trace<
-    metrics::Metrics<audit::Audit<anomaly::Anomaly<sanitize::Sanitize<route::Route<policy::PolicyCheck<Forward>>>>>>,
+    metrics::Metrics<
+        audit::Audit<
+            anomaly::Anomaly<Checked<sanitize::Sanitize, Checked<route::Route, Checked<policy::PolicyCheck, Forward>>>>,
+        >,
+    >,
 >;
 
 /// What the stack is built from; everything is shared (`Arc`) across connections.
@@ -64,8 +70,8 @@ pub fn stack(p: Parts) -> Stack {
             p.upstream_names,
         ))
         .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
-        .layer(sanitize::SanitizeLayer)
-        .layer(route::RouteLayer::new(p.routes.clone(), p.require_sni_match))
-        .layer(policy::PolicyCheckLayer::new(p.policy, p.routes, p.metrics))
+        .layer(CheckLayer(sanitize::Sanitize))
+        .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
+        .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)
 }

@@ -2,16 +2,14 @@
 //! request. No rule, no entry: a request is forwarded only on an explicit allow.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
-use tower::{Layer, Service};
 use tracing::info;
 
-use super::BoxFuture;
+use super::check::Check;
 use super::route::RouteMatch;
-use crate::error::{ProxyBody, ProxyError};
+use crate::error::ProxyError;
 use crate::policy::RequestFacts;
 use crate::reload::PolicyStore;
 use crate::server::ConnCtx;
@@ -19,37 +17,21 @@ use crate::telemetry::metrics::RequestMetrics;
 use crate::upstream::RouteTable;
 
 #[derive(Clone)]
-pub struct PolicyCheckLayer {
+pub struct PolicyCheck {
     store: Arc<PolicyStore>,
     routes: Arc<RouteTable>,
     metrics: RequestMetrics,
 }
 
-impl PolicyCheckLayer {
+impl PolicyCheck {
     pub fn new(store: Arc<PolicyStore>, routes: Arc<RouteTable>, metrics: RequestMetrics) -> Self {
         Self { store, routes, metrics }
     }
 }
 
-impl<S> Layer<S> for PolicyCheckLayer {
-    type Service = PolicyCheck<S>;
-    fn layer(&self, inner: S) -> PolicyCheck<S> {
-        PolicyCheck {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct PolicyCheck<S> {
-    inner: S,
-    layer: PolicyCheckLayer,
-}
-
-impl<S> PolicyCheck<S> {
+impl Check for PolicyCheck {
     /// `Ok` to forward, `Err` to reject; pure apart from logging and counting.
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
         let ext = req.extensions();
         // Fail closed: a request without a verified identity is never judged "allowed".
         let (Some(conn), Some(route)) = (ext.get::<Arc<ConnCtx>>(), ext.get::<RouteMatch>()) else {
@@ -57,13 +39,13 @@ impl<S> PolicyCheck<S> {
                 "request reached policy without connection context or route",
             ));
         };
-        let policy = self.layer.store.load();
+        let policy = self.store.load();
         let decision = policy.evaluate(&RequestFacts {
             peer: &conn.identity,
             method: req.method(),
             path: req.uri().path(),
             host: route.host.as_deref(),
-            route: self.layer.routes.get(route.index).map(|r| r.name.as_str()),
+            route: self.routes.get(route.index).map(|r| r.name.as_str()),
             headers: req.headers(),
             source_ip: conn.peer_addr.ip(),
         });
@@ -75,7 +57,7 @@ impl<S> PolicyCheck<S> {
                 let _ = note.shadow.set((s.rule.to_string(), s.reason()));
             }
         }
-        let metrics = &self.layer.metrics;
+        let metrics = &self.metrics;
         metrics.decision(decision.allowed);
         if let Some(shadow) = &decision.shadow {
             metrics.shadow(shadow.would_allow);
@@ -93,26 +75,5 @@ impl<S> PolicyCheck<S> {
             rule: decision.rule.map(str::to_string),
             reason: decision.reason.as_str(),
         })
-    }
-}
-
-impl<S> Service<Request<Incoming>> for PolicyCheck<S>
-where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
-        match self.authorize(&req) {
-            Ok(()) => Box::pin(self.inner.call(req)),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
     }
 }

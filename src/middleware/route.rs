@@ -3,14 +3,12 @@
 //! for in TLS SNI (a connection for one service must not be reused for another).
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response, header};
+use http::{Request, header};
 use hyper::body::Incoming;
-use tower::{Layer, Service};
 
-use super::BoxFuture;
-use crate::error::{ProxyBody, ProxyError};
+use super::check::Check;
+use crate::error::ProxyError;
 use crate::server::ConnCtx;
 use crate::upstream::RouteTable;
 
@@ -23,39 +21,19 @@ pub struct RouteMatch {
 }
 
 #[derive(Clone)]
-pub struct RouteLayer {
+pub struct Route {
     routes: Arc<RouteTable>,
     require_sni_match: bool,
 }
 
-impl RouteLayer {
+impl Route {
     pub fn new(routes: Arc<RouteTable>, require_sni_match: bool) -> Self {
         Self {
             routes,
             require_sni_match,
         }
     }
-}
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = Route<S>;
-    fn layer(&self, inner: S) -> Route<S> {
-        Route {
-            inner,
-            routes: self.routes.clone(),
-            require_sni_match: self.require_sni_match,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Route<S> {
-    inner: S,
-    routes: Arc<RouteTable>,
-    require_sni_match: bool,
-}
-
-impl<S> Route<S> {
     fn resolve(&self, req: &Request<Incoming>) -> Result<RouteMatch, ProxyError> {
         let host = request_host(req);
         if self.require_sni_match
@@ -86,30 +64,14 @@ impl<S> Route<S> {
     }
 }
 
-impl<S> Service<Request<Incoming>> for Route<S>
-where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
-        match self.resolve(&req) {
-            Ok(m) => {
-                if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
-                    let _ = note.route.set(m.index);
-                }
-                req.extensions_mut().insert(m);
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+impl Check for Route {
+    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+        let m = self.resolve(req)?;
+        if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
+            let _ = note.route.set(m.index);
         }
+        req.extensions_mut().insert(m);
+        Ok(())
     }
 }
 

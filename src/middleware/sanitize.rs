@@ -2,55 +2,27 @@
 //! them) and normalises the path, so routing, policy and the upstream all see the same path.
 
 use std::borrow::Cow;
-use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Request, Uri};
 use hyper::body::Incoming;
-use tower::{Layer, Service};
 
-use super::BoxFuture;
-use crate::error::{ProxyBody, ProxyError};
+use super::check::Check;
+use crate::error::ProxyError;
 use crate::policy::path::{PathError, normalize};
 use crate::upstream::headers::strip_identity;
 
 #[derive(Clone, Copy, Default)]
-pub struct SanitizeLayer;
+pub struct Sanitize;
 
-impl<S> Layer<S> for SanitizeLayer {
-    type Service = Sanitize<S>;
-    fn layer(&self, inner: S) -> Sanitize<S> {
-        Sanitize { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Sanitize<S> {
-    inner: S,
-}
-
-impl<S> Service<Request<Incoming>> for Sanitize<S>
-where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+impl Check for Sanitize {
+    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
         strip_identity(req.headers_mut());
-        if let Err(e) = normalize_uri(req.uri_mut()) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
+        normalize_uri(req.uri_mut())?;
         if let Some(note) = req.extensions().get::<std::sync::Arc<crate::audit::record::Note>>() {
             let _ = note.path.set(req.uri().path().to_string());
         }
-        Box::pin(self.inner.call(req))
+        Ok(())
     }
 }
 

@@ -1,0 +1,58 @@
+//! The shape every synchronous check shares, after tower-http's `authorize(req) -> Result`: a
+//! [`Check`] looks at (and may adjust) the request; `Ok` forwards it, `Err` answers with that
+//! error. Sanitize, route and policy are checks; the layer plumbing lives here once instead of
+//! three times.
+
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::BoxFuture;
+use crate::error::{ProxyBody, ProxyError};
+
+pub trait Check: Clone + Send + Sync + 'static {
+    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError>;
+}
+
+#[derive(Clone)]
+pub struct CheckLayer<C>(pub C);
+
+impl<C: Clone, S> Layer<S> for CheckLayer<C> {
+    type Service = Checked<C, S>;
+    fn layer(&self, inner: S) -> Checked<C, S> {
+        Checked {
+            check: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Checked<C, S> {
+    check: C,
+    inner: S,
+}
+
+impl<C, S> Service<Request<Incoming>> for Checked<C, S>
+where
+    C: Check,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+        match self.check.check(&mut req) {
+            Ok(()) => Box::pin(self.inner.call(req)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
