@@ -66,6 +66,7 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, AppEr
 pub struct Prepared {
     pub server: Arc<Server>,
     pub policy: Arc<PolicyStore>,
+    pub limits: Arc<crate::ratelimit::Limits>,
 }
 
 /// Loads everything the data path needs: TLS material, policy, upstream clients. Used by `run`
@@ -83,6 +84,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
         (Some(tls), Some(policy), Some(forward)) => {
             let policy = PolicyStore::new(policy);
             let request_metrics = metrics::RequestMetrics::register(routes.names());
+            let limits = Arc::new(crate::ratelimit::Limits::new(cfg.rate_limit, &routes.rate_limits()));
             let stack = middleware::stack(middleware::Parts {
                 policy: policy.clone(),
                 routes,
@@ -92,10 +94,12 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 auditor: auditor.clone(),
                 upstream_names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
                 detector: detector.clone(),
+                limits: limits.clone(),
             });
             Ok(Prepared {
                 server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector),
                 policy,
+                limits,
             })
         }
         _ => Err(errors),
@@ -120,7 +124,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             (Auditor::disabled(), None)
         }
     };
-    let Prepared { server, policy } = prepare(&cfg, auditor.clone())?;
+    let Prepared { server, policy, limits } = prepare(&cfg, auditor.clone())?;
     let ready = admin::Readiness::default();
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = listeners.admin.map(|l| {
@@ -161,7 +165,11 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => metrics::expiry(&expiry),
+                                        _ = tick.tick() => {
+                        metrics::expiry(&expiry);
+                        // Idle identities' buckets are full again: forget them (bounded memory).
+                        limits.prune();
+                    }
                     _ = rx.wait_for(|stop| *stop) => break,
                 }
             }

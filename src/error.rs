@@ -37,6 +37,8 @@ pub enum ProxyError {
     },
     #[error("upstream {upstream} did not answer within the response timeout")]
     UpstreamTimeout { upstream: String },
+    #[error("rate limited; retry after {retry_after_secs}s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("server is shutting down")]
     Draining,
     /// The audit log cannot be written and ztgate is configured not to serve unaudited requests.
@@ -56,6 +58,7 @@ impl ProxyError {
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Draining | ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +73,7 @@ impl ProxyError {
             ProxyError::Denied { reason, .. } => reason,
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::MisdirectedRequest { .. } => "misdirected-request",
+            ProxyError::RateLimited { .. } => "rate-limited",
             ProxyError::UpstreamUnavailable { .. } => "upstream-unavailable",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
@@ -89,6 +93,7 @@ impl ProxyError {
             ProxyError::Denied { .. } => "access denied",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::MisdirectedRequest { .. } => "misdirected request",
+            ProxyError::RateLimited { .. } => "rate limited",
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
             ProxyError::Draining => "service draining",
@@ -105,6 +110,9 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(crate::upstream::headers::X_REQUEST_ID, request_id.clone());
+        if let ProxyError::RateLimited { retry_after_secs } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         resp
     }
 }

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod middleware;
 pub mod pki;
 pub mod policy;
+pub mod ratelimit;
 pub mod reload;
 pub mod server;
 pub mod telemetry;

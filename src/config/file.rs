@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     #[serde(default, rename = "route")]
     pub(crate) routes: Vec<Spanned<RawRoute>>,
     pub(crate) audit: Option<RawAudit>,
+    pub(crate) rate_limit: Option<Spanned<RawRate>>,
     pub(crate) anomaly: Option<RawAnomaly>,
     pub(crate) shutdown: Option<RawShutdown>,
     pub(crate) log: Option<RawLog>,
@@ -82,6 +83,7 @@ pub(crate) struct RawRoute {
     pub(crate) host: Option<Spanned<String>>,
     pub(crate) path_prefix: Option<Spanned<String>>,
     pub(crate) upstream: Spanned<String>,
+    pub(crate) rate_limit: Option<Spanned<RawRate>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,4 +124,11 @@ pub(crate) struct RawAnomaly {
     pub(crate) max_sources: Option<Spanned<i64>>,
     pub(crate) cooldown: Option<Spanned<String>>,
     pub(crate) max_identities: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRate {
+    pub(crate) requests_per_second: i64,
+    pub(crate) burst: Option<i64>,
 }

@@ -26,6 +26,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Per-identity rate limit for every route without its own; `None`: unlimited.
+    pub rate_limit: Option<crate::ratelimit::Rate>,
     /// The audit log; `None` when the config has no `[audit]` table (logged as a warning).
     pub audit: Option<crate::audit::AuditConfig>,
     /// Anomaly detection; `None` unless an `[anomaly]` table enables it.
@@ -110,6 +112,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// Overrides the global `[rate_limit]` for this route.
+    pub rate_limit: Option<crate::ratelimit::Rate>,
 }
 
 #[derive(Debug, Clone)]

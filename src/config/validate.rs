@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Uri;
 use toml::Spanned;
 
-use super::file::{RawAnomaly, RawAudit, RawConfig, RawListener, RawRoute, RawTls, RawUpstream};
+use super::file::{RawAnomaly, RawAudit, RawConfig, RawListener, RawRate, RawRoute, RawTls, RawUpstream};
 use super::{
     AdminConfig, Config, CrlScope, ListenerConfig, LogConfig, LogFormat, PolicyConfig, RouteConfig, TlsConfig,
     UpstreamConfig, UpstreamProtocol,
@@ -92,6 +92,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
 
     let audit = raw.audit.as_ref().and_then(|a| audit(&mut c, a));
     let anomaly = raw.anomaly.as_ref().and_then(|a| anomaly(&mut c, a));
+    let rate_limit = raw.rate_limit.as_ref().and_then(|r| rate(&mut c, r));
     if !c.is_empty() {
         return Err(finish_err(c, path));
     }
@@ -104,6 +105,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             policy,
             upstreams,
             routes,
+            rate_limit,
             audit,
             anomaly,
             drain_timeout,
@@ -315,12 +317,14 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
             }
         };
         let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+        let rate_limit = r.rate_limit.as_ref().and_then(|l| rate(c, l));
         if let Some(upstream) = upstream {
             out.push(RouteConfig {
                 name: name.clone(),
                 host,
                 path_prefix,
                 upstream,
+                rate_limit,
             });
         }
     }
@@ -499,4 +503,23 @@ fn anomaly(c: &mut Collector<'_>, a: &RawAnomaly) -> Option<crate::anomaly::Anom
         max_identities: usize::try_from(count(c, &a.max_identities, d.max_identities as u64, "max_identities"))
             .unwrap_or(usize::MAX),
     })
+}
+
+fn rate(c: &mut Collector<'_>, r: &Spanned<RawRate>) -> Option<crate::ratelimit::Rate> {
+    use std::num::NonZeroU32;
+    let raw = r.get_ref();
+    let positive = |v: i64| u32::try_from(v).ok().and_then(NonZeroU32::new);
+    let per_second = positive(raw.requests_per_second);
+    // A burst defaults to one second's worth.
+    let burst = raw.burst.map_or(per_second, positive);
+    match (per_second, burst) {
+        (Some(per_second), Some(burst)) => Some(crate::ratelimit::Rate { per_second, burst }),
+        _ => {
+            c.push(
+                r.span(),
+                "rate_limit needs requests_per_second (and burst, if set) between 1 and 4294967295",
+            );
+            None
+        }
+    }
 }

@@ -107,6 +107,7 @@ where
                     ("allow", rule, "allowed", resp.status().as_u16(), bytes)
                 }
                 Err(ProxyError::Denied { rule, reason }) => ("deny", rule.as_deref(), *reason, 403, None),
+                Err(e @ ProxyError::RateLimited { .. }) => ("rate_limited", None, e.reason(), 429, None),
                 Err(e) => (
                     "error",
                     verdict.and_then(|v| v.0.as_deref()),

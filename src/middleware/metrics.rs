@@ -66,6 +66,7 @@ where
             let (status, outcome) = match &result {
                 Ok(resp) => (resp.status(), Outcome::Allow),
                 Err(e @ ProxyError::Denied { .. }) => (e.status(), Outcome::Deny),
+                Err(e @ ProxyError::RateLimited { .. }) => (e.status(), Outcome::RateLimited),
                 Err(e) => {
                     metrics.upstream_error(e);
                     (e.status(), Outcome::Error)

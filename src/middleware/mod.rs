@@ -1,6 +1,7 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► audit ─► anomaly ─► sanitize ─► route ─► policy ─► forward
+//! trace + request id ─► metrics ─► audit ─► anomaly ─► sanitize ─► route ─► rate limit ─► policy
+//! ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
 //! [`ProxyError::into_response`](crate::error::ProxyError::into_response), the only place that
@@ -11,6 +12,7 @@ pub mod audit;
 pub mod check;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod route;
 pub mod sanitize;
 pub mod trace;
@@ -41,7 +43,12 @@ pub struct RequestId(pub HeaderValue);
 pub type Stack = trace::Trace<
     metrics::Metrics<
         audit::Audit<
-            anomaly::Anomaly<Checked<sanitize::Sanitize, Checked<route::Route, Checked<policy::PolicyCheck, Forward>>>>,
+            anomaly::Anomaly<
+                Checked<
+                    sanitize::Sanitize,
+                    Checked<route::Route, Checked<ratelimit::RateLimit, Checked<policy::PolicyCheck, Forward>>>,
+                >,
+            >,
         >,
     >,
 >;
@@ -58,6 +65,7 @@ pub struct Parts {
     /// Upstream names by index (for audit records).
     pub upstream_names: Arc<[String]>,
     pub detector: Option<Arc<crate::anomaly::Detector>>,
+    pub limits: Arc<crate::ratelimit::Limits>,
 }
 
 pub fn stack(p: Parts) -> Stack {
@@ -72,6 +80,7 @@ pub fn stack(p: Parts) -> Stack {
         .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
         .layer(CheckLayer(sanitize::Sanitize))
         .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
+        .layer(CheckLayer(ratelimit::RateLimit::new(p.limits)))
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)
 }

@@ -95,6 +95,7 @@ where
                     match &result {
                         Ok(_) => "allow",
                         Err(ProxyError::Denied { .. }) => "deny",
+                        Err(ProxyError::RateLimited { .. }) => "rate_limited",
                         Err(_) => "error",
                     },
                 );

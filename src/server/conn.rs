@@ -173,6 +173,11 @@ fn conn_ctx(
     let xfcc = HeaderValue::from_str(&render_xfcc(&identity, server_uri)).ok()?;
     let identity_header = HeaderValue::from_str(&header_safe(identity.display_name())).ok()?;
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok()?;
+    let rate_key: Arc<str> = identity
+        .spiffe_id
+        .as_ref()
+        .map_or(identity.fingerprint_sha256.as_str(), |s| s.as_str())
+        .into();
     Some(ConnCtx {
         id,
         peer_addr: peer,
@@ -181,6 +186,7 @@ fn conn_ctx(
         xfcc,
         identity_header,
         peer_ip,
+        rate_key,
         anomaly: None,
     })
 }

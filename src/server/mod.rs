@@ -30,6 +30,8 @@ pub struct ConnCtx {
     pub xfcc: HeaderValue,
     pub identity_header: HeaderValue,
     pub peer_ip: HeaderValue,
+    /// The rate-limit key: the SPIFFE ID, else the certificate fingerprint.
+    pub rate_key: Arc<str>,
     /// This certificate's anomaly-detection counters (when detection is on).
     pub anomaly: Option<Arc<crate::anomaly::Stats>>,
 }

@@ -66,7 +66,7 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!(
         REQUESTS_TOTAL,
-        "Requests answered, by route, decision (allow, deny, error) and status class (1xx..5xx)."
+        "Requests answered, by route, decision (allow, deny, rate_limited, error) and status class (1xx..5xx)."
     );
     describe_histogram!(
         UPSTREAM_DURATION,
@@ -143,6 +143,7 @@ pub enum Outcome {
     Allow = 0,
     Deny = 1,
     Error = 2,
+    RateLimited = 3,
 }
 
 /// Handles for the per-request metrics, registered once per (re)load so the data path does no
@@ -150,7 +151,7 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct RequestMetrics {
     /// `[route + 1][outcome][status class]`; route 0 is "none" (no route matched).
-    requests: std::sync::Arc<[[[Counter; 5]; 3]]>,
+    requests: std::sync::Arc<[[[Counter; 5]; 4]]>,
     duration: Histogram,
     allow: Counter,
     deny: Counter,
@@ -165,13 +166,13 @@ impl RequestMetrics {
     /// `routes`: route names in the route table's order.
     pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
         let per_route = |route: String| {
-            ["allow", "deny", "error"].map(|decision| {
+            ["allow", "deny", "error", "rate_limited"].map(|decision| {
                 ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
                     counter!(REQUESTS_TOTAL, "route" => route.clone(), "decision" => decision, "status_class" => class)
                 })
             })
         };
-        let requests: Vec<[[Counter; 5]; 3]> = std::iter::once("none".to_string())
+        let requests: Vec<[[Counter; 5]; 4]> = std::iter::once("none".to_string())
             .chain(routes.map(str::to_string))
             .map(per_route)
             .collect();
@@ -221,6 +222,7 @@ impl RequestMetrics {
             | E::Denied { .. }
             | E::NoRoute { .. }
             | E::MisdirectedRequest { .. }
+            | E::RateLimited { .. }
             | E::Draining
             | E::AuditUnavailable
             | E::Internal(_) => {}

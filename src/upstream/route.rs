@@ -8,6 +8,7 @@ pub struct Route {
     host: Option<String>,
     prefix: String,
     pub upstream: usize,
+    pub rate_limit: Option<crate::ratelimit::Rate>,
 }
 
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl RouteTable {
                 host: r.host.clone(),
                 prefix: r.path_prefix.clone(),
                 upstream: r.upstream,
+                rate_limit: r.rate_limit,
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -50,6 +52,11 @@ impl RouteTable {
 
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
+    }
+
+    /// Per-route rate limits in table order.
+    pub fn rate_limits(&self) -> Vec<Option<crate::ratelimit::Rate>> {
+        self.routes.iter().map(|r| r.rate_limit).collect()
     }
 
     /// Route names in table order (the order of [`RouteTable::find`]'s indexes).
@@ -85,6 +92,7 @@ mod tests {
             host: host.map(str::to_string),
             path_prefix: prefix.into(),
             upstream: 0,
+            rate_limit: None,
         }
     }
 

@@ -169,3 +169,20 @@ fn run_exits_64_on_a_bad_config() {
     let o = ztgate(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
 }
+
+#[test]
+fn check_rejects_a_zero_rate_limit_with_its_line() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let text_ = std::fs::read_to_string(&cfg).unwrap() + "\n[rate_limit]\nrequests_per_second = 0\n";
+    std::fs::write(&cfg, &text_).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    // The problem points at the `[rate_limit]` table.
+    let line = text_.lines().position(|l| l == "[rate_limit]").unwrap() + 1;
+    assert!(
+        text(&o).contains(&format!(":{line}:1: rate_limit needs requests_per_second")),
+        "{}",
+        text(&o)
+    );
+}

@@ -235,3 +235,30 @@ async fn health_and_readiness_endpoints_answer() {
     assert!(left > 300.0 * 86400.0, "{line}");
     assert!(m.contains(r#"ztgate_certificate_expiry_seconds{cert="client_ca"}"#));
 }
+
+#[tokio::test]
+async fn an_identity_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let opts = Opts {
+        extra: "[rate_limit]\nrequests_per_second = 1\nburst = 2\n".into(),
+        ..Opts::default()
+    };
+    let s = Server::start(opts).await;
+    let client = s.client();
+    assert_eq!(client.get(s.addr, "/a").await.unwrap().status, StatusCode::OK);
+    assert_eq!(client.get(s.addr, "/b").await.unwrap().status, StatusCode::OK);
+    let limited = client.get(s.addr, "/c").await.unwrap();
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers["retry-after"], "1");
+    assert!(
+        limited.body.starts_with("429 rate limited (request id "),
+        "{}",
+        limited.body
+    );
+    // The budget is per identity: the admin identity is not affected.
+    assert_eq!(s.admin_client().get(s.addr, "/").await.unwrap().status, StatusCode::OK);
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"decision="rate_limited",status_class="4xx"}"#)
+    );
+}

@@ -1,0 +1,45 @@
+//! Rejects with 429 (and `Retry-After`) a request over its identity's budget. Runs after
+//! routing (limits can be per route) and before policy and posture, which may cost more.
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::check::Check;
+use super::route::RouteMatch;
+use crate::error::ProxyError;
+use crate::ratelimit::Limits;
+use crate::server::ConnCtx;
+
+#[derive(Clone)]
+pub struct RateLimit {
+    limits: Arc<Limits>,
+}
+
+impl RateLimit {
+    pub fn new(limits: Arc<Limits>) -> Self {
+        Self { limits }
+    }
+}
+
+impl Check for RateLimit {
+    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+        if !self.limits.enabled() {
+            return Ok(());
+        }
+        let ext = req.extensions();
+        let Some(conn) = ext.get::<Arc<ConnCtx>>() else {
+            return Err(ProxyError::Internal(
+                "request reached the rate limit without connection context",
+            ));
+        };
+        let route = ext.get::<RouteMatch>().map(|m| m.index);
+        self.limits
+            .check(route, &conn.rate_key)
+            .map_err(|wait| ProxyError::RateLimited {
+                // Whole seconds, rounded up: a client that waits this long gets through.
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })
+    }
+}

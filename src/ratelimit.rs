@@ -1,0 +1,136 @@
+//! Per-identity rate limits (governor, GCRA): one bucket per client identity (SPIFFE ID, else
+//! certificate fingerprint), a global default and per-route overrides. Keyed state is pruned
+//! every minute (`retain_recent`), so idle identities cost nothing.
+//!
+//! Not `tower::limit::RateLimit`: hyper clones the service per connection, which would give
+//! every connection its own budget.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+/// Requests per second and burst, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+type Keyed<C> = RateLimiter<Arc<str>, DefaultKeyedStateStore<Arc<str>>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+pub struct Limits<C: Clock = DefaultClock> {
+    default: Option<Keyed<C>>,
+    /// By route-table index; `None` falls back to the default.
+    per_route: Vec<Option<Keyed<C>>>,
+    clock: C,
+}
+
+impl Limits<DefaultClock> {
+    pub fn new(default: Option<Rate>, per_route: &[Option<Rate>]) -> Self {
+        Self::with_clock(default, per_route, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    pub fn with_clock(default: Option<Rate>, per_route: &[Option<Rate>], clock: C) -> Self {
+        let make = |r: &Rate| {
+            RateLimiter::dashmap_with_clock(Quota::per_second(r.per_second).allow_burst(r.burst), clock.clone())
+        };
+        Self {
+            default: default.as_ref().map(make),
+            per_route: per_route.iter().map(|r| r.as_ref().map(make)).collect(),
+            clock,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.default.is_some() || self.per_route.iter().any(Option::is_some)
+    }
+
+    /// `Ok` if `key` may make a request on `route` now, else how long until it may.
+    pub fn check(&self, route: Option<usize>, key: &Arc<str>) -> Result<(), Duration> {
+        let limiter = route
+            .and_then(|r| self.per_route.get(r))
+            .and_then(Option::as_ref)
+            .or(self.default.as_ref());
+        match limiter.map(|l| l.check_key(key)) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+        }
+    }
+
+    /// Forgets identities whose buckets are full again (idle): bounds memory.
+    pub fn prune(&self) {
+        for l in self.default.iter().chain(self.per_route.iter().flatten()) {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.default
+            .iter()
+            .chain(self.per_route.iter().flatten())
+            .map(|l| l.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn rate(per_second: u32, burst: u32) -> Rate {
+        Rate {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_identity_has_its_own_budget_and_gets_a_retry_time() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(Some(rate(2, 3)), &[None], clock.clone());
+        let (a, b): (Arc<str>, Arc<str>) = ("spiffe://x/a".into(), "spiffe://x/b".into());
+        for _ in 0..3 {
+            assert_eq!(limits.check(Some(0), &a), Ok(()));
+        }
+        let wait = limits.check(Some(0), &a).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+        assert_eq!(limits.check(Some(0), &b), Ok(()), "another identity is not affected");
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(
+            limits.check(Some(0), &a),
+            Ok(()),
+            "the bucket refills at the configured rate"
+        );
+    }
+
+    #[test]
+    fn a_route_override_replaces_the_default_and_idle_keys_are_pruned() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(Some(rate(100, 100)), &[Some(rate(1, 1)), None], clock.clone());
+        let a: Arc<str> = "a".into();
+        assert_eq!(limits.check(Some(0), &a), Ok(()));
+        assert!(limits.check(Some(0), &a).is_err(), "the strict route limits");
+        assert_eq!(limits.check(Some(1), &a), Ok(()), "other routes use the default");
+        assert_eq!(limits.tracked(), 2);
+        clock.advance(Duration::from_secs(10));
+        limits.prune();
+        assert_eq!(limits.tracked(), 0);
+    }
+
+    #[test]
+    fn no_limit_configured_allows_everything() {
+        let limits = Limits::new(None, &[None]);
+        assert!(!limits.enabled());
+        assert_eq!(limits.check(Some(0), &Arc::from("a")), Ok(()));
+    }
+}
