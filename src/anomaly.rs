@@ -28,6 +28,8 @@ pub struct AnomalyConfig {
     pub max_sources: usize,
     pub cooldown: Duration,
     pub max_identities: usize,
+    /// After any flag, hold the identity to this stricter rate for this long (`None`: no action).
+    pub tighten: Option<(crate::ratelimit::Rate, Duration)>,
 }
 
 impl Default for AnomalyConfig {
@@ -41,6 +43,7 @@ impl Default for AnomalyConfig {
             max_sources: 5,
             cooldown: Duration::from_secs(300),
             max_identities: 10_000,
+            tighten: None,
         }
     }
 }
@@ -94,6 +97,15 @@ pub struct Stats {
     reported: [AtomicU64; 4],
     /// Distinct client addresses seen, up to `max_sources + 1` (touched per connection only).
     sources: Mutex<Vec<IpAddr>>,
+    /// Until when (ms) the identity is held to the tightened rate after a flag.
+    penalty_until_ms: AtomicU64,
+}
+
+impl Stats {
+    /// Whether the identity is under a tightened rate limit at `now_ms`.
+    pub fn penalized(&self, now_ms: u64) -> bool {
+        now_ms < self.penalty_until_ms.load(Ordering::Relaxed)
+    }
 }
 
 pub struct Detector {
@@ -214,6 +226,10 @@ impl Detector {
         }
         slot.compare_exchange(last, now_ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
+        if let Some((_, hold)) = self.cfg.tighten {
+            s.penalty_until_ms
+                .fetch_max(now_ms + hold.as_millis() as u64, Ordering::Relaxed);
+        }
         Some(Flag { kind, detail })
     }
 
@@ -319,6 +335,27 @@ mod tests {
         let (_, flag) = d.connection("fp", IpAddr::from([10, 0, 0, 6]), 10);
         assert_eq!(flag.map(|f| f.kind), Some(Kind::ManySources));
         assert_eq!(d.connection("fp", IpAddr::from([10, 0, 0, 7]), 20).1, None, "cooldown");
+    }
+
+    #[test]
+    fn a_flag_tightens_the_identity_for_the_configured_time_when_asked_to() {
+        let rate = crate::ratelimit::Rate {
+            per_second: std::num::NonZeroU32::new(1).unwrap(),
+            burst: std::num::NonZeroU32::new(1).unwrap(),
+        };
+        let d = Detector::new(AnomalyConfig {
+            deny_burst: 3,
+            tighten: Some((rate, Duration::from_secs(60))),
+            ..AnomalyConfig::default()
+        });
+        let (s, _) = d.connection("fp", IP.parse().unwrap(), 0);
+        for i in 0..3u64 {
+            d.request(&s, None, true, 1_000 + i);
+        }
+        assert!(s.penalized(2_000));
+        assert!(!s.penalized(61_003), "the hold ends after tighten_for");
+        let (calm, _) = detector().connection("other", IP.parse().unwrap(), 0);
+        assert!(!calm.penalized(1));
     }
 
     #[test]

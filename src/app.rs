@@ -84,7 +84,12 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
         (Some(tls), Some(policy), Some(forward)) => {
             let policy = PolicyStore::new(policy);
             let request_metrics = metrics::RequestMetrics::register(routes.names());
-            let limits = Arc::new(crate::ratelimit::Limits::new(cfg.rate_limit, &routes.rate_limits()));
+            let penalty = cfg.anomaly.as_ref().and_then(|a| a.tighten.map(|(rate, _)| rate));
+            let limits = Arc::new(crate::ratelimit::Limits::new(
+                cfg.rate_limit,
+                &routes.rate_limits(),
+                penalty,
+            ));
             let stack = middleware::stack(middleware::Parts {
                 policy: policy.clone(),
                 routes,

@@ -27,46 +27,58 @@ pub struct Limits<C: Clock = DefaultClock> {
     default: Option<Keyed<C>>,
     /// By route-table index; `None` falls back to the default.
     per_route: Vec<Option<Keyed<C>>>,
+    /// The stricter budget of identities that anomaly detection flagged (checked in addition).
+    penalty: Option<Keyed<C>>,
     clock: C,
 }
 
 impl Limits<DefaultClock> {
-    pub fn new(default: Option<Rate>, per_route: &[Option<Rate>]) -> Self {
-        Self::with_clock(default, per_route, DefaultClock::default())
+    pub fn new(default: Option<Rate>, per_route: &[Option<Rate>], penalty: Option<Rate>) -> Self {
+        Self::with_clock(default, per_route, penalty, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> Limits<C> {
-    pub fn with_clock(default: Option<Rate>, per_route: &[Option<Rate>], clock: C) -> Self {
+    pub fn with_clock(default: Option<Rate>, per_route: &[Option<Rate>], penalty: Option<Rate>, clock: C) -> Self {
         let make = |r: &Rate| {
             RateLimiter::dashmap_with_clock(Quota::per_second(r.per_second).allow_burst(r.burst), clock.clone())
         };
         Self {
             default: default.as_ref().map(make),
             per_route: per_route.iter().map(|r| r.as_ref().map(make)).collect(),
+            penalty: penalty.as_ref().map(make),
             clock,
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.default.is_some() || self.per_route.iter().any(Option::is_some)
+        self.default.is_some() || self.penalty.is_some() || self.per_route.iter().any(Option::is_some)
     }
 
     /// `Ok` if `key` may make a request on `route` now, else how long until it may.
-    pub fn check(&self, route: Option<usize>, key: &Arc<str>) -> Result<(), Duration> {
+    /// `penalized`: anomaly detection holds this identity to the stricter penalty budget.
+    pub fn check(&self, route: Option<usize>, key: &Arc<str>, penalized: bool) -> Result<(), Duration> {
         let limiter = route
             .and_then(|r| self.per_route.get(r))
             .and_then(Option::as_ref)
             .or(self.default.as_ref());
-        match limiter.map(|l| l.check_key(key)) {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+        let penalty = self.penalty.as_ref().filter(|_| penalized);
+        for l in limiter.into_iter().chain(penalty) {
+            if let Err(not_until) = l.check_key(key) {
+                return Err(not_until.wait_time_from(self.clock.now()));
+            }
         }
+        Ok(())
     }
 
     /// Forgets identities whose buckets are full again (idle): bounds memory.
     pub fn prune(&self) {
-        for l in self.default.iter().chain(self.per_route.iter().flatten()) {
+        for l in self
+            .default
+            .iter()
+            .chain(self.penalty.iter())
+            .chain(self.per_route.iter().flatten())
+        {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -75,6 +87,7 @@ impl<C: Clock + Clone> Limits<C> {
     pub fn tracked(&self) -> usize {
         self.default
             .iter()
+            .chain(self.penalty.iter())
             .chain(self.per_route.iter().flatten())
             .map(|l| l.len())
             .sum()
@@ -97,17 +110,21 @@ mod tests {
     #[test]
     fn each_identity_has_its_own_budget_and_gets_a_retry_time() {
         let clock = FakeRelativeClock::default();
-        let limits = Limits::with_clock(Some(rate(2, 3)), &[None], clock.clone());
+        let limits = Limits::with_clock(Some(rate(2, 3)), &[None], None, clock.clone());
         let (a, b): (Arc<str>, Arc<str>) = ("spiffe://x/a".into(), "spiffe://x/b".into());
         for _ in 0..3 {
-            assert_eq!(limits.check(Some(0), &a), Ok(()));
+            assert_eq!(limits.check(Some(0), &a, false), Ok(()));
         }
-        let wait = limits.check(Some(0), &a).unwrap_err();
+        let wait = limits.check(Some(0), &a, false).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
-        assert_eq!(limits.check(Some(0), &b), Ok(()), "another identity is not affected");
+        assert_eq!(
+            limits.check(Some(0), &b, false),
+            Ok(()),
+            "another identity is not affected"
+        );
         clock.advance(Duration::from_millis(500));
         assert_eq!(
-            limits.check(Some(0), &a),
+            limits.check(Some(0), &a, false),
             Ok(()),
             "the bucket refills at the configured rate"
         );
@@ -116,11 +133,11 @@ mod tests {
     #[test]
     fn a_route_override_replaces_the_default_and_idle_keys_are_pruned() {
         let clock = FakeRelativeClock::default();
-        let limits = Limits::with_clock(Some(rate(100, 100)), &[Some(rate(1, 1)), None], clock.clone());
+        let limits = Limits::with_clock(Some(rate(100, 100)), &[Some(rate(1, 1)), None], None, clock.clone());
         let a: Arc<str> = "a".into();
-        assert_eq!(limits.check(Some(0), &a), Ok(()));
-        assert!(limits.check(Some(0), &a).is_err(), "the strict route limits");
-        assert_eq!(limits.check(Some(1), &a), Ok(()), "other routes use the default");
+        assert_eq!(limits.check(Some(0), &a, false), Ok(()));
+        assert!(limits.check(Some(0), &a, false).is_err(), "the strict route limits");
+        assert_eq!(limits.check(Some(1), &a, false), Ok(()), "other routes use the default");
         assert_eq!(limits.tracked(), 2);
         clock.advance(Duration::from_secs(10));
         limits.prune();
@@ -128,9 +145,21 @@ mod tests {
     }
 
     #[test]
+    fn a_penalized_identity_is_held_to_the_stricter_budget() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(Some(rate(100, 100)), &[None], Some(rate(1, 1)), clock);
+        let a: Arc<str> = "a".into();
+        for _ in 0..5 {
+            assert_eq!(limits.check(Some(0), &a, false), Ok(()), "unflagged: the normal budget");
+        }
+        assert_eq!(limits.check(Some(0), &a, true), Ok(()));
+        assert!(limits.check(Some(0), &a, true).is_err(), "flagged: the penalty budget");
+    }
+
+    #[test]
     fn no_limit_configured_allows_everything() {
-        let limits = Limits::new(None, &[None]);
+        let limits = Limits::new(None, &[None], None);
         assert!(!limits.enabled());
-        assert_eq!(limits.check(Some(0), &Arc::from("a")), Ok(()));
+        assert_eq!(limits.check(Some(0), &Arc::from("a"), false), Ok(()));
     }
 }

@@ -124,6 +124,8 @@ pub(crate) struct RawAnomaly {
     pub(crate) max_sources: Option<Spanned<i64>>,
     pub(crate) cooldown: Option<Spanned<String>>,
     pub(crate) max_identities: Option<Spanned<i64>>,
+    pub(crate) tighten_rate: Option<Spanned<RawRate>>,
+    pub(crate) tighten_for: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

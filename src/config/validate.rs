@@ -502,6 +502,17 @@ fn anomaly(c: &mut Collector<'_>, a: &RawAnomaly) -> Option<crate::anomaly::Anom
         cooldown: dur(c, &a.cooldown, d.cooldown),
         max_identities: usize::try_from(count(c, &a.max_identities, d.max_identities as u64, "max_identities"))
             .unwrap_or(usize::MAX),
+        tighten: match (&a.tighten_rate, &a.tighten_for) {
+            (Some(r), hold) => rate(c, r).map(|r| (r, dur(c, hold, Duration::from_secs(300)))),
+            (None, Some(f)) => {
+                c.push(
+                    f.span(),
+                    "tighten_for needs tighten_rate = { requests_per_second = N, burst = M }",
+                );
+                None
+            }
+            (None, None) => None,
+        },
     })
 }
 

@@ -237,3 +237,42 @@ async fn a_burst_of_denials_is_flagged_as_an_anomaly_and_normal_traffic_is_not()
     assert_eq!(anomalies[0]["identity"]["spiffe_id"], CLIENT_ID);
     verify(&[log.as_path()]).unwrap();
 }
+
+#[tokio::test]
+async fn a_flagged_identity_is_held_to_the_tightened_rate() {
+    let opts = Opts {
+        extra:
+            "[anomaly]\ndeny_burst = 3\ntighten_rate = { requests_per_second = 1, burst = 1 }\ntighten_for = \"1m\"\n"
+                .into(),
+        ..Opts::default()
+    };
+    let s = Server::start(opts).await;
+    let client = s.client();
+    for i in 0..5 {
+        assert_eq!(
+            client.get(s.addr, &format!("/app/{i}")).await.unwrap().status,
+            StatusCode::OK,
+            "no limit before a flag"
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(
+            client.get(s.addr, &format!("/admin/{i}")).await.unwrap().status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let statuses = [
+        client.get(s.addr, "/app/x").await.unwrap().status,
+        client.get(s.addr, "/app/y").await.unwrap().status,
+    ];
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS],
+        "after the deny burst: 1 request/s"
+    );
+    assert_eq!(
+        s.admin_client().get(s.addr, "/app").await.unwrap().status,
+        StatusCode::OK,
+        "others are not held"
+    );
+}
