@@ -166,6 +166,11 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
             source,
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No session resumption: a resumed session skips client-certificate verification, so it
+    // could outlive the revocation (CRL update) of the certificate it was first made with. Every
+    // connection pays a full handshake instead (about 0.6 ms of CPU here, docs/performance.md).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(ServerTls {
         config: Arc::new(config),
         server_uri,

@@ -157,3 +157,29 @@ async fn plain_http_on_the_tls_port_is_closed_without_a_response() {
             .contains("ztgate_tls_handshakes_total{result=\"protocol\"}")
     );
 }
+
+#[tokio::test]
+async fn sessions_are_never_resumed_so_every_connection_verifies_the_certificate() {
+    use hyper_util::rt::TokioIo;
+    let s = Server::start(Opts::default()).await;
+    // One client (one session cache, resumption enabled as rustls clients default to) makes a
+    // request, reading anything the server offers for resumption, then connects again.
+    let client = s.client();
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let tls = client.tls_connect(tcp).await;
+        kinds.push(tls.get_ref().1.handshake_kind());
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        kinds,
+        [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Full)]
+    );
+}
