@@ -39,8 +39,6 @@ pub enum ProxyError {
     UpstreamTimeout { upstream: String },
     #[error("rate limited; retry after {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
-    #[error("server is shutting down")]
-    Draining,
     /// The audit log cannot be written and ztgate is configured not to serve unaudited requests.
     #[error("audit log unavailable; refusing requests (fail closed)")]
     AuditUnavailable,
@@ -61,7 +59,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Draining | ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,7 +75,6 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } => "upstream-unavailable",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
-            ProxyError::Draining => "draining",
             ProxyError::AuditUnavailable => "audit-unavailable",
             ProxyError::Internal(_) => "internal-error",
         }
@@ -96,7 +93,6 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "rate limited",
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
-            ProxyError::Draining => "service draining",
             ProxyError::AuditUnavailable => "service unavailable",
             ProxyError::Internal(_) => "internal error",
         };

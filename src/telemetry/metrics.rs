@@ -223,7 +223,6 @@ impl RequestMetrics {
             | E::NoRoute { .. }
             | E::MisdirectedRequest { .. }
             | E::RateLimited { .. }
-            | E::Draining
             | E::AuditUnavailable
             | E::Internal(_) => {}
         }
