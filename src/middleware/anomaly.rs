@@ -55,8 +55,8 @@ pub struct Anomaly<S> {
 
 impl<S> Service<Request<Incoming>> for Anomaly<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
+    // The inner future is already boxed: the pass-through path hands it on as it is.
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -71,7 +71,7 @@ where
             self.layer.detector.clone(),
             req.extensions().get::<Arc<ConnCtx>>().cloned(),
         ) else {
-            return Box::pin(self.inner.call(req));
+            return self.inner.call(req);
         };
         let note = req.extensions().get::<Arc<Note>>().cloned();
         let auditor = self.layer.auditor.clone();

@@ -54,8 +54,8 @@ pub struct Audit<S> {
 
 impl<S> Service<Request<Incoming>> for Audit<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
+    // The inner future is already boxed: the pass-through path hands it on as it is.
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -67,7 +67,7 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
         if !self.layer.auditor.enabled() {
-            return Box::pin(self.inner.call(req));
+            return self.inner.call(req);
         }
         let started = Instant::now();
         // Created by the metrics layer outside; a stack without it still gets one.
@@ -85,7 +85,7 @@ where
         let raw_path = req.uri().path().to_string();
         let host = crate::middleware::route::request_host(&req);
         let fut = if self.layer.auditor.accepting() {
-            Box::pin(self.inner.call(req)) as BoxFuture
+            self.inner.call(req)
         } else {
             Box::pin(std::future::ready(Err(ProxyError::AuditUnavailable)))
         };

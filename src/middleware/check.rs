@@ -38,8 +38,8 @@ pub struct Checked<C, S> {
 impl<C, S> Service<Request<Incoming>> for Checked<C, S>
 where
     C: Check,
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
+    // Every inner service already returns a boxed future: hand it on rather than box it again.
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -51,7 +51,7 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
         match self.check.check(&mut req) {
-            Ok(()) => Box::pin(self.inner.call(req)),
+            Ok(()) => self.inner.call(req),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
