@@ -63,10 +63,22 @@ impl PolicyStore {
     }
 }
 
-/// What identifies a version of the file without reading it: follows symlinks.
-fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+/// What identifies a version of the file without reading it: follows symlinks, and includes the
+/// inode, so kubelet's `..data` symlink swap is seen even when size and mtime are unchanged.
+fn stamp(path: &Path) -> Option<(u64, SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?))
+    Some((m.len(), m.modified().ok()?, inode(&m)))
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.ino()
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 fn digest(path: &Path) -> Option<[u8; 32]> {

@@ -35,6 +35,8 @@ pub(crate) struct RawListener {
     pub(crate) idle_timeout: Option<Spanned<String>>,
     pub(crate) max_connections: Option<Spanned<i64>>,
     pub(crate) require_sni_match: Option<bool>,
+    pub(crate) proxy_protocol: Option<bool>,
+    pub(crate) proxy_protocol_trusted: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -50,6 +50,16 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Refuse with 421 a request whose Host is not the TLS SNI the client sent.
     pub require_sni_match: bool,
+    /// Expect a PROXY protocol v2 header before the TLS bytes (behind an L4 load balancer).
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// PROXY protocol on the listener: the client address comes from the header, not the socket.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocolConfig {
+    /// Sources allowed to send the header (the balancers); empty: any source. A connection from
+    /// elsewhere is refused, so a client that reaches the port directly cannot forge its address.
+    pub trusted: Vec<crate::policy::Cidr>,
 }
 
 #[derive(Debug, Clone)]

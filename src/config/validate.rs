@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::file::{RawAnomaly, RawAudit, RawConfig, RawListener, RawRate, RawRoute, RawTls, RawUpstream};
 use super::{
-    AdminConfig, Config, CrlScope, ListenerConfig, LogConfig, LogFormat, PolicyConfig, RouteConfig, TlsConfig,
-    UpstreamConfig, UpstreamProtocol,
+    AdminConfig, Config, CrlScope, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
+    RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol,
 };
 use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
@@ -148,7 +148,9 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
             None
         }
     };
+    let proxy_protocol = proxy_protocol(c, l);
     Some(ListenerConfig {
+        proxy_protocol: proxy_protocol?,
         address: address?,
         handshake_timeout: handshake_timeout?,
         header_read_timeout: header_read_timeout?,
@@ -156,6 +158,32 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
         max_connections: max_connections?,
         require_sni_match: l.require_sni_match.unwrap_or(true),
     })
+}
+
+fn proxy_protocol(c: &mut Collector<'_>, l: &RawListener) -> Option<Option<ProxyProtocolConfig>> {
+    let mut trusted = Vec::new();
+    let mut ok = true;
+    for cidr in l.proxy_protocol_trusted.iter().flat_map(|v| v.get_ref()) {
+        match crate::policy::Cidr::parse(cidr.get_ref()) {
+            Ok(parsed) => trusted.push(parsed),
+            Err(e) => {
+                c.push(cidr.span(), e);
+                ok = false;
+            }
+        }
+    }
+    match (l.proxy_protocol.unwrap_or(false), &l.proxy_protocol_trusted) {
+        (false, Some(list)) => {
+            c.push(
+                list.span(),
+                "proxy_protocol_trusted is set but proxy_protocol is not enabled (set proxy_protocol = true)",
+            );
+            None
+        }
+        (false, None) => Some(None),
+        (true, _) if ok => Some(Some(ProxyProtocolConfig { trusted })),
+        (true, _) => None,
+    }
 }
 
 fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {

@@ -13,6 +13,8 @@ mod glob;
 mod index;
 pub mod path;
 
+pub use cond::Cidr;
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 

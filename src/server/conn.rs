@@ -20,8 +20,8 @@ use crate::identity::{PeerIdentity, header_safe, render_xfcc};
 use crate::telemetry::metrics;
 
 pub(super) async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     id: u64,
     server: Arc<Server>,
     watcher: Watcher,
@@ -32,10 +32,28 @@ pub(super) async fn handle(
     let _open = scopeguard(move || open.decrement(1.0));
     let _ = stream.set_nodelay(true);
 
+    // One deadline covers the PROXY header and the TLS handshake together.
+    let handshake_started = tokio::time::Instant::now();
+    let deadline = handshake_started + server.listener.handshake_timeout;
+    if let Some(pp) = &server.listener.proxy_protocol {
+        match proxied_peer(pp, &mut stream, peer, deadline).await {
+            Ok(real) => {
+                if real != peer {
+                    tracing::Span::current().record("client.real", tracing::field::display(real));
+                }
+                peer = real;
+            }
+            Err(reason) => {
+                metrics::handshake(reason);
+                audit_handshake(&server, id, peer, reason).await;
+                return;
+            }
+        }
+    }
+
     let acceptor = TlsAcceptor::from(server.tls.config.clone());
     let accept = acceptor.accept(stream).into_fallible();
-    let handshake_started = std::time::Instant::now();
-    let outcome = tokio::time::timeout(server.listener.handshake_timeout, accept).await;
+    let outcome = tokio::time::timeout_at(deadline, accept).await;
     metrics::handshake_duration(handshake_started.elapsed().as_secs_f64());
     let tls = match outcome {
         Err(_) => {
@@ -120,6 +138,33 @@ pub(super) async fn handle(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Reads the PROXY protocol header (from a trusted source only) and returns the client address
+/// it carries, or the socket's own for a LOCAL header. Errors are the reason label.
+async fn proxied_peer(
+    pp: &crate::config::ProxyProtocolConfig,
+    stream: &mut TcpStream,
+    socket_peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Result<SocketAddr, &'static str> {
+    use super::proxy_protocol::{self, ProxyHeader};
+    if !pp.trusted.is_empty() && !pp.trusted.iter().any(|c| c.contains(socket_peer.ip())) {
+        warn!("PROXY protocol connection from a source not in proxy_protocol_trusted; closing");
+        return Err("proxy_protocol_untrusted");
+    }
+    match tokio::time::timeout_at(deadline, proxy_protocol::read(stream)).await {
+        Err(_) => {
+            debug!("no PROXY protocol header before the handshake timeout");
+            Err("timeout")
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "PROXY protocol header refused; closing");
+            Err(e.reason())
+        }
+        Ok(Ok(ProxyHeader::Proxied { source, .. })) => Ok(source),
+        Ok(Ok(ProxyHeader::Local)) => Ok(socket_peer),
     }
 }
 

@@ -41,7 +41,7 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, drain: Duration, 
             () = &mut shutdown => break,
         };
         next_id += 1;
-        let span = info_span!("conn", conn.id = next_id, client.addr = %peer, client.id = tracing::field::Empty);
+        let span = info_span!("conn", conn.id = next_id, client.addr = %peer, client.real = tracing::field::Empty, client.id = tracing::field::Empty);
         let watcher = graceful.watcher();
         tokio::spawn(conn::handle(stream, peer, next_id, server.clone(), watcher, permit).instrument(span));
     }

@@ -3,6 +3,7 @@
 
 mod conn;
 mod listener;
+pub mod proxy_protocol;
 pub mod shutdown;
 
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 mod audit;
 mod cli;
 mod mtls;
+mod ops;
 mod policy;
 mod proxy;
 mod shutdown;

@@ -94,6 +94,8 @@ pub struct Opts {
     pub audit: Option<String>,
     /// Extra TOML tables appended to the config.
     pub extra: String,
+    /// Extra TOML appended to `[listener]`.
+    pub listener_extra: String,
 }
 
 impl Default for Opts {
@@ -107,6 +109,7 @@ impl Default for Opts {
             policy_extra: String::new(),
             audit: None,
             extra: String::new(),
+            listener_extra: String::new(),
         }
     }
 }
@@ -145,7 +148,10 @@ impl Server {
             &opts.route_prefix,
         )
         .replace("[policy]\n", &format!("[policy]\n{}\n", opts.policy_extra))
-            + &opts.audit.map(|a| format!("\n[audit]\n{a}\n")).unwrap_or_default()
+        .replace(
+            "handshake_timeout = \"2s\"\n",
+            &format!("handshake_timeout = \"2s\"\n{}\n", opts.listener_extra),
+        ) + &opts.audit.map(|a| format!("\n[audit]\n{a}\n")).unwrap_or_default()
             + "\n"
             + &opts.extra;
         let config_path = pki.write("ztgate.toml", &config_text);
@@ -333,6 +339,16 @@ impl Client {
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap()
+    }
+
+    /// Like [`Client::tls_connect`], but a refused handshake is an error, not a panic.
+    pub async fn try_tls_connect(&self, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .map_err(|e| chain(&e))
     }
 
     /// Sends one request on a fresh connection with the given HTTP version (ALPN picks it).
