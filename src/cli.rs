@@ -1,4 +1,5 @@
-//! Command line (DESIGN.md "Contracts"): `run`, `check`, `certs dev`, `demo`.
+//! Command line (DESIGN.md "Contracts"): `run`, `check`, `explain`, `audit verify`, `certs dev`,
+//! `healthcheck`, `demo`.
 
 use std::path::PathBuf;
 
@@ -56,6 +57,14 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Probe the admin listener (exit 0 on HTTP 200): the container HEALTHCHECK, which has no
+    /// curl in a distroless image.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+        #[arg(long, default_value = "3s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
     /// Everything a newcomer needs: dev PKI, an echo upstream and the proxy, with curl lines.
     Demo {
         #[arg(long, short, default_value = "config/ztgate.toml")]
@@ -83,4 +92,8 @@ pub enum AuditCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    crate::diag::parse_duration(s)
 }

@@ -117,6 +117,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Healthcheck { url, timeout } => {
+            match current_thread().block_on(ztgate::telemetry::admin::probe(&url, timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { config } => match runtime().block_on(demo::run(&config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -125,6 +134,14 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    #[allow(clippy::expect_used)] // start-up: without a runtime there is nothing to run
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -112,3 +112,63 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     );
     resp
 }
+
+/// Why `ztgate healthcheck` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}: expected http://host:port/path")]
+    Url(String),
+    #[error("{url}: {source}")]
+    Connect { url: String, source: std::io::Error },
+    #[error("{url}: {source}")]
+    Http { url: String, source: hyper::Error },
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: std::time::Duration },
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: StatusCode },
+}
+
+/// `ztgate healthcheck`: GET `url` on the admin listener (plain HTTP) and succeed on 200. The
+/// container image has no shell or curl, so its HEALTHCHECK runs this.
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
+    let uri: http::Uri = url.parse().map_err(|_| ProbeError::Url(url.to_string()))?;
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) if a.port().is_some() => a.clone(),
+        _ => return Err(ProbeError::Url(url.to_string())),
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let call = async {
+        let tcp = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .map_err(|source| ProbeError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let http_err = |source| ProbeError::Http {
+            url: url.to_string(),
+            source,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(http_err)?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(header::HOST, authority.as_str())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|_| ProbeError::Url(url.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(http_err)?;
+        match resp.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(ProbeError::Status {
+                url: url.to_string(),
+                status,
+            }),
+        }
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            url: url.to_string(),
+            timeout,
+        })?
+}

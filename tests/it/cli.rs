@@ -186,3 +186,28 @@ fn check_rejects_a_zero_rate_limit_with_its_line() {
         text(&o)
     );
 }
+
+#[tokio::test]
+async fn healthcheck_exits_zero_on_a_healthy_admin_listener_and_names_the_failure_otherwise() {
+    let mut s = Server::start(Opts::default()).await;
+    let url = format!("http://{}/healthz", s.admin);
+    let o = tokio::task::spawn_blocking(move || ztgate(&["healthcheck", "--url", &url]))
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let url = format!("http://{}/nope", s.admin);
+    let o = tokio::task::spawn_blocking(move || ztgate(&["healthcheck", "--url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 404"));
+    let admin = s.admin;
+    s.stop().await;
+    let url = format!("http://{admin}/healthz");
+    let o = tokio::task::spawn_blocking(move || ztgate(&["healthcheck", "--url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unhealthy") && err.contains("refused"), "{err}");
+}
