@@ -102,7 +102,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 limits: limits.clone(),
             });
             Ok(Prepared {
-                server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector),
+                server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector, cfg.drain_timeout),
                 policy,
                 limits,
             })
@@ -163,15 +163,21 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             },
         ))
     };
+    let tls_reload_task = {
+        let mut rx = admin_stopped.clone();
+        tokio::spawn(reload::watch_tls(server.clone(), cfg.tls.clone(), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }))
+    };
     let expiry_task = {
         let mut rx = admin_stopped.clone();
-        let expiry = server.tls.expiry.clone();
+        let server = server.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             loop {
                 tokio::select! {
                                         _ = tick.tick() => {
-                        metrics::expiry(&expiry);
+                        metrics::expiry(&server.tls.load().expiry);
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();
                     }
@@ -183,6 +189,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     server::serve(listeners.proxy, server, cfg.drain_timeout, shutdown).await;
     let _ = stop_admin.send(true);
     let _ = reload_task.await;
+    let _ = tls_reload_task.await;
     let _ = expiry_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;

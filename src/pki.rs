@@ -41,6 +41,9 @@ pub struct LeafSpec {
     pub eku: Vec<ExtendedKeyUsagePurpose>,
     pub valid_from_days: i64,
     pub valid_until_days: i64,
+    /// Overrides `valid_until_days` with a notAfter this many seconds from now (short-lived
+    /// certificates, tests of what happens at expiry).
+    pub valid_for_secs: Option<i64>,
 }
 
 impl LeafSpec {
@@ -54,6 +57,7 @@ impl LeafSpec {
             eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
             valid_from_days: -1,
             valid_until_days: 365,
+            valid_for_secs: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl LeafSpec {
             eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
             valid_from_days: -1,
             valid_until_days: 365,
+            valid_for_secs: None,
         }
     }
 }
@@ -127,7 +132,10 @@ impl CertAuthority {
         params.subject_alt_names = sans;
         let now = OffsetDateTime::now_utc();
         params.not_before = now + Duration::days(spec.valid_from_days);
-        params.not_after = now + Duration::days(spec.valid_until_days);
+        params.not_after = match spec.valid_for_secs {
+            Some(secs) => now + Duration::seconds(secs),
+            None => now + Duration::days(spec.valid_until_days),
+        };
         let serial = random_serial()?;
         params.serial_number = Some(serial.clone());
         let cert = params.signed_by(&key, &self.issuer)?;

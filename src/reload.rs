@@ -1,7 +1,9 @@
-//! Policy hot reload: on SIGHUP or when the file changes (polled, so it also sees the symlink
-//! swap kubelet does for ConfigMaps), the policy is parsed and compiled off the data path and
-//! swapped in atomically. A broken file keeps the last good policy, is logged with file:line and
-//! counted. Requests already past the policy check are unaffected; the next ones see the new one.
+//! Hot reload of the policy and of the TLS files: on SIGHUP or when a file changes (polled, so it
+//! also sees the symlink swap kubelet does for ConfigMaps and Secrets), the new version is parsed
+//! off the data path and swapped in atomically. A broken file keeps the last good version, is
+//! logged (with file:line for the policy) and counted. Requests already past the policy check are
+//! unaffected; the next ones see the new one. After a certificate/CRL reload, open connections
+//! whose client certificate no longer verifies are closed.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
+use crate::config::TlsConfig;
 use crate::policy::Policy;
+use crate::server::Server;
 use crate::telemetry::metrics;
 
 /// The live policy: one atomic pointer, read lock-free on every request.
@@ -81,11 +85,28 @@ fn inode(_: &std::fs::Metadata) -> u64 {
     0
 }
 
-fn digest(path: &Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+type Stamps = Vec<Option<(u64, SystemTime, u64)>>;
+
+fn stamps(paths: &[PathBuf]) -> Stamps {
+    paths.iter().map(|p| stamp(p)).collect()
 }
 
-/// Watches `path` until `shutdown`: reloads on SIGHUP, and when the file's size, mtime or
+/// One hash over the contents of all `paths` (a missing file hashes as absent).
+fn digest(paths: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in paths {
+        match std::fs::read(p) {
+            Ok(b) => {
+                h.update((b.len() as u64).to_be_bytes());
+                h.update(&b);
+            }
+            Err(_) => h.update(u64::MAX.to_be_bytes()),
+        }
+    }
+    h.finalize().into()
+}
+
+/// Watches `path` until `shutdown`: reloads on SIGHUP, and when the file's size, mtime, inode or
 /// content changes (checked every `interval`, then debounced so a half-written file is not read).
 pub async fn watch_policy(
     store: Arc<PolicyStore>,
@@ -93,10 +114,70 @@ pub async fn watch_policy(
     interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let files = vec![path.clone()];
+    watch_files("policy", files, interval, shutdown, || {
+        let store = store.clone();
+        let path = path.clone();
+        async move { store.reload(&path).await }
+    })
+    .await;
+}
+
+/// Watches the server certificate, key, client CA and CRL files like the policy: on SIGHUP or a
+/// change, loads them all off the data path; if they form a valid configuration, new connections
+/// use it at once and open connections whose client chain no longer verifies are closed. A
+/// broken set keeps the current one, logged and counted.
+pub async fn watch_tls(server: Arc<Server>, cfg: TlsConfig, shutdown: impl Future<Output = ()>) {
+    let mut files = vec![cfg.cert.clone(), cfg.key.clone(), cfg.client_ca.clone()];
+    files.extend(cfg.crls.iter().cloned());
+    let interval = cfg.reload_interval;
+    let cfg = Arc::new(cfg);
+    watch_files("certificates", files, interval, shutdown, || {
+        let server = server.clone();
+        let cfg = cfg.clone();
+        async move { reload_tls(&server, cfg).await }
+    })
+    .await;
+}
+
+async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
+    let loaded = tokio::task::spawn_blocking(move || crate::tls::server_tls(&cfg)).await;
+    match loaded {
+        Ok(Ok(tls)) => {
+            metrics::expiry(&tls.expiry);
+            let closed = server.install_tls(tls);
+            metrics::tls_reload(true);
+            info!(closed, "certificates, client CA and CRLs reloaded");
+            true
+        }
+        Ok(Err(e)) => {
+            metrics::tls_reload(false);
+            error!(error = %e, "certificate reload rejected, keeping the current certificates and CRLs");
+            false
+        }
+        Err(e) => {
+            metrics::tls_reload(false);
+            error!(error = %e, "certificate reload task failed; keeping the current certificates and CRLs");
+            false
+        }
+    }
+}
+
+/// The reload loop shared by the policy and the certificates.
+async fn watch_files<F, Fut>(
+    what: &'static str,
+    files: Vec<PathBuf>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut reload: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
     tokio::pin!(shutdown);
     let mut hup = sighup();
-    let mut last_stamp = stamp(&path);
-    let mut last_digest = digest(&path);
+    let mut last_stamps = stamps(&files);
+    let mut last_digest = digest(&files);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -105,28 +186,24 @@ pub async fn watch_policy(
             _ = tick.tick() => false,
             Some(()) = recv(&mut hup) => true,
         };
-        let now = stamp(&path);
-        if !forced && now == last_stamp {
+        if !forced && stamps(&files) == last_stamps {
             continue;
         }
         if !forced {
-            // Editors and kubelet write in steps; wait until the file stops changing.
+            // Editors, cert-manager and kubelet write in steps; wait until the files settle.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        last_stamp = stamp(&path);
-        let d = digest(&path);
+        last_stamps = stamps(&files);
+        let d = digest(&files);
         if !forced && d == last_digest {
             continue; // touched, not changed
         }
         if forced {
-            info!(file = %path.display(), "SIGHUP: reloading policy");
+            info!(what, "SIGHUP: reloading");
         }
-        if store.reload(&path).await {
-            last_digest = d;
-        } else {
-            // Remember the broken version too, so it is reported once, not on every tick.
-            last_digest = d;
-        }
+        // A broken version is remembered too, so it is reported once, not on every tick.
+        last_digest = d;
+        let _ = reload().await;
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) struct RawListener {
     pub(crate) idle_timeout: Option<Spanned<String>>,
     pub(crate) max_connections: Option<Spanned<i64>>,
     pub(crate) require_sni_match: Option<bool>,
+    pub(crate) max_connection_age: Option<Spanned<String>>,
     pub(crate) proxy_protocol: Option<bool>,
     pub(crate) proxy_protocol_trusted: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -48,6 +49,7 @@ pub(crate) struct RawTls {
     #[serde(default)]
     pub(crate) crls: Vec<Spanned<String>>,
     pub(crate) crl_scope: Option<Spanned<String>>,
+    pub(crate) reload_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

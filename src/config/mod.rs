@@ -50,6 +50,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Refuse with 421 a request whose Host is not the TLS SNI the client sent.
     pub require_sni_match: bool,
+    /// Close (gracefully) connections older than this; `None`: no limit. Bounds how long an
+    /// open connection keeps the trust it was granted at its handshake.
+    pub max_connection_age: Option<Duration>,
     /// Expect a PROXY protocol v2 header before the TLS bytes (behind an L4 load balancer).
     pub proxy_protocol: Option<ProxyProtocolConfig>,
 }
@@ -70,6 +73,9 @@ pub struct TlsConfig {
     pub client_ca: PathBuf,
     pub crls: Vec<PathBuf>,
     pub crl_scope: CrlScope,
+    /// How often the certificate, key, CA and CRL files are checked for changes (SIGHUP reloads
+    /// at once).
+    pub reload_interval: Duration,
 }
 
 /// Which certificates of a client's chain must have a known revocation status.

@@ -149,7 +149,12 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
         }
     };
     let proxy_protocol = proxy_protocol(c, l);
+    let max_connection_age = match &l.max_connection_age {
+        None => Some(None),
+        Some(d) => duration(c, d).map(Some),
+    };
     Some(ListenerConfig {
+        max_connection_age: max_connection_age?,
         proxy_protocol: proxy_protocol?,
         address: address?,
         handshake_timeout: handshake_timeout?,
@@ -198,7 +203,12 @@ fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
             CrlScope::Chain
         }
     };
+    let reload_interval = match &t.reload_interval {
+        None => Some(Duration::from_secs(5)),
+        Some(d) => duration(c, d),
+    };
     Some(TlsConfig {
+        reload_interval: reload_interval?,
         cert: non_empty_path(c, &t.cert),
         key: non_empty_path(c, &t.key),
         client_ca: non_empty_path(c, &t.client_ca),

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -24,7 +23,7 @@ pub(super) async fn handle(
     mut peer: SocketAddr,
     id: u64,
     server: Arc<Server>,
-    watcher: Watcher,
+    mut drain: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let open = metrics::connections_open();
@@ -51,7 +50,8 @@ pub(super) async fn handle(
         }
     }
 
-    let acceptor = TlsAcceptor::from(server.tls.config.clone());
+    let tls_state = server.tls.load_full();
+    let acceptor = TlsAcceptor::from(tls_state.config.clone());
     let accept = acceptor.accept(stream).into_fallible();
     let outcome = tokio::time::timeout_at(deadline, accept).await;
     metrics::handshake_duration(handshake_started.elapsed().as_secs_f64());
@@ -75,7 +75,11 @@ pub(super) async fn handle(
 
     let (_, session) = tls.get_ref();
     // The verifier requires a client certificate, so a session without one is a bug: fail closed.
-    let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+    let chain: Arc<[rustls::pki_types::CertificateDer<'static>]> = session
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let Some(leaf) = chain.first() else {
         metrics::handshake("no_client_cert");
         warn!("handshake completed without a client certificate; closing");
         return;
@@ -99,7 +103,7 @@ pub(super) async fn handle(
         peer,
         identity,
         session.server_name().map(str::to_string),
-        server.tls.server_uri.as_deref(),
+        tls_state.server_uri.as_deref(),
     ) {
         Some(ctx) => ctx,
         None => {
@@ -115,6 +119,14 @@ pub(super) async fn handle(
             crate::middleware::anomaly::report(&server.auditor, &ctx, &flag).await;
         }
     }
+    // Trust ends at the certificate's notAfter, or earlier at the configured maximum age.
+    let not_after = cert_deadline(ctx.identity.not_after);
+    let (deadline, deadline_reason) = match server.listener.max_connection_age {
+        Some(age) if tokio::time::Instant::now() + age < not_after => (tokio::time::Instant::now() + age, "max_age"),
+        _ => (not_after, "cert_expired"),
+    };
+    let registration = server.connections.register(id, chain);
+    drop(tls_state);
     let ctx = Arc::new(ctx);
     let svc = server
         .stack
@@ -136,9 +148,49 @@ pub(super) async fn handle(
         .keep_alive_interval(server.listener.idle_timeout)
         .max_concurrent_streams(256);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        debug!(error = %e, "connection ended with an error");
+    tokio::pin!(conn);
+    // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
+    // after the current response, h2 with GOAWAY), then bounded by the drain timeout.
+    let why = tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = drain.wait_for(|d| *d) => None,
+        () = registration.close.notified() => Some("untrusted"),
+        () = tokio::time::sleep_until(deadline) => Some(deadline_reason),
+    };
+    match why {
+        // Counted by Server::install_tls, which knows how many it closed.
+        Some("untrusted") => {}
+        Some(reason) => {
+            metrics::connections_closed(reason, 1);
+            debug!(reason, "closing the connection");
+        }
+        None => {}
     }
+    conn.as_mut().graceful_shutdown();
+    let grace = server.drain_timeout;
+    match tokio::time::timeout(grace, conn.as_mut()).await {
+        Ok(Err(e)) => debug!(error = %e, "connection ended with an error while closing"),
+        Ok(Ok(())) => {}
+        Err(_) => debug!("connection did not finish within the drain timeout; cut"),
+    }
+}
+
+/// The monotonic instant of a certificate's notAfter (Unix seconds). Far-future dates saturate.
+fn cert_deadline(not_after: i64) -> tokio::time::Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // webpki accepts a certificate through the whole second of its notAfter; it is expired from
+    // the next one, so that is when the connection ends.
+    let left = u64::try_from(not_after.saturating_sub(now_unix).saturating_add(1)).unwrap_or(0);
+    // One year past now is as good as never for a connection, and keeps the addition in range.
+    let left = std::time::Duration::from_secs(left.min(365 * 24 * 3600));
+    tokio::time::Instant::now() + left
 }
 
 /// Reads the PROXY protocol header (from a trusted source only) and returns the client address

@@ -6,9 +6,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::Server;
@@ -17,7 +16,7 @@ use super::conn;
 /// Serves mTLS connections on `listener` until `shutdown` completes, then stops accepting and
 /// waits up to `drain` for in-flight requests. The caller binds, so tests can use port 0.
 pub async fn serve(listener: TcpListener, server: Arc<Server>, drain: Duration, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
+    let (drain_tx, drain_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(server.listener.max_connections));
     let mut next_id: u64 = 0;
     tokio::pin!(shutdown);
@@ -42,14 +41,20 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, drain: Duration, 
         };
         next_id += 1;
         let span = info_span!("conn", conn.id = next_id, client.addr = %peer, client.real = tracing::field::Empty, client.id = tracing::field::Empty);
-        let watcher = graceful.watcher();
-        tokio::spawn(conn::handle(stream, peer, next_id, server.clone(), watcher, permit).instrument(span));
+        tokio::spawn(conn::handle(stream, peer, next_id, server.clone(), drain_rx.clone(), permit).instrument(span));
     }
     drop(listener);
     info!(deadline = ?drain, "listener closed, draining in-flight requests");
-    match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => info!("drained"),
-        Err(_) => warn!("drain deadline passed; remaining connections are cut"),
+    // Every connection closes gracefully (HTTP/1 after its current response, h2 with GOAWAY);
+    // all of them are gone when every connection slot is free again.
+    let _ = drain_tx.send(true);
+    let all = u32::try_from(server.listener.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(drain, slots.acquire_many(all)).await {
+        Ok(_) => info!("drained"),
+        Err(_) => warn!(
+            open = server.connections.len(),
+            "drain deadline passed; remaining connections are cut"
+        ),
     }
 }
 

@@ -4,11 +4,13 @@
 mod conn;
 mod listener;
 pub mod proxy_protocol;
+pub mod registry;
 pub mod shutdown;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::audit::Auditor;
@@ -37,30 +39,50 @@ pub struct ConnCtx {
     pub anomaly: Option<Arc<crate::anomaly::Stats>>,
 }
 
-/// Everything the listener needs, built once per (re)load.
+/// Everything the listener needs, built once at start; the TLS part is swapped on reload.
 pub struct Server {
     pub listener: ListenerConfig,
-    pub tls: ServerTls,
+    /// The current TLS state: read once per new connection, replaced by a certificate reload.
+    pub tls: ArcSwap<ServerTls>,
+    /// Open connections, re-verified after a TLS reload.
+    pub connections: Arc<registry::Connections>,
     pub stack: Stack,
     /// For records of refused handshakes (requests are audited by the stack).
     pub auditor: Auditor,
     pub detector: Option<Arc<crate::anomaly::Detector>>,
+    /// How long a connection told to close (drain, revoked, expired, too old) may take to finish.
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Server {
+    /// Installs newly loaded TLS state: new connections use it at once, and every open
+    /// connection whose client chain no longer verifies under it is closed. Returns how many.
+    pub fn install_tls(&self, tls: ServerTls) -> usize {
+        let tls = Arc::new(tls);
+        self.tls.store(tls.clone());
+        let closed = self.connections.revalidate(&tls);
+        if closed > 0 {
+            crate::telemetry::metrics::connections_closed("untrusted", closed as u64);
+        }
+        closed
+    }
+
     pub fn new(
         listener: ListenerConfig,
         tls: ServerTls,
         stack: Stack,
         auditor: Auditor,
         detector: Option<Arc<crate::anomaly::Detector>>,
+        drain_timeout: std::time::Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             listener,
-            tls,
+            tls: ArcSwap::from_pointee(tls),
+            connections: Arc::default(),
             stack,
             auditor,
             detector,
+            drain_timeout,
         })
     }
 }

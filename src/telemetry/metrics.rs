@@ -29,6 +29,8 @@ pub const HANDSHAKE_DURATION: &str = "ztgate_tls_handshake_duration_seconds";
 pub const CERT_EXPIRY: &str = "ztgate_certificate_expiry_seconds";
 pub const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
 pub const ANOMALIES_TOTAL: &str = "ztgate_anomalies_total";
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "ztgate_connections_closed_total";
+pub const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -134,6 +136,14 @@ fn describe() {
         AUDIT_HEALTHY,
         "1 while the audit sink is writable, 0 while it fails (ztgate then refuses requests)."
     );
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        "Connections ztgate closed because trust ended, by reason (untrusted after a certificate/CRL reload, cert_expired, max_age)."
+    );
+    describe_counter!(
+        TLS_RELOAD_TOTAL,
+        "Reloads of the server certificate, key, client CA and CRLs, by result (ok, error). A failed reload keeps the current ones."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -231,6 +241,15 @@ impl RequestMetrics {
 
 pub fn handshake(result: &'static str) {
     counter!(TLS_HANDSHAKES_TOTAL, "result" => result).increment(1);
+}
+
+/// `n` connections were closed because trust ended (`untrusted`, `cert_expired`, `max_age`).
+pub fn connections_closed(reason: &'static str, n: u64) {
+    counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(n);
+}
+
+pub fn tls_reload(ok: bool) {
+    counter!(TLS_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
 pub fn connections_open() -> Gauge {

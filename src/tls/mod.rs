@@ -68,6 +68,19 @@ pub struct ServerTls {
     pub server_uri: Option<String>,
     /// When the server certificate, the client CA and each CRL run out (for metrics).
     pub expiry: Vec<Expiry>,
+    /// The client certificate verifier inside `config`, kept to re-check open connections'
+    /// chains after a reload (a CRL that now revokes them, a CA that is gone).
+    pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl ServerTls {
+    /// Whether a chain that passed the handshake earlier still verifies now (after a reload).
+    pub fn still_trusted(&self, chain: &[rustls::pki_types::CertificateDer<'static>]) -> Result<(), rustls::Error> {
+        let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
+        self.verifier
+            .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +171,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
             key: cfg.key.clone(),
             source,
         })?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
         .map_err(|source| TlsError::KeyPair {
             cert: cfg.cert.clone(),
@@ -175,6 +188,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         config: Arc::new(config),
         server_uri,
         expiry,
+        verifier,
     })
 }
 

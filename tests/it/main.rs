@@ -8,3 +8,4 @@ mod policy;
 mod proxy;
 mod shutdown;
 mod support;
+mod trust;

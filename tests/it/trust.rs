@@ -1,0 +1,159 @@
+//! Open connections do not outlive trust: a CRL or CA reload closes the connections it revokes,
+//! a connection ends at its client certificate's notAfter or at `max_connection_age`, and a
+//! certificate rotation takes effect for new connections without dropping the others. A broken
+//! new certificate keeps the current one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Empty;
+use hyper::client::conn::http1::SendRequest;
+use ztgate::identity::PeerIdentity;
+use ztgate::pki::LeafSpec;
+
+use crate::support::*;
+
+/// Waits up to `secs` for ztgate to close the connection behind `sender`.
+async fn closed_within(sender: &SendRequest<Empty<Bytes>>, secs: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if sender.is_closed() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn metric_line(s: &Server, needle: &str, secs: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if s.metrics().await.contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn crl_reload_closes_the_revoked_clients_open_connection_and_refuses_its_new_ones() {
+    let pki = Pki::new();
+    let crl = pki.write("ca.crl.pem", &pki.ca.crl_pem(&[]).unwrap());
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            tls_extra: format!("crls = [\"{}\"]\nreload_interval = \"100ms\"", crl.display()),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let mut client_conn = s.client().connect_h1(s.addr).await;
+    let mut admin_conn = s.admin_client().connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut client_conn, s.addr, "/app").await, StatusCode::OK);
+    assert_eq!(get_on(&mut admin_conn, s.addr, "/admin/x").await, StatusCode::OK);
+
+    // Revoke the client's certificate (not the admin's) and let the watcher pick the file up.
+    let revoked = s.pki.ca.crl_pem(&[&s.pki.client.serial]).unwrap();
+    std::fs::write(&crl, revoked).unwrap();
+    assert!(
+        closed_within(&client_conn, 5).await,
+        "the revoked client's open connection must be closed after the CRL reload"
+    );
+    assert_eq!(
+        get_on(&mut admin_conn, s.addr, "/admin/y").await,
+        StatusCode::OK,
+        "a still-trusted client's connection stays open"
+    );
+    let err = s.client().get(s.addr, "/app").await.unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    assert!(metric_line(&s, r#"ztgate_connections_closed_total{reason="untrusted"}"#, 2).await);
+    assert!(metric_line(&s, r#"ztgate_tls_reload_total{result="ok"}"#, 2).await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_certificate_file_keeps_the_current_one_and_a_rotation_takes_effect_without_drops() {
+    let mut s = Server::start(Opts {
+        tls_extra: "reload_interval = \"100ms\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let server_cn = |tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        let der = &tls.get_ref().1.peer_certificates().unwrap()[0];
+        PeerIdentity::from_der(der).unwrap().common_name.unwrap()
+    };
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let first = server_cn(&s.client().tls_connect(tcp).await);
+    let mut before = s.client().connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut before, s.addr, "/app").await, StatusCode::OK);
+
+    // A half-written or corrupt certificate: rejected, counted, the current one stays.
+    std::fs::write(s.pki.path("server.pem"), "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+    assert!(metric_line(&s, r#"ztgate_tls_reload_total{result="error"}"#, 5).await);
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(server_cn(&s.client().tls_connect(tcp).await), first);
+
+    // The rotation: a new certificate and key (written one after the other, as tools do).
+    let rotated = s.pki.issue(&LeafSpec::server("ztgate-rotated"));
+    std::fs::write(s.pki.path("server-key.pem"), &rotated.key_pem).unwrap();
+    std::fs::write(s.pki.path("server.pem"), &rotated.cert_pem).unwrap();
+    let addr = s.addr;
+    let client = s.client();
+    let took = eventually(5, || {
+        let client = &client;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = client.tls_connect(tcp).await;
+            let der = &tls.get_ref().1.peer_certificates().unwrap()[0];
+            PeerIdentity::from_der(der).unwrap().common_name.as_deref() == Some("ztgate-rotated")
+        }
+    })
+    .await;
+    assert!(took, "new connections must get the rotated certificate");
+    assert!(!before.is_closed(), "a rotation must not drop open connections");
+    assert_eq!(get_on(&mut before, s.addr, "/app").await, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_ends_when_its_client_certificate_expires() {
+    let pki = Pki::new();
+    let mut spec = LeafSpec::client("short-lived", Some("spiffe://ztgate.dev/ns/default/sa/client"));
+    spec.valid_for_secs = Some(3);
+    let short = pki.issue(&spec);
+    let mut s = Server::start_with(pki, Opts::default()).await;
+    let client = Client::new(&s.pki.ca.cert_pem(), Some(&short));
+    let mut conn = client.connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut conn, s.addr, "/app").await, StatusCode::OK);
+    assert!(!conn.is_closed());
+    assert!(
+        closed_within(&conn, 8).await,
+        "the connection must be closed at the certificate's notAfter"
+    );
+    assert!(metric_line(&s, r#"ztgate_connections_closed_total{reason="cert_expired"}"#, 2).await);
+    let err = client.get(s.addr, "/app").await.unwrap_err();
+    assert!(err.contains("Expired"), "{err}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn max_connection_age_closes_gracefully_after_the_request_in_flight() {
+    let mut s = Server::start(Opts {
+        listener_extra: "max_connection_age = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut conn = s.client().connect_h1(s.addr).await;
+    // In flight when the age is reached: it must finish.
+    assert_eq!(get_on(&mut conn, s.addr, "/slow/1500").await, StatusCode::OK);
+    assert!(
+        closed_within(&conn, 3).await,
+        "the connection must close once it is too old"
+    );
+    assert!(metric_line(&s, r#"ztgate_connections_closed_total{reason="max_age"}"#, 2).await);
+    // A new connection is fine.
+    assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
+    s.stop().await;
+}
