@@ -37,6 +37,8 @@ pub enum ProxyError {
     },
     #[error("upstream {upstream} did not answer within the response timeout")]
     UpstreamTimeout { upstream: String },
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
     #[error("rate limited; retry after {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     /// The audit log cannot be written and ztgate is configured not to serve unaudited requests.
@@ -57,6 +59,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +75,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::MisdirectedRequest { .. } => "misdirected-request",
             ProxyError::RateLimited { .. } => "rate-limited",
+            ProxyError::PayloadTooLarge { .. } => "payload-too-large",
             ProxyError::UpstreamUnavailable { .. } => "upstream-unavailable",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
@@ -91,6 +95,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::MisdirectedRequest { .. } => "misdirected request",
             ProxyError::RateLimited { .. } => "rate limited",
+            ProxyError::PayloadTooLarge { .. } => "payload too large",
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
             ProxyError::AuditUnavailable => "service unavailable",

@@ -36,6 +36,10 @@ pub(crate) struct RawListener {
     pub(crate) max_connections: Option<Spanned<i64>>,
     pub(crate) require_sni_match: Option<bool>,
     pub(crate) max_connection_age: Option<Spanned<String>>,
+    pub(crate) max_header_bytes: Option<Spanned<String>>,
+    pub(crate) max_headers: Option<Spanned<i64>>,
+    pub(crate) max_request_body: Option<Spanned<String>>,
+    pub(crate) max_connections_per_identity: Option<Spanned<i64>>,
     pub(crate) proxy_protocol: Option<bool>,
     pub(crate) proxy_protocol_trusted: Option<Spanned<Vec<Spanned<String>>>>,
 }

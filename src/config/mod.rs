@@ -53,6 +53,16 @@ pub struct ListenerConfig {
     /// Close (gracefully) connections older than this; `None`: no limit. Bounds how long an
     /// open connection keeps the trust it was granted at its handshake.
     pub max_connection_age: Option<Duration>,
+    /// Largest request head (HTTP/1 bytes, h2 header list size); larger is refused with 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request; more is refused with 431.
+    pub max_headers: usize,
+    /// Largest request body in bytes; larger is refused with 413 (declared length) or cut off
+    /// with 413 (streamed). `None`: unlimited.
+    pub max_request_body: Option<u64>,
+    /// Most concurrent connections one client certificate may hold; past it, new ones are closed
+    /// right after the handshake. `None`: unlimited (only `max_connections` applies).
+    pub max_connections_per_identity: Option<usize>,
     /// Expect a PROXY protocol v2 header before the TLS bytes (behind an L4 load balancer).
     pub proxy_protocol: Option<ProxyProtocolConfig>,
 }

@@ -153,7 +153,52 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
         None => Some(None),
         Some(d) => duration(c, d).map(Some),
     };
+    let size = |c: &mut Collector<'_>, v: &Option<Spanned<String>>, default: u64| match v {
+        None => Some(default),
+        Some(s) => match parse_size(s.get_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                c.push(s.span(), e);
+                None
+            }
+        },
+    };
+    let max_header_bytes = match size(c, &l.max_header_bytes, 64 * 1024) {
+        // hyper needs room for at least one read buffer; 8 KiB is its floor.
+        Some(n) if (8 * 1024..=16 * 1024 * 1024).contains(&n) => usize::try_from(n).ok(),
+        Some(_) => {
+            if let Some(s) = &l.max_header_bytes {
+                c.push(s.span(), "max_header_bytes must be between 8KiB and 16MiB");
+            }
+            None
+        }
+        None => None,
+    };
+    let max_headers = match &l.max_headers {
+        None => Some(100),
+        Some(n) if (1..=10_000).contains(n.get_ref()) => usize::try_from(*n.get_ref()).ok(),
+        Some(n) => {
+            c.push(n.span(), "max_headers must be between 1 and 10000");
+            None
+        }
+    };
+    let max_request_body = match &l.max_request_body {
+        Some(s) if s.get_ref() == "unlimited" => Some(None),
+        v => size(c, v, 10 * 1024 * 1024).map(Some),
+    };
+    let max_connections_per_identity = match &l.max_connections_per_identity {
+        None => Some(None),
+        Some(n) if *n.get_ref() >= 1 => usize::try_from(*n.get_ref()).ok().map(Some),
+        Some(n) => {
+            c.push(n.span(), "max_connections_per_identity must be at least 1");
+            None
+        }
+    };
     Some(ListenerConfig {
+        max_header_bytes: max_header_bytes?,
+        max_headers: max_headers?,
+        max_request_body: max_request_body?,
+        max_connections_per_identity: max_connections_per_identity?,
         max_connection_age: max_connection_age?,
         proxy_protocol: proxy_protocol?,
         address: address?,

@@ -125,7 +125,26 @@ pub(super) async fn handle(
         Some(age) if tokio::time::Instant::now() + age < not_after => (tokio::time::Instant::now() + age, "max_age"),
         _ => (not_after, "cert_expired"),
     };
-    let registration = server.connections.register(id, chain);
+    let registration = match server.connections.register(
+        id,
+        ctx.rate_key.clone(),
+        chain,
+        server.listener.max_connections_per_identity,
+    ) {
+        Ok(r) => r,
+        Err(over) => {
+            // Refused cheaply: no HTTP, a TLS close_notify, counted and audited.
+            metrics::connections_closed("identity_cap", 1);
+            warn!(
+                open = over.open,
+                "identity holds max_connections_per_identity connections; closing"
+            );
+            audit_handshake(&server, id, peer, "identity_connection_cap").await;
+            let mut tls = tls;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        }
+    };
     drop(tls_state);
     let ctx = Arc::new(ctx);
     let svc = server
@@ -141,12 +160,14 @@ pub(super) async fn handle(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.listener.header_read_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(server.listener.max_header_bytes)
+        .max_headers(server.listener.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(server.listener.idle_timeout)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(server.listener.max_header_bytes).unwrap_or(u32::MAX));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
     tokio::pin!(conn);
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1

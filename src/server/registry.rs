@@ -21,46 +21,79 @@ struct Tracked {
 
 #[derive(Default)]
 pub struct Connections {
-    open: Mutex<HashMap<u64, Tracked>>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    by_id: HashMap<u64, Tracked>,
+    /// Open connections per identity (the rate-limit key), for `max_connections_per_identity`.
+    per_identity: HashMap<Arc<str>, usize>,
+}
+
+/// The identity already holds as many connections as it may.
+#[derive(Debug)]
+pub struct OverIdentityCap {
+    pub open: usize,
 }
 
 /// Held by the connection task; removes the entry when the connection ends.
 pub struct Registration {
     connections: Arc<Connections>,
     id: u64,
+    identity: Arc<str>,
     /// Notified when the connection must close (its certificate is no longer trusted).
     pub close: Arc<Notify>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.connections
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        let mut open = self.connections.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.by_id.remove(&self.id);
+        if let Some(n) = open.per_identity.get_mut(&self.identity) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_identity.remove(&self.identity);
+            }
+        }
     }
 }
 
 impl Connections {
-    pub fn register(self: &Arc<Self>, id: u64, chain: Arc<[CertificateDer<'static>]>) -> Registration {
+    /// Records an established connection of `identity`, unless that identity already holds
+    /// `cap` connections.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        identity: Arc<str>,
+        chain: Arc<[CertificateDer<'static>]>,
+        cap: Option<usize>,
+    ) -> Result<Registration, OverIdentityCap> {
         let close = Arc::new(Notify::new());
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).insert(
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.per_identity.entry(identity.clone()).or_insert(0);
+        if cap.is_some_and(|cap| *count >= cap) {
+            return Err(OverIdentityCap { open: *count });
+        }
+        *count += 1;
+        open.by_id.insert(
             id,
             Tracked {
                 chain,
                 close: close.clone(),
             },
         );
-        Registration {
+        drop(open);
+        Ok(Registration {
             connections: self.clone(),
             id,
+            identity,
             close,
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,6 +108,7 @@ impl Connections {
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_id
             .values()
             .map(|t| (t.chain.clone(), t.close.clone()))
             .collect();

@@ -138,7 +138,7 @@ fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
-        "Connections ztgate closed because trust ended, by reason (untrusted after a certificate/CRL reload, cert_expired, max_age)."
+        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, cert_expired, max_age, identity_cap."
     );
     describe_counter!(
         TLS_RELOAD_TOTAL,
@@ -233,6 +233,7 @@ impl RequestMetrics {
             | E::NoRoute { .. }
             | E::MisdirectedRequest { .. }
             | E::RateLimited { .. }
+            | E::PayloadTooLarge { .. }
             | E::AuditUnavailable
             | E::Internal(_) => {}
         }

@@ -19,16 +19,33 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use crate::config::{Config, UpstreamProtocol};
-use crate::error::{ProxyBody, ProxyError};
+use crate::error::{BoxError, ProxyBody, ProxyError};
 use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
 use crate::tls::TlsError;
 pub use route::RouteTable;
 
+/// The request body as sent upstream: the client's, cut off at `max_request_body`, with the
+/// client's own body errors marked so they are answered 400, not blamed on the upstream.
+type UpstreamBody = http_body_util::combinators::MapErr<http_body_util::Limited<Incoming>, fn(BoxError) -> BoxError>;
+
+/// The client's request body failed (malformed chunking, connection lost mid-body).
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+struct ClientBodyError(BoxError);
+
+fn mark_client_body_error(e: BoxError) -> BoxError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        e
+    } else {
+        Box::new(ClientBodyError(e))
+    }
+}
+
 enum PooledClient {
-    Plain(Client<HttpConnector, Incoming>),
-    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
+    Plain(Client<HttpConnector, UpstreamBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, UpstreamBody>),
 }
 
 struct Upstream {
@@ -51,6 +68,8 @@ struct Inner {
     upstreams: Vec<Upstream>,
     /// Time to the upstream's response head.
     latency: metrics::Histogram,
+    /// `[listener] max_request_body`; `u64::MAX` when unlimited.
+    max_body: u64,
 }
 
 impl Forward {
@@ -111,6 +130,7 @@ impl Forward {
                 routes,
                 upstreams,
                 latency: crate::telemetry::metrics::upstream_duration(),
+                max_body: cfg.listener.max_request_body.unwrap_or(u64::MAX),
             }),
         })
     }
@@ -150,7 +170,21 @@ impl Inner {
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
+        // A declared length over the limit is refused before anything goes upstream; a streamed
+        // body is cut off at the limit (below) and refused the same way.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return Err(ProxyError::PayloadTooLarge { limit: self.max_body });
+        }
         let (mut parts, body) = req.into_parts();
+        let body = http_body_util::BodyExt::map_err(
+            http_body_util::Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX)),
+            mark_client_body_error as fn(BoxError) -> BoxError,
+        );
         // An h2 client's :authority (port included) becomes the Host an HTTP/1.1 upstream needs.
         if !parts.headers.contains_key(header::HOST)
             && let Some(h) = parts
@@ -198,6 +232,13 @@ impl Inner {
                     source: e.into(),
                 });
             }
+            Ok(Err(e)) if in_chain::<http_body_util::LengthLimitError>(&e) => {
+                return Err(ProxyError::PayloadTooLarge { limit: self.max_body });
+            }
+            Ok(Err(e)) if in_chain::<ClientBodyError>(&e) => {
+                debug!(error = %e, "client request body failed");
+                return Err(ProxyError::BadRequest("malformed or truncated request body"));
+            }
             Ok(Err(e)) => {
                 return Err(ProxyError::UpstreamFailed {
                     upstream: upstream.name.clone(),
@@ -225,4 +266,16 @@ impl Inner {
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
         Ok(resp.map(Either::Left))
     }
+}
+
+/// Whether an error of type `T` is somewhere in `e`'s source chain.
+fn in_chain<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

@@ -2,6 +2,8 @@
 
 mod audit;
 mod cli;
+mod faults;
+mod hostile;
 mod mtls;
 mod ops;
 mod policy;

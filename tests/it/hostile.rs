@@ -1,0 +1,218 @@
+//! Hostile input through the real listener: request smuggling shapes, oversized heads and bodies,
+//! slowloris, and an identity opening too many connections. Each is refused with a specific status
+//! (or the connection is closed) and nothing ambiguous reaches the upstream.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Sends `raw` bytes over an mTLS connection and returns everything ztgate answers until it
+/// closes the connection (or 3 s pass).
+async fn raw(s: &Server, raw: &[u8]) -> String {
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut tls = s.client().tls_connect(tcp).await;
+    tls.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(resp: &str) -> u16 {
+    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The echo upstream answers with the headers it received, ztgate's identity header among them:
+/// seeing it means the request reached the upstream.
+fn reached_upstream(resp: &str) -> bool {
+    resp.contains("x-ztgate-identity:")
+}
+
+#[tokio::test]
+async fn request_smuggling_shapes_are_refused_with_400_and_never_forwarded() {
+    let mut s = Server::start(Opts::default()).await;
+    let cases: &[(&str, &[u8])] = &[
+        (
+            "two different Content-Length values",
+            b"POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+        ),
+        (
+            "a Content-Length list",
+            b"POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4, 40\r\n\r\nabcd",
+        ),
+        (
+            "Transfer-Encoding that does not end in chunked",
+            b"POST /app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "obs-fold (a header continued on the next line)",
+            b"GET /app HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n",
+        ),
+        (
+            "a control character in a header value",
+            b"GET /app HTTP/1.1\r\nHost: localhost\r\nX-Bad: a\x01b\r\n\r\n",
+        ),
+        (
+            "a space before the colon",
+            b"GET /app HTTP/1.1\r\nHost: localhost\r\nContent-Length : 4\r\n\r\nabcd",
+        ),
+        (
+            "a malformed chunk size",
+            b"POST /app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n0\r\n\r\n",
+        ),
+        ("not HTTP at all", b"HELLO THERE\r\n\r\n"),
+    ];
+    for (what, bytes) in cases {
+        let resp = raw(&s, bytes).await;
+        assert_eq!(status_of(&resp), 400, "{what}: {resp:?}");
+        assert!(!reached_upstream(&resp), "{what} reached the upstream: {resp}");
+        // Exactly one response: nothing smuggled behind it was answered.
+        assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{what}: {resp}");
+    }
+    s.stop().await;
+}
+
+/// Content-Length together with Transfer-Encoding: hyper follows RFC 9112 section 6.3 (chunked
+/// wins, Content-Length is dropped, the connection is closed after the response) rather than
+/// answering 400. What matters for smuggling holds: the upstream gets one unambiguous chunked
+/// request without Content-Length, and the bytes smuggled behind it are never treated as a
+/// second request.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_forwarded_unambiguously_and_the_rest_dropped() {
+    let mut s = Server::start(Opts::default()).await;
+    let resp = raw(
+        &s,
+        b"POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        resp.matches("HTTP/1.1 ").count(),
+        1,
+        "the smuggled GET was answered: {resp}"
+    );
+    assert!(resp.to_ascii_lowercase().contains("connection: close"), "{resp}");
+    let upstream_saw = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_ascii_lowercase();
+    assert!(upstream_saw.contains("transfer-encoding: chunked"), "{upstream_saw}");
+    assert!(!upstream_saw.contains("content-length"), "{upstream_saw}");
+    assert!(!upstream_saw.contains("/admin/x"), "{upstream_saw}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431_and_oversized_bodies_get_413() {
+    let mut s = Server::start(Opts {
+        listener_extra: "max_header_bytes = \"16KiB\"\nmax_headers = 20\nmax_request_body = \"1KiB\"".into(),
+        ..Opts::default()
+    })
+    .await;
+
+    let big = format!(
+        "GET /app HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    assert_eq!(status_of(&raw(&s, big.as_bytes()).await), 431);
+    let mut many = String::from("GET /app HTTP/1.1\r\nHost: localhost\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(status_of(&raw(&s, many.as_bytes()).await), 431);
+
+    // Declared too large: refused before anything is sent upstream (no body needed).
+    let resp = raw(
+        &s,
+        b"POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2048\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&resp), 413, "{resp}");
+    assert!(resp.contains("payload too large (request id "), "{resp}");
+    // Streamed (chunked) past the limit: cut off and refused the same way.
+    let chunk = "b".repeat(1000);
+    let chunked = format!(
+        "POST /app HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{chunk}\r\n3e8\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let resp = raw(&s, chunked.as_bytes()).await;
+    assert_eq!(status_of(&resp), 413, "{resp}");
+    // Within the limits: fine.
+    let ok =
+        format!("POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{chunk}");
+    let resp = raw(&s, ok.as_bytes()).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(s.metrics().await.contains(r#"status_class="4xx""#));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_at_the_header_read_timeout() {
+    let mut s = Server::start(Opts {
+        listener_extra: "header_read_timeout = \"1s\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut tls = s.client().tls_connect(tcp).await;
+    let started = std::time::Instant::now();
+    tls.write_all(b"GET /app HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // Keep trickling, one byte every 200 ms, never finishing the head.
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tls.write_all(b"a").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 512];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), tls.read(&mut buf)).await
+                && n == 0
+            {
+                break;
+            }
+        }
+    };
+    let cut = tokio::time::timeout(Duration::from_secs(10), trickle).await.is_ok();
+    assert!(cut, "a never-ending request head must be cut");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Other clients are unaffected.
+    assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_identity_over_its_connection_cap_is_refused_while_others_connect() {
+    let mut s = Server::start(Opts {
+        listener_extra: "max_connections_per_identity = 2".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut a = s.client().connect_h1(s.addr).await;
+    let mut b = s.client().connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut a, s.addr, "/app").await, StatusCode::OK);
+    assert_eq!(get_on(&mut b, s.addr, "/app").await, StatusCode::OK);
+    // The third connection of the same identity is closed right after the handshake.
+    let third = s.client().get(s.addr, "/app").await;
+    assert!(third.is_err(), "{third:?}");
+    // Another identity is not affected.
+    assert_eq!(
+        s.admin_client().get(s.addr, "/admin/x").await.unwrap().status,
+        StatusCode::OK
+    );
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"ztgate_connections_closed_total{reason="identity_cap"}"#)
+    );
+    // A slot frees when a connection ends.
+    drop(a);
+    let freed = eventually(5, || {
+        let c = s.client();
+        let addr = s.addr;
+        async move { c.get(addr, "/app").await.map(|r| r.status) == Ok(StatusCode::OK) }
+    })
+    .await;
+    assert!(freed);
+    s.stop().await;
+}
