@@ -30,6 +30,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("initial CRL download failed (the CRL file does not exist yet, so ztgate cannot start): {0}")]
+    CrlFetch(#[from] crate::tls::CrlFetchError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -111,9 +113,22 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     }
 }
 
+/// Bound on one CRL download (connect, request, body).
+const CRL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs ztgate on bound listeners until `shutdown` completes, then drains.
 pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), Vec<AppError>> {
     let handle = metrics::install();
+    // A fetched CRL whose file does not exist yet is downloaded before anything else: without
+    // it the listener cannot verify revocation, and ztgate does not start without that.
+    let fetcher = Arc::new(crate::tls::CrlFetcher::new(
+        cfg.tls.client_ca.clone(),
+        CRL_FETCH_TIMEOUT,
+    ));
+    for src in cfg.tls.crl_sources.iter().filter(|s| !s.file.exists()) {
+        fetcher.fetch(src).await.map_err(|e| vec![AppError::CrlFetch(e)])?;
+        info!(url = %src.url, file = %src.file.display(), "initial CRL downloaded");
+    }
     let (auditor, audit_task) = match &cfg.audit {
         Some(a) => {
             let (auditor, task) = Auditor::start(a).map_err(|source| {
@@ -169,6 +184,17 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             let _ = rx.wait_for(|stop| *stop).await;
         }))
     };
+    let crl_fetch_task = (!cfg.tls.crl_sources.is_empty()).then(|| {
+        let mut rx = admin_stopped.clone();
+        tokio::spawn(reload::fetch_crls(
+            fetcher,
+            cfg.tls.crl_sources.clone(),
+            cfg.tls.crl_fetch_interval,
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     let expiry_task = {
         let mut rx = admin_stopped.clone();
         let server = server.clone();
@@ -190,6 +216,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     let _ = stop_admin.send(true);
     let _ = reload_task.await;
     let _ = tls_reload_task.await;
+    if let Some(t) = crl_fetch_task {
+        let _ = t.await;
+    }
     let _ = expiry_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;

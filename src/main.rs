@@ -18,8 +18,12 @@ fn main() -> ExitCode {
             };
             match runtime().block_on(app::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
-                // A port in use is an environment problem, not a config one: plain failure.
-                Err(errors) if errors.iter().all(|e| matches!(e, app::AppError::Bind { .. })) => {
+                // A port in use or an unreachable CRL server is an environment problem, not a config one.
+                Err(errors)
+                    if errors
+                        .iter()
+                        .all(|e| matches!(e, app::AppError::Bind { .. } | app::AppError::CrlFetch(_))) =>
+                {
                     eprintln!("{}", join(&errors));
                     ExitCode::FAILURE
                 }

@@ -163,6 +163,38 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
     }
 }
 
+/// Downloads every configured CRL now and then every `interval` until `shutdown`. A newer CRL is
+/// written to its file, which the TLS watcher reloads; failures keep the current file.
+pub async fn fetch_crls(
+    fetcher: Arc<crate::tls::CrlFetcher>,
+    sources: Vec<crate::config::CrlSource>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        for src in &sources {
+            match fetcher.fetch(src).await {
+                Ok(crate::tls::Fetched::Updated) => {
+                    metrics::crl_fetch("updated");
+                    info!(url = %src.url, file = %src.file.display(), "newer CRL downloaded");
+                }
+                Ok(crate::tls::Fetched::Unchanged) => metrics::crl_fetch("unchanged"),
+                Err(e) => {
+                    metrics::crl_fetch(e.kind());
+                    warn!(error = %e, "CRL download failed; keeping the current CRL");
+                }
+            }
+        }
+    }
+}
+
 /// The reload loop shared by the policy and the certificates.
 async fn watch_files<F, Fut>(
     what: &'static str,

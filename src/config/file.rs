@@ -54,6 +54,16 @@ pub(crate) struct RawTls {
     pub(crate) crls: Vec<Spanned<String>>,
     pub(crate) crl_scope: Option<Spanned<String>>,
     pub(crate) reload_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) crl_sources: Vec<Spanned<RawCrlSource>>,
+    pub(crate) crl_fetch_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCrlSource {
+    pub(crate) url: Spanned<String>,
+    pub(crate) file: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

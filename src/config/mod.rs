@@ -81,11 +81,22 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// CA bundle every client certificate must chain to.
     pub client_ca: PathBuf,
+    /// CRL files (PEM). Includes the `file` of every `crl_sources` entry.
     pub crls: Vec<PathBuf>,
+    /// CRLs ztgate downloads itself and writes to their `file` (then reloaded like any CRL file).
+    pub crl_sources: Vec<CrlSource>,
+    pub crl_fetch_interval: Duration,
     pub crl_scope: CrlScope,
     /// How often the certificate, key, CA and CRL files are checked for changes (SIGHUP reloads
     /// at once).
     pub reload_interval: Duration,
+}
+
+/// A CRL to fetch over HTTP on a schedule.
+#[derive(Debug, Clone)]
+pub struct CrlSource {
+    pub url: Uri,
+    pub file: PathBuf,
 }
 
 /// Which certificates of a client's chain must have a known revocation status.

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::file::{RawAnomaly, RawAudit, RawConfig, RawListener, RawRate, RawRoute, RawTls, RawUpstream};
 use super::{
-    AdminConfig, Config, CrlScope, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
+    AdminConfig, Config, CrlScope, CrlSource, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
     RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol,
 };
 use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
@@ -252,12 +252,48 @@ fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
         None => Some(Duration::from_secs(5)),
         Some(d) => duration(c, d),
     };
+    let mut crls: Vec<PathBuf> = t.crls.iter().map(|p| non_empty_path(c, p)).collect();
+    let mut sources = Vec::new();
+    let mut sources_ok = true;
+    for src in &t.crl_sources {
+        let r = src.get_ref();
+        let url = match r.url.get_ref().parse::<Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+            _ => {
+                c.push(
+                    r.url.span(),
+                    format!(
+                        "crl_sources url `{}` must be http://host[:port]/path (CRLs are signed, so plain HTTP is their usual transport)",
+                        r.url.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let file = non_empty_path(c, &r.file);
+        match url {
+            Some(url) => {
+                if !crls.contains(&file) {
+                    crls.push(file.clone());
+                }
+                sources.push(CrlSource { url, file });
+            }
+            None => sources_ok = false,
+        }
+    }
+    let crl_sources = sources_ok.then_some(sources);
+    let crl_fetch_interval = match &t.crl_fetch_interval {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) => duration(c, d),
+    };
     Some(TlsConfig {
         reload_interval: reload_interval?,
         cert: non_empty_path(c, &t.cert),
         key: non_empty_path(c, &t.key),
         client_ca: non_empty_path(c, &t.client_ca),
-        crls: t.crls.iter().map(|p| non_empty_path(c, p)).collect(),
+        crls,
+        crl_sources: crl_sources?,
+        crl_fetch_interval: crl_fetch_interval?,
         crl_scope,
     })
 }

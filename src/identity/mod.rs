@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 pub use spiffe::{SpiffeError, SpiffeId};
-pub use xfcc::{header_safe, render_xfcc};
+pub use xfcc::{XfccError, header_safe, parse_xfcc, render_xfcc};
 
 /// What a client certificate says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]

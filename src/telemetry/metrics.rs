@@ -31,6 +31,8 @@ pub const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
 pub const ANOMALIES_TOTAL: &str = "ztgate_anomalies_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "ztgate_connections_closed_total";
 pub const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
+pub const CRL_FETCH_TOTAL: &str = "ztgate_crl_fetch_total";
+pub const CRL_AGE: &str = "ztgate_crl_age_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -144,6 +146,14 @@ fn describe() {
         TLS_RELOAD_TOTAL,
         "Reloads of the server certificate, key, client CA and CRLs, by result (ok, error). A failed reload keeps the current ones."
     );
+    describe_counter!(
+        CRL_FETCH_TOTAL,
+        "CRL downloads (crl_sources), by result: updated, unchanged, or the failure kind (http, invalid, untrusted, local)."
+    );
+    describe_gauge!(
+        CRL_AGE,
+        "Seconds since each loaded CRL's thisUpdate: how fresh the revocation data is."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -249,6 +259,10 @@ pub fn connections_closed(reason: &'static str, n: u64) {
     counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(n);
 }
 
+pub fn crl_fetch(result: &'static str) {
+    counter!(CRL_FETCH_TOTAL, "result" => result).increment(1);
+}
+
 pub fn tls_reload(ok: bool) {
     counter!(TLS_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
@@ -305,6 +319,7 @@ pub fn expiry(entries: &[crate::tls::Expiry]) {
         match e.kind {
             crate::tls::ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
             crate::tls::ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
+            crate::tls::ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! rustls' strict defaults are kept: `WebPkiClientVerifier` checks the chain, validity, the
 //! clientAuth EKU (when the certificate carries an EKU extension) and revocation.
 
+mod fetch;
 mod pem;
 
 use std::io;
@@ -15,6 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{CrlScope, TlsConfig};
+pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
 pub use pem::{load_certs, load_crls, load_key};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,8 @@ pub enum ExpiryKind {
     Certificate,
     /// A CRL's nextUpdate.
     Crl,
+    /// A CRL's thisUpdate (reported as an age).
+    CrlIssued,
 }
 
 #[derive(Debug, Clone)]
@@ -119,18 +123,26 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     }
     for (path, list) in cfg.crls.iter().zip(&crls) {
         use x509_parser::prelude::FromDer;
-        let next = list
+        let parsed: Vec<_> = list
             .iter()
             .filter_map(|der| x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok())
-            .filter_map(|(_, crl)| crl.next_update().map(|t| t.timestamp()))
-            .min();
-        if let Some(at) = next {
-            let label = path
-                .file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            .map(|(_, crl)| (crl.last_update().timestamp(), crl.next_update().map(|t| t.timestamp())))
+            .collect();
+        let label = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        if let Some(at) = parsed.iter().filter_map(|(_, next)| *next).min() {
+            expiry.push(Expiry {
+                label: label.clone(),
+                kind: ExpiryKind::Crl,
+                at,
+            });
+        }
+        // The oldest CRL in the file decides how fresh its revocation data is.
+        if let Some(at) = parsed.iter().map(|(this, _)| *this).min() {
             expiry.push(Expiry {
                 label,
-                kind: ExpiryKind::Crl,
+                kind: ExpiryKind::CrlIssued,
                 at,
             });
         }

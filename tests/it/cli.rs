@@ -211,3 +211,24 @@ async fn healthcheck_exits_zero_on_a_healthy_admin_listener_and_names_the_failur
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unhealthy") && err.contains("refused"), "{err}");
 }
+
+#[test]
+fn run_refuses_to_start_when_a_fetched_crl_cannot_be_downloaded_yet() {
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    // Port 1 on loopback: nothing listens, the download fails at once.
+    let extra = format!(
+        "crl_sources = [{{ url = \"http://127.0.0.1:1/ca.crl\", file = \"{}\" }}]",
+        pki.path("never/ca.crl.pem").display()
+    );
+    let cfg = config_toml(pki.dir.path(), &policy, &extra, "http://127.0.0.1:8080", "", "/");
+    let cfg = pki.write("ztgate.toml", &cfg);
+    let o = ztgate(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("initial CRL download failed") && t.contains("127.0.0.1:1"),
+        "{t}"
+    );
+    assert!(!pki.path("never/ca.crl.pem").exists());
+}

@@ -157,3 +157,93 @@ async fn max_connection_age_closes_gracefully_after_the_request_in_flight() {
     assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
     s.stop().await;
 }
+
+/// A plain-HTTP server answering every GET with the current `body` (a CRL distribution point).
+async fn crl_server(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+    use hyper::service::service_fn;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ca.crl", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let bytes = body.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from(
+                            bytes,
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+fn crl_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn crls_are_fetched_checked_and_applied_to_new_and_open_connections() {
+    let pki = Pki::new();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(crl_der(&pki.ca.crl_pem(&[]).unwrap())));
+    let url = crl_server(body.clone()).await;
+    let file = pki.path("fetched/ca.crl.pem");
+    assert!(!file.exists());
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            tls_extra: format!(
+                "reload_interval = \"100ms\"\ncrl_fetch_interval = \"200ms\"\ncrl_sources = [{{ url = \"{url}\", file = \"{}\" }}]",
+                file.display()
+            ),
+            ..Opts::default()
+        },
+    )
+    .await;
+    // Fetched before the listener serves (DER served, PEM written).
+    let mut open = s.client().connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut open, s.addr, "/app").await, StatusCode::OK);
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .starts_with("-----BEGIN X509 CRL-----")
+    );
+    assert!(metric_line(&s, "ztgate_crl_age_seconds{crl=\"ca.crl.pem\"}", 2).await);
+
+    // A CRL signed by another CA is refused and changes nothing.
+    let other = Pki::new();
+    *body.lock().unwrap() = crl_der(&other.ca.crl_pem(&[&s.pki.client.serial]).unwrap());
+    assert!(metric_line(&s, r#"ztgate_crl_fetch_total{result="untrusted"}"#, 5).await);
+    // Garbage (an error page) is refused too.
+    *body.lock().unwrap() = b"<html>502 Bad Gateway</html>".to_vec();
+    assert!(metric_line(&s, r#"ztgate_crl_fetch_total{result="invalid"}"#, 5).await);
+    assert!(!open.is_closed());
+    assert_eq!(get_on(&mut open, s.addr, "/app").await, StatusCode::OK);
+
+    // The CA revokes the client: a newer CRL (thisUpdate has one-second resolution).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    *body.lock().unwrap() = crl_der(&s.pki.ca.crl_pem(&[&s.pki.client.serial]).unwrap());
+    assert!(
+        closed_within(&open, 8).await,
+        "the revoked client's connection must be closed"
+    );
+    assert!(metric_line(&s, r#"ztgate_crl_fetch_total{result="updated"}"#, 2).await);
+    let err = s.client().get(s.addr, "/app").await.unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    assert_eq!(
+        s.admin_client().get(s.addr, "/admin/x").await.unwrap().status,
+        StatusCode::OK
+    );
+    s.stop().await;
+}
