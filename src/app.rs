@@ -170,7 +170,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     let reload_task = {
         let mut rx = admin_stopped.clone();
         tokio::spawn(reload::watch_policy(
-            policy,
+            policy.clone(),
             cfg.policy.file.clone(),
             cfg.policy.reload_interval,
             async move {
@@ -197,6 +197,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     });
     let expiry_task = {
         let mut rx = admin_stopped.clone();
+        let policy_for_prune = policy.clone();
         let server = server.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -206,6 +207,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
                         metrics::expiry(&server.tls.load().expiry);
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();
+                        policy_for_prune.load().prune_limits();
                     }
                     _ = rx.wait_for(|stop| *stop) => break,
                 }

@@ -32,6 +32,44 @@ pub struct Limits<C: Clock = DefaultClock> {
     clock: C,
 }
 
+/// The budget of one policy rule (`rate_limit` on the rule), per identity.
+pub struct RuleLimiter {
+    limiter: Keyed<DefaultClock>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RuleLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleLimiter")
+            .field("tracked", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl RuleLimiter {
+    pub fn new(rate: Rate) -> Self {
+        let clock = DefaultClock::default();
+        Self {
+            limiter: RateLimiter::dashmap_with_clock(
+                Quota::per_second(rate.per_second).allow_burst(rate.burst),
+                clock.clone(),
+            ),
+            clock,
+        }
+    }
+
+    pub fn check(&self, key: &Arc<str>) -> Result<(), Duration> {
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
 impl Limits<DefaultClock> {
     pub fn new(default: Option<Rate>, per_route: &[Option<Rate>], penalty: Option<Rate>) -> Self {
         Self::with_clock(default, per_route, penalty, DefaultClock::default())

@@ -107,7 +107,15 @@ where
                     ("allow", rule, "allowed", resp.status().as_u16(), bytes)
                 }
                 Err(ProxyError::Denied { rule, reason }) => ("deny", rule.as_deref(), *reason, 403, None),
-                Err(e @ ProxyError::RateLimited { .. }) => ("rate_limited", None, e.reason(), 429, None),
+                // The rule is set when a rule's own rate limit refused (the global and route
+                // limits run before the policy, so they have none).
+                Err(e @ ProxyError::RateLimited { .. }) => (
+                    "rate_limited",
+                    verdict.and_then(|v| v.0.as_deref()),
+                    e.reason(),
+                    429,
+                    None,
+                ),
                 Err(e) => (
                     "error",
                     verdict.and_then(|v| v.0.as_deref()),

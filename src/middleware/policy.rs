@@ -69,6 +69,14 @@ impl Check for PolicyCheck {
             );
         }
         if decision.allowed {
+            // The allowing rule's own budget (`rate_limit` on the rule), per identity.
+            if let Some(i) = decision.rule_index {
+                policy
+                    .check_rule_limit(i, &conn.rate_key)
+                    .map_err(|wait| ProxyError::RateLimited {
+                        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    })?;
+            }
             return Ok(());
         }
         Err(ProxyError::Denied {

@@ -92,14 +92,28 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
         };
         // Fail closed on requirements this build cannot enforce: silently ignoring a posture
         // requirement would allow what the operator meant to deny.
-        for (key, v) in [("posture", &r.meta.posture), ("rate_limit", &r.meta.rate_limit)] {
-            if let Some(v) = v {
+        if let Some(v) = &r.meta.posture {
+            c.push(
+                v.span(),
+                "`posture` is not supported by this version of ztgate; remove it",
+            );
+        }
+        let rate_limit = r.meta.rate_limit.as_ref().and_then(|v| {
+            if effect != Effect::Allow || mode != Mode::Enforce {
                 c.push(
                     v.span(),
-                    format!("`{key}` is not supported by this version of ztgate; remove it"),
+                    "`rate_limit` applies to the requests a rule allows: use it on an enforced allow rule",
                 );
+                return None;
             }
-        }
+            match rule_rate(v.get_ref()) {
+                Ok(rate) => Some(rate),
+                Err(e) => {
+                    c.push(v.span(), e);
+                    None
+                }
+            }
+        });
         let cond = Ctx {
             c,
             groups: &group_ids,
@@ -114,6 +128,7 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
             line,
             span: r.span,
             cond,
+            rate_limit,
         });
     }
     if c.is_empty()
@@ -404,4 +419,33 @@ fn values(t: &Test) -> Option<Vec<String>> {
         Test::Group(v) => v.iter().map(ToString::to_string).collect(),
         Test::HeaderEq(_) | Test::HeaderPresent(_) | Test::All(_) | Test::Any(_) | Test::Not(_) => return None,
     })
+}
+
+/// `rate_limit = { requests_per_second = N, burst = M }` on a rule (burst defaults to N).
+fn rule_rate(v: &toml::Value) -> Result<crate::ratelimit::Rate, String> {
+    use std::num::NonZeroU32;
+    let usage = "rate_limit must be a table like { requests_per_second = 10, burst = 20 }";
+    let t = v.as_table().ok_or(usage)?;
+    if let Some(k) = t
+        .keys()
+        .find(|k| !matches!(k.as_str(), "requests_per_second" | "burst"))
+    {
+        return Err(format!(
+            "unknown key `{k}` in rate_limit (valid keys: requests_per_second, burst)"
+        ));
+    }
+    let positive = |key: &str| -> Result<Option<NonZeroU32>, String> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(x) => x
+                .as_integer()
+                .and_then(|n| u32::try_from(n).ok())
+                .and_then(NonZeroU32::new)
+                .map(Some)
+                .ok_or_else(|| format!("rate_limit {key} must be an integer between 1 and 4294967295")),
+        }
+    };
+    let per_second = positive("requests_per_second")?.ok_or(usage)?;
+    let burst = positive("burst")?.unwrap_or(per_second);
+    Ok(crate::ratelimit::Rate { per_second, burst })
 }

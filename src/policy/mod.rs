@@ -60,6 +60,8 @@ pub struct Rule {
     pub line: usize,
     span: Range<usize>,
     cond: Cond,
+    /// Per-identity budget for the requests this rule allows (enforced allow rules only).
+    pub rate_limit: Option<crate::ratelimit::Rate>,
 }
 
 /// Why a request was allowed or denied (machine-readable codes in docs/policy.md).
@@ -109,6 +111,9 @@ pub struct Decision<'p> {
     pub rule: Option<&'p str>,
     pub reason: Reason,
     pub shadow: Option<Shadow<'p>>,
+    /// Index of the deciding rule (for its rate limit).
+    #[serde(skip)]
+    pub rule_index: Option<usize>,
 }
 
 /// A compiled policy.
@@ -117,6 +122,9 @@ pub struct Policy {
     rules: Vec<Rule>,
     groups: Vec<Cond>,
     index: index::Index,
+    /// One per-identity limiter per rule that has a `rate_limit` (indexed like `rules`). Built per
+    /// (re)load: a reload starts every identity with a full budget.
+    limiters: Vec<Option<crate::ratelimit::RuleLimiter>>,
     /// Findings that do not stop the policy from loading (printed by `check`).
     pub warnings: Vec<Problem>,
     pub source: PathBuf,
@@ -145,13 +153,34 @@ impl Policy {
             })
             .collect();
         let index = index::Index::build(&compiled.rules);
+        let limiters = compiled
+            .rules
+            .iter()
+            .map(|r| r.rate_limit.map(crate::ratelimit::RuleLimiter::new))
+            .collect();
         Ok(Self {
+            limiters,
             rules: compiled.rules,
             groups: compiled.groups,
             index,
             warnings,
             source: path.to_path_buf(),
         })
+    }
+
+    /// `Ok` if the rule at `rule` has no rate limit or `key` is within it; else how long to wait.
+    pub fn check_rule_limit(&self, rule: usize, key: &std::sync::Arc<str>) -> Result<(), std::time::Duration> {
+        match self.limiters.get(rule) {
+            Some(Some(l)) => l.check(key),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets idle identities in the per-rule limiters (bounded memory).
+    pub fn prune_limits(&self) {
+        for l in self.limiters.iter().flatten() {
+            l.prune();
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -219,6 +248,7 @@ impl Matches {
             rule: id(self.deny.or(self.allow)),
             reason,
             shadow,
+            rule_index: self.deny.or(self.allow),
         }
     }
 }

@@ -430,3 +430,64 @@ fn a_policy_without_enforced_allow_is_rejected() {
     let got = problems("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmode = \"shadow\"\n");
     assert!(got[0].1.contains("no enforced allow rule"), "{got:?}");
 }
+
+#[test]
+fn rule_rate_limits_are_checked_at_load_and_enforced_per_identity() {
+    let p = policy(
+        r#"
+[[rule]]
+id = "app"
+effect = "allow"
+paths = ["/app/**"]
+rate_limit = { requests_per_second = 1, burst = 2 }
+
+[[rule]]
+id = "rest"
+effect = "allow"
+paths = ["/**"]
+"#,
+    );
+    assert_eq!(
+        p.rules()[0].rate_limit.map(|r| (r.per_second.get(), r.burst.get())),
+        Some((1, 2))
+    );
+    let a: std::sync::Arc<str> = "spiffe://x/a".into();
+    let b: std::sync::Arc<str> = "spiffe://x/b".into();
+    assert!(p.check_rule_limit(0, &a).is_ok());
+    assert!(p.check_rule_limit(0, &a).is_ok());
+    assert!(p.check_rule_limit(0, &a).is_err(), "burst of 2 used up");
+    assert!(p.check_rule_limit(0, &b).is_ok(), "another identity has its own budget");
+    assert!(
+        p.check_rule_limit(1, &a).is_ok(),
+        "a rule without rate_limit is unlimited"
+    );
+
+    let errs = problems(
+        r#"
+[[rule]]
+id = "d"
+effect = "deny"
+paths = ["/x"]
+rate_limit = { requests_per_second = 5 }
+
+[[rule]]
+id = "a"
+effect = "allow"
+paths = ["/**"]
+rate_limit = { requests_per_second = 0 }
+
+[[rule]]
+id = "b"
+effect = "allow"
+paths = ["/y"]
+rate_limit = { rps = 5 }
+"#,
+    );
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert_eq!(errs[0].0, 6);
+    assert!(errs[0].1.contains("enforced allow rule"), "{errs:?}");
+    assert_eq!(errs[1].0, 12);
+    assert!(errs[1].1.contains("between 1 and"), "{errs:?}");
+    assert_eq!(errs[2].0, 18);
+    assert!(errs[2].1.contains("unknown key `rps`"), "{errs:?}");
+}

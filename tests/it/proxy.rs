@@ -262,3 +262,64 @@ async fn an_identity_over_its_rate_gets_429_with_retry_after_and_others_do_not()
             .contains(r#"decision="rate_limited",status_class="4xx"}"#)
     );
 }
+
+#[tokio::test]
+async fn a_rules_rate_limit_applies_to_what_that_rule_allows() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let policy = r#"
+[[rule]]
+id = "reports-limited"
+effect = "allow"
+spiffe_id = ["spiffe://ztgate.dev/ns/default/sa/client"]
+paths = ["/reports/**"]
+rate_limit = { requests_per_second = 1, burst = 1 }
+
+[[rule]]
+id = "everything-else"
+effect = "allow"
+spiffe_id = ["spiffe://ztgate.dev/ns/default/sa/client", "spiffe://ztgate.dev/ns/ops/sa/admin"]
+paths = ["/**"]
+"#;
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            policy: policy.into(),
+            audit: Some(format!("file = \"{}\"", log.display())),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let client = s.client();
+    assert_eq!(client.get(s.addr, "/reports/1").await.unwrap().status, StatusCode::OK);
+    let limited = client.get(s.addr, "/reports/2").await.unwrap();
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers["retry-after"], "1");
+    // Other paths are decided by another rule, without that budget.
+    for i in 0..5 {
+        assert_eq!(
+            client.get(s.addr, &format!("/other/{i}")).await.unwrap().status,
+            StatusCode::OK
+        );
+    }
+    // The admin identity does not match the limited rule: "everything-else" allows it, unlimited.
+    for i in 0..3 {
+        assert_eq!(
+            s.admin_client()
+                .get(s.addr, &format!("/reports/{i}"))
+                .await
+                .unwrap()
+                .status,
+            StatusCode::OK
+        );
+    }
+    s.stop().await;
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let limited = recs.iter().find(|r| r["status"] == 429).unwrap();
+    assert_eq!(limited["reason"], "rate-limited", "{limited}");
+    assert_eq!(limited["rule"], "reports-limited", "{limited}");
+}
