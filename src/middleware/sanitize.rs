@@ -34,6 +34,7 @@ fn normalize_uri(uri: &mut Uri) -> Result<(), ProxyError> {
             PathError::EncodedSeparator => "encoded '/' or '\\' in path",
             PathError::Backslash => "'\\' in path",
             PathError::EscapesRoot => "path escapes the root",
+            PathError::InvalidCharacter => "raw control, space or non-ASCII byte in path",
         })
     })?;
     let Cow::Owned(path) = normalized else {

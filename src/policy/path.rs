@@ -20,6 +20,9 @@ pub enum PathError {
     Backslash,
     #[error("path escapes the root with '..'")]
     EscapesRoot,
+    /// RFC 3986 paths are ASCII without controls or spaces; anything else must be percent-encoded.
+    #[error("raw control, space or non-ASCII byte in path")]
+    InvalidCharacter,
 }
 
 /// Returns the normalised path; borrows when the input is already normal (the common case).
@@ -29,6 +32,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     if path.contains('\\') {
         return Err(PathError::Backslash);
+    }
+    if path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return Err(PathError::InvalidCharacter);
     }
     if is_normal(path) {
         return Ok(Cow::Borrowed(path));
@@ -79,13 +85,17 @@ fn is_normal(path: &str) -> bool {
 }
 
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    // The caller has refused every non-ASCII byte, so pushing bytes as chars is exact.
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        if !b.is_ascii() {
+            return Err(PathError::InvalidCharacter);
+        }
         if b != b'%' {
-            out.push(b as char);
+            out.push(char::from(b));
             i += 1;
             continue;
         }
@@ -160,6 +170,19 @@ mod tests {
     #[test]
     fn reserved_escapes_are_kept_with_uppercase_hex() {
         assert_eq!(normalize("/a%3fb%20c").as_deref(), Ok("/a%3Fb%20c"));
+    }
+
+    #[test]
+    fn raw_controls_and_non_ascii_are_refused_and_escaped_ones_round_trip() {
+        // Found by the path_normalize fuzz target: raw UTF-8 was re-encoded byte by byte
+        // (mojibake), so normalising twice gave a different path.
+        assert_eq!(normalize("/a//\u{690}/b"), Err(PathError::InvalidCharacter));
+        assert_eq!(normalize("/a\u{0}b"), Err(PathError::InvalidCharacter));
+        assert_eq!(normalize("/a b"), Err(PathError::InvalidCharacter));
+        assert_eq!(normalize("/a\u{7f}"), Err(PathError::InvalidCharacter));
+        let n = normalize("/x/../%DA%90//b").unwrap();
+        assert_eq!(n, "/%DA%90/b");
+        assert_eq!(normalize(&n).unwrap(), n);
     }
 
     #[test]
