@@ -173,6 +173,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             policy.clone(),
             cfg.policy.file.clone(),
             cfg.policy.reload_interval,
+            server.clone(),
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             },

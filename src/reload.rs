@@ -108,17 +108,30 @@ fn digest(paths: &[PathBuf]) -> [u8; 32] {
 
 /// Watches `path` until `shutdown`: reloads on SIGHUP, and when the file's size, mtime, inode or
 /// content changes (checked every `interval`, then debounced so a half-written file is not read).
+/// After a successful reload, open connections whose identity the new policy allows nowhere are
+/// closed (`server`).
 pub async fn watch_policy(
     store: Arc<PolicyStore>,
     path: PathBuf,
     interval: Duration,
+    server: Arc<Server>,
     shutdown: impl Future<Output = ()>,
 ) {
     let files = vec![path.clone()];
     watch_files("policy", files, interval, shutdown, || {
         let store = store.clone();
         let path = path.clone();
-        async move { store.reload(&path).await }
+        let server = server.clone();
+        async move {
+            let ok = store.reload(&path).await;
+            if ok {
+                let closed = server.connections.close_disallowed(&store.load());
+                if closed > 0 {
+                    metrics::connections_closed("policy", closed as u64);
+                }
+            }
+            ok
+        }
     })
     .await;
 }

@@ -209,6 +209,65 @@ impl Cond {
     pub(crate) fn matches(&self, f: &RequestFacts<'_>, groups: &[Cond]) -> bool {
         self.tests.iter().all(|t| t.matches(f, groups))
     }
+
+    /// Three-valued match on the principal alone: `Some(b)` when the certificate decides it
+    /// whatever the request, `None` when it depends on the request. `f.peer` is the identity;
+    /// its request fields are ignored.
+    pub(crate) fn principal_match(&self, f: &RequestFacts<'_>, groups: &[Cond]) -> Option<bool> {
+        and3(self.tests.iter().map(|t| t.principal_match(f, groups)))
+    }
+}
+
+fn and3(it: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let mut unknown = false;
+    for v in it {
+        match v {
+            Some(false) => return Some(false),
+            None => unknown = true,
+            Some(true) => {}
+        }
+    }
+    if unknown { None } else { Some(true) }
+}
+
+fn or3(it: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let mut unknown = false;
+    for v in it {
+        match v {
+            Some(true) => return Some(true),
+            None => unknown = true,
+            Some(false) => {}
+        }
+    }
+    if unknown { None } else { Some(false) }
+}
+
+impl Test {
+    fn principal_match(&self, f: &RequestFacts<'_>, groups: &[Cond]) -> Option<bool> {
+        match self {
+            Test::Route(_)
+            | Test::Host(_)
+            | Test::Method(_)
+            | Test::Path(_)
+            | Test::HeaderEq(_)
+            | Test::HeaderPresent(_)
+            | Test::SourceCidr(_) => None,
+            Test::All(conds) => and3(conds.iter().map(|c| c.principal_match(f, groups))),
+            Test::Any(conds) => or3(conds.iter().map(|c| c.principal_match(f, groups))),
+            Test::Not(c) => c.principal_match(f, groups).map(|b| !b),
+            // Groups hold principal conditions only.
+            Test::Group(_)
+            | Test::Spiffe(_)
+            | Test::TrustDomain(_)
+            | Test::Cn(_)
+            | Test::Dns(_)
+            | Test::Email(_)
+            | Test::Org(_)
+            | Test::Ou(_)
+            | Test::Issuer(_)
+            | Test::Fingerprint(_) => Some(self.matches(f, groups)),
+        }
+    }
 }
 
 #[cfg(test)]

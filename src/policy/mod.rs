@@ -168,6 +168,32 @@ impl Policy {
         })
     }
 
+    /// Whether any request at all from `peer` could be allowed: false when an enforced deny
+    /// rule matches the certificate whatever the request, or when no enforced allow rule can
+    /// match it. After a policy reload, open connections of identities allowed nowhere are
+    /// closed.
+    pub fn may_allow(&self, peer: &crate::identity::PeerIdentity) -> bool {
+        let headers = http::HeaderMap::new();
+        let f = RequestFacts {
+            peer,
+            method: &http::Method::GET,
+            path: "/",
+            host: None,
+            route: None,
+            headers: &headers,
+            source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+        };
+        let enforced = |e: Effect| {
+            self.rules
+                .iter()
+                .filter(move |r| r.mode == Mode::Enforce && r.effect == e)
+        };
+        if enforced(Effect::Deny).any(|r| r.cond.principal_match(&f, &self.groups) == Some(true)) {
+            return false;
+        }
+        enforced(Effect::Allow).any(|r| r.cond.principal_match(&f, &self.groups) != Some(false))
+    }
+
     /// `Ok` if the rule at `rule` has no rate limit or `key` is within it; else how long to wait.
     pub fn check_rule_limit(&self, rule: usize, key: &std::sync::Arc<str>) -> Result<(), std::time::Duration> {
         match self.limiters.get(rule) {

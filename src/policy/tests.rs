@@ -491,3 +491,61 @@ rate_limit = { rps = 5 }
     assert_eq!(errs[2].0, 18);
     assert!(errs[2].1.contains("unknown key `rps`"), "{errs:?}");
 }
+
+#[test]
+fn may_allow_decides_on_the_certificate_alone_and_keeps_what_depends_on_the_request() {
+    let p = policy(
+        r#"
+[[rule]]
+id = "client-app"
+effect = "allow"
+spiffe_id = ["spiffe://ztgate.dev/ns/default/sa/client"]
+paths = ["/app/**"]
+
+[[rule]]
+id = "any-office"
+effect = "allow"
+any = [{ cn = ["laptop"] }, { source_cidr = ["10.0.0.0/8"] }]
+
+[[rule]]
+id = "banned"
+effect = "deny"
+cn = ["banned"]
+
+[[rule]]
+id = "banned-maybe"
+effect = "deny"
+cn = ["sometimes"]
+methods = ["DELETE"]
+
+[[rule]]
+id = "shadow-only"
+effect = "allow"
+mode = "shadow"
+cn = ["shadowed"]
+"#,
+    );
+    let client = peer(Some("spiffe://ztgate.dev/ns/default/sa/client"), None);
+    assert!(p.may_allow(&client), "allowed on /app");
+    // `any` with a request condition: may match any identity from the right network.
+    let stranger = peer(Some("spiffe://other.example/x"), Some("stranger"));
+    assert!(p.may_allow(&stranger), "source_cidr could still match");
+    let banned = peer(None, Some("banned"));
+    assert!(!p.may_allow(&banned), "an unconditional deny on the certificate");
+    let sometimes = peer(None, Some("sometimes"));
+    assert!(
+        p.may_allow(&sometimes),
+        "a deny that depends on the method is not everywhere"
+    );
+
+    let strict = policy(
+        r#"
+[[rule]]
+id = "admin-only"
+effect = "allow"
+spiffe_id = ["spiffe://ztgate.dev/ns/ops/sa/admin"]
+"#,
+    );
+    assert!(!strict.may_allow(&client));
+    assert!(!strict.may_allow(&peer(None, Some("shadowed"))));
+}

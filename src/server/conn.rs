@@ -125,28 +125,27 @@ pub(super) async fn handle(
         Some(age) if tokio::time::Instant::now() + age < not_after => (tokio::time::Instant::now() + age, "max_age"),
         _ => (not_after, "cert_expired"),
     };
-    let registration = match server.connections.register(
-        id,
-        ctx.rate_key.clone(),
-        chain,
-        server.listener.max_connections_per_identity,
-    ) {
-        Ok(r) => r,
-        Err(over) => {
-            // Refused cheaply: no HTTP, a TLS close_notify, counted and audited.
-            metrics::connections_closed("identity_cap", 1);
-            warn!(
-                open = over.open,
-                "identity holds max_connections_per_identity connections; closing"
-            );
-            audit_handshake(&server, id, peer, "identity_connection_cap").await;
-            let mut tls = tls;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            return;
-        }
-    };
-    drop(tls_state);
     let ctx = Arc::new(ctx);
+    let registration =
+        match server
+            .connections
+            .register(ctx.clone(), chain, server.listener.max_connections_per_identity)
+        {
+            Ok(r) => r,
+            Err(over) => {
+                // Refused cheaply: no HTTP, a TLS close_notify, counted and audited.
+                metrics::connections_closed("identity_cap", 1);
+                warn!(
+                    open = over.open,
+                    "identity holds max_connections_per_identity connections; closing"
+                );
+                audit_handshake(&server, id, peer, "identity_connection_cap").await;
+                let mut tls = tls;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                return;
+            }
+        };
+    drop(tls_state);
     let svc = server
         .stack
         .clone()
@@ -180,12 +179,12 @@ pub(super) async fn handle(
             return;
         }
         _ = drain.wait_for(|d| *d) => None,
-        () = registration.close.notified() => Some("untrusted"),
+        // Counted by whoever asked (certificate or policy reload), who knows how many.
+        () = registration.close.notified() => Some("asked"),
         () = tokio::time::sleep_until(deadline) => Some(deadline_reason),
     };
     match why {
-        // Counted by Server::install_tls, which knows how many it closed.
-        Some("untrusted") => {}
+        Some("asked") => {}
         Some(reason) => {
             metrics::connections_closed(reason, 1);
             debug!(reason, "closing the connection");

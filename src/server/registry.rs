@@ -16,6 +16,7 @@ use crate::tls::ServerTls;
 /// One open connection as the registry sees it.
 struct Tracked {
     chain: Arc<[CertificateDer<'static>]>,
+    ctx: Arc<super::ConnCtx>,
     close: Arc<Notify>,
 }
 
@@ -64,11 +65,11 @@ impl Connections {
     /// `cap` connections.
     pub fn register(
         self: &Arc<Self>,
-        id: u64,
-        identity: Arc<str>,
+        ctx: Arc<super::ConnCtx>,
         chain: Arc<[CertificateDer<'static>]>,
         cap: Option<usize>,
     ) -> Result<Registration, OverIdentityCap> {
+        let (id, identity) = (ctx.id, ctx.rate_key.clone());
         let close = Arc::new(Notify::new());
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.per_identity.entry(identity.clone()).or_insert(0);
@@ -80,6 +81,7 @@ impl Connections {
             id,
             Tracked {
                 chain,
+                ctx,
                 close: close.clone(),
             },
         );
@@ -117,6 +119,34 @@ impl Connections {
             if let Err(e) = tls.still_trusted(&chain) {
                 tracing::info!(reason = %e, "closing a connection whose client certificate is no longer trusted");
                 // notify_one stores a permit: the connection sees it even if not yet waiting.
+                close.notify_one();
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+impl Connections {
+    /// After a policy reload: tells every connection whose identity the new policy allows
+    /// nowhere to close. Returns how many.
+    pub fn close_disallowed(&self, policy: &crate::policy::Policy) -> usize {
+        let snapshot: Vec<(Arc<super::ConnCtx>, Arc<Notify>)> = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_id
+            .values()
+            .map(|t| (t.ctx.clone(), t.close.clone()))
+            .collect();
+        let mut closed = 0;
+        for (ctx, close) in snapshot {
+            if !policy.may_allow(&ctx.identity) {
+                tracing::info!(
+                    conn.id = ctx.id,
+                    client.id = ctx.identity.display_name(),
+                    "closing a connection whose identity the reloaded policy allows nowhere"
+                );
                 close.notify_one();
                 closed += 1;
             }

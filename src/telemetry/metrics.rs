@@ -140,7 +140,7 @@ fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
-        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, cert_expired, max_age, identity_cap."
+        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, policy (allowed nowhere after a policy reload), cert_expired, max_age, identity_cap."
     );
     describe_counter!(
         TLS_RELOAD_TOTAL,

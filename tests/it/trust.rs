@@ -247,3 +247,42 @@ async fn crls_are_fetched_checked_and_applied_to_new_and_open_connections() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_policy_reload_closes_connections_of_identities_it_allows_nowhere() {
+    let mut s = Server::start(Opts {
+        policy_extra: "reload_interval = \"100ms\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut client_conn = s.client().connect_h1(s.addr).await;
+    let mut admin_conn = s.admin_client().connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut client_conn, s.addr, "/app").await, StatusCode::OK);
+    assert_eq!(get_on(&mut admin_conn, s.addr, "/admin/x").await, StatusCode::OK);
+
+    // The new policy has no rule for the client any more; the admin keeps /admin.
+    std::fs::write(
+        s.pki.path("policy.toml"),
+        r#"
+[[rule]]
+id = "admin-only"
+effect = "allow"
+spiffe_id = ["spiffe://ztgate.dev/ns/ops/sa/admin"]
+paths = ["/admin/**"]
+"#,
+    )
+    .unwrap();
+    assert!(
+        closed_within(&client_conn, 5).await,
+        "the client's connection must be closed: no request of it can be allowed any more"
+    );
+    assert!(!admin_conn.is_closed());
+    assert_eq!(get_on(&mut admin_conn, s.addr, "/admin/y").await, StatusCode::OK);
+    assert!(metric_line(&s, r#"ztgate_connections_closed_total{reason="policy"}"#, 2).await);
+    // New connections of the client still complete TLS, and get 403 from the policy.
+    assert_eq!(
+        s.client().get(s.addr, "/app").await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+    s.stop().await;
+}
