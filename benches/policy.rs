@@ -50,6 +50,7 @@ fn peer(spiffe: &str) -> PeerIdentity {
         issuer: "CN=corp CA".into(),
         serial: "01".into(),
         fingerprint_sha256: "ab".repeat(32),
+        spki_sha256: String::new(),
         not_before: 0,
         not_after: i64::MAX,
     }

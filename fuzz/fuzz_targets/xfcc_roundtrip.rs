@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         issuer: String::new(),
         serial: "01".into(),
         fingerprint_sha256: "ab".repeat(32),
+        spki_sha256: String::new(),
         not_before: 0,
         not_after: 0,
     };

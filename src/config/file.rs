@@ -102,6 +102,8 @@ pub(crate) struct RawRoute {
     pub(crate) path_prefix: Option<Spanned<String>>,
     pub(crate) upstream: Spanned<String>,
     pub(crate) rate_limit: Option<Spanned<RawRate>>,
+    pub(crate) pin_spki_sha256: Option<Vec<Spanned<String>>>,
+    pub(crate) pin_fingerprints: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -151,6 +151,22 @@ pub struct RouteConfig {
     pub upstream: usize,
     /// Overrides the global `[rate_limit]` for this route.
     pub rate_limit: Option<crate::ratelimit::Rate>,
+    /// When set, only client certificates with one of these keys or fingerprints may use the
+    /// route (on top of the policy).
+    pub pins: Option<Pins>,
+}
+
+/// Certificate pinning for a route: SPKI SHA-256 (base64) and certificate SHA-256 (lowercase hex).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    pub spki_sha256: Vec<String>,
+    pub fingerprints: Vec<String>,
+}
+
+impl Pins {
+    pub fn allows(&self, id: &crate::identity::PeerIdentity) -> bool {
+        self.spki_sha256.contains(&id.spki_sha256) || self.fingerprints.contains(&id.fingerprint_sha256)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -438,12 +438,14 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
         let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
         let rate_limit = r.rate_limit.as_ref().and_then(|l| rate(c, l));
         if let Some(upstream) = upstream {
+            let pins = pins(c, r);
             out.push(RouteConfig {
                 name: name.clone(),
                 host,
                 path_prefix,
                 upstream,
                 rate_limit,
+                pins,
             });
         }
     }
@@ -652,4 +654,45 @@ fn rate(c: &mut Collector<'_>, r: &Spanned<RawRate>) -> Option<crate::ratelimit:
             None
         }
     }
+}
+
+/// `pin_spki_sha256` (base64 of a 32-byte SHA-256) and `pin_fingerprints` (hex, `:` allowed).
+fn pins(c: &mut Collector<'_>, r: &RawRoute) -> Option<super::Pins> {
+    use base64::Engine;
+    if r.pin_spki_sha256.is_none() && r.pin_fingerprints.is_none() {
+        return None;
+    }
+    let mut pins = super::Pins::default();
+    for p in r.pin_spki_sha256.iter().flatten() {
+        match base64::engine::general_purpose::STANDARD.decode(p.get_ref().trim()) {
+            Ok(bytes) if bytes.len() == 32 => pins.spki_sha256.push(p.get_ref().trim().to_string()),
+            _ => c.push(
+                p.span(),
+                "pin_spki_sha256 entries are base64 SHA-256 hashes (44 characters), e.g. from `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`",
+            ),
+        }
+    }
+    for p in r.pin_fingerprints.iter().flatten() {
+        let hex: String = p
+            .get_ref()
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            pins.fingerprints.push(hex);
+        } else {
+            c.push(
+                p.span(),
+                "pin_fingerprints entries are SHA-256 certificate fingerprints (64 hex digits, `:` allowed)",
+            );
+        }
+    }
+    if pins.spki_sha256.is_empty() && pins.fingerprints.is_empty() {
+        c.push(
+            r.name.span(),
+            "route pins are empty: no client could use this route (remove the pin keys or add a pin)",
+        );
+    }
+    Some(pins)
 }

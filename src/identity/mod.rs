@@ -35,6 +35,9 @@ pub struct PeerIdentity {
     pub serial: String,
     /// SHA-256 of the certificate's DER, lowercase hex (Envoy's XFCC `Hash`).
     pub fingerprint_sha256: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, standard base64 (HPKP / Envoy `verify_certificate_spki`
+    /// format): stays the same across re-issuance with the same key.
+    pub spki_sha256: String,
     /// Validity bounds, seconds since the Unix epoch.
     pub not_before: i64,
     pub not_after: i64,
@@ -108,6 +111,10 @@ impl PeerIdentity {
             issuer: cert.issuer().to_string(),
             serial: hex(cert.raw_serial()),
             fingerprint_sha256: hex(&Sha256::digest(der)),
+            spki_sha256: {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(Sha256::digest(cert.public_key().raw))
+            },
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })

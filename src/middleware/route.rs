@@ -70,6 +70,16 @@ impl Check for Route {
         if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
             let _ = note.route.set(m.index);
         }
+        // A pinned route admits only the pinned keys/certificates, whatever the policy says.
+        if let Some(pins) = self.routes.get(m.index).and_then(|r| r.pins.as_ref()) {
+            let conn = req.extensions().get::<Arc<ConnCtx>>();
+            if !conn.is_some_and(|c| pins.allows(&c.identity)) {
+                return Err(ProxyError::Denied {
+                    rule: None,
+                    reason: "certificate-not-pinned",
+                });
+            }
+        }
         req.extensions_mut().insert(m);
         Ok(())
     }

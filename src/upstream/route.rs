@@ -9,6 +9,7 @@ pub struct Route {
     prefix: String,
     pub upstream: usize,
     pub rate_limit: Option<crate::ratelimit::Rate>,
+    pub pins: Option<crate::config::Pins>,
 }
 
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl RouteTable {
                 prefix: r.path_prefix.clone(),
                 upstream: r.upstream,
                 rate_limit: r.rate_limit,
+                pins: r.pins.clone(),
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -93,6 +95,7 @@ mod tests {
             path_prefix: prefix.into(),
             upstream: 0,
             rate_limit: None,
+            pins: None,
         }
     }
 

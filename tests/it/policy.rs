@@ -192,3 +192,104 @@ fn explain_names_the_deciding_rule_and_the_failed_condition() {
     let bad = explain(&pki, "client.pem", "https://localhost/a%2Fb", false);
     assert!(bad.contains("400 bad request"), "{bad}");
 }
+
+#[tokio::test]
+async fn a_pinned_route_admits_only_the_pinned_key_or_certificate() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let admin_spki = ztgate::identity::PeerIdentity::from_der(&pki.admin.der)
+        .unwrap()
+        .spki_sha256;
+    let client_fp = ztgate::identity::PeerIdentity::from_der(&pki.client.der)
+        .unwrap()
+        .fingerprint_sha256;
+    // Colon-separated uppercase, as `openssl x509 -fingerprint -sha256` prints it.
+    let client_fp_colons = client_fp
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    let upstream_url = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(ztgate::demo::echo_upstream(l));
+        url
+    };
+    let extra = format!(
+        r#"
+[[route]]
+name = "vault"
+path_prefix = "/vault"
+upstream = "app"
+pin_spki_sha256 = ["{admin_spki}"]
+
+[[route]]
+name = "ledger"
+path_prefix = "/ledger"
+upstream = "app"
+pin_fingerprints = ["{client_fp_colons}"]
+"#
+    );
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            upstream_url: Some(upstream_url),
+            audit: Some(format!("file = \"{}\"", log.display())),
+            extra,
+            ..Opts::default()
+        },
+    )
+    .await;
+    // The example policy lets the client reach everything but /admin: the pin still says no.
+    assert_eq!(
+        s.client().get(s.addr, "/vault/x").await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.admin_client().get(s.addr, "/vault/x").await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.client().get(s.addr, "/ledger/x").await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.admin_client().get(s.addr, "/ledger/x").await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+    // Unpinned routes are unaffected.
+    assert_eq!(s.client().get(s.addr, "/other").await.unwrap().status, StatusCode::OK);
+    s.stop().await;
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let denied: Vec<_> = recs.iter().filter(|r| r["decision"] == "deny").collect();
+    assert_eq!(denied.len(), 2, "{recs:?}");
+    assert!(
+        denied.iter().all(|r| r["reason"] == "certificate-not-pinned"),
+        "{denied:?}"
+    );
+    assert_eq!(denied[0]["route"], "vault");
+}
+
+#[test]
+fn bad_pins_are_config_errors_with_their_line() {
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:8080", "", "/")
+        + "\n[[route]]\nname = \"p\"\npath_prefix = \"/p\"\nupstream = \"app\"\npin_spki_sha256 = [\"not-base64!\"]\npin_fingerprints = [\"abcd\"]\n";
+    let path = pki.write("ztgate.toml", &cfg);
+    let err = ztgate::config::Config::load(&path).unwrap_err().to_string();
+    let line = |needle: &str| cfg.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    assert!(
+        err.contains(&format!(":{}:", line("pin_spki_sha256"))) && err.contains("base64 SHA-256"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(":{}:", line("pin_fingerprints"))) && err.contains("64 hex digits"),
+        "{err}"
+    );
+}
