@@ -150,3 +150,51 @@ async fn policy_reloads_under_load_fail_no_request() {
     assert!(reloads >= 3.0, "the policy was not reloaded under load: {reloads}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn certificate_rotations_under_load_fail_no_handshake_and_no_request() {
+    let mut s = Server::start(Opts {
+        tls_extra: "reload_interval = \"50ms\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let client = s.client();
+        let addr = s.addr;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // A new connection each time: every request exercises a handshake.
+                match client.get(addr, "/app").await {
+                    Ok(r) if r.status == StatusCode::OK => ok += 1,
+                    Ok(r) => failed.push(r.status.to_string()),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 0..6 {
+        let next = s.pki.issue(&ztgate::pki::LeafSpec::server(&format!("rotated-{i}")));
+        // Both files replaced atomically (rename), as kubelet and cert-manager do.
+        let (k, c) = (s.pki.path("server-key.pem.new"), s.pki.path("server.pem.new"));
+        std::fs::write(&k, &next.key_pem).unwrap();
+        std::fs::write(&c, &next.cert_pem).unwrap();
+        std::fs::rename(&k, s.pki.path("server-key.pem")).unwrap();
+        std::fs::rename(&c, s.pki.path("server.pem")).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (ok, failed) = w.await.unwrap();
+        assert!(failed.is_empty(), "failures during rotations: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 20, "too little load: {total}");
+    assert!(s.metrics().await.contains(r#"ztgate_tls_reload_total{result="ok"}"#));
+    s.stop().await;
+}

@@ -216,3 +216,38 @@ async fn an_identity_over_its_connection_cap_is_refused_while_others_connect() {
     assert!(freed);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn idle_connections_beyond_max_connections_wait_and_the_cap_holds() {
+    let mut s = Server::start(Opts {
+        listener_extra: "max_connections = 10".into(),
+        ..Opts::default()
+    })
+    .await;
+    // Ten idle, fully established mTLS connections take every slot.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        idle.push(s.client().tls_connect(tcp).await);
+    }
+    // The eleventh is accepted by the kernel but not served: its handshake does not complete.
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let client = s.client();
+    let mut waiting = tokio::spawn(async move { client.tls_connect(tcp).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), &mut waiting)
+            .await
+            .is_err(),
+        "an 11th connection was served past max_connections = 10"
+    );
+    // One idle client leaves: the waiting one is served.
+    drop(idle.pop());
+    let tls = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting connection was not served after a slot freed")
+        .unwrap();
+    drop(tls);
+    drop(idle);
+    assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
+    s.stop().await;
+}

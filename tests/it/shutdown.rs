@@ -67,3 +67,55 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
         "must exit within the 5s drain deadline"
     );
 }
+
+#[tokio::test]
+async fn sigterm_under_load_serves_no_error_and_exits_within_the_deadline() {
+    let pki = Pki::new();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, "", &upstream_url, "", "/") + "\n[log]\nformat = \"json\"\n";
+    let cfg_path = pki.write("ztgate.toml", &cfg);
+    let (child, addr) = spawn_daemon(&cfg_path);
+
+    // Eight clients, each a keep-alive connection sending back-to-back requests (some slow).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let client = Client::new(&pki.ca.cert_pem(), Some(&pki.client));
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = if w % 4 == 0 { "/slow/300" } else { "/app" };
+                match client.get(addr, path).await {
+                    Ok(r) if r.status == StatusCode::OK => ok += 1,
+                    Ok(r) => errors.push(r.status),
+                    // Refused or closed before a response: the listener is gone. Expected.
+                    Err(_) => break,
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    signal(&child, "TERM");
+    let started = Instant::now();
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (ok, errors) = w.await.unwrap();
+        assert!(errors.is_empty(), "error responses during the drain: {errors:?}");
+        total += ok;
+    }
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "drain took {took:?} (deadline 5s)");
+    assert!(total > 20, "too little load to mean anything: {total}");
+}
