@@ -118,6 +118,8 @@ def main():
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--tests", default="ka-h1,ka-h2,newconn,idle")
     ap.add_argument("--idle-conns", type=int, default=5000)
+    ap.add_argument("--fsync", default="batch", choices=["batch", "interval"], help="audit fsync policy of the full stack")
+    ap.add_argument("--no-audit", action="store_true", help="full stack without the audit log (to isolate its cost)")
     a = ap.parse_args()
     tests = a.tests.split(",")
 
@@ -130,10 +132,8 @@ def main():
         sh(zt, "certs", "dev", "--out", str(work / "pki"), stdout=subprocess.DEVNULL)
         allow_all = '[[rule]]\nid = "all"\neffect = "allow"\ntrust_domain = ["ztgate.dev"]\n'
         bare = config(work, "bare", BARE, allow_all, "")
-        full = config(work, "full", FULL, policy_1000(), f'''
-[audit]
-file = "{work}/audit/ztgate-audit.log"
-fsync = "batch"
+        audit = "" if a.no_audit else f'[audit]\nfile = "{work}/audit/ztgate-audit.log"\nfsync = "{a.fsync}"\n'
+        full = config(work, "full", FULL, policy_1000(), audit + f'''
 [rate_limit]
 requests_per_second = 1000000
 burst = 1000000
