@@ -251,3 +251,105 @@ async fn idle_connections_beyond_max_connections_wait_and_the_cap_holds() {
     assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
     s.stop().await;
 }
+
+/// Minimal HTTP/2 over mTLS for requests a well-behaved client library refuses to send.
+mod raw_h2 {
+    use super::*;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// HPACK "literal header field without indexing, new name" for each pair.
+    pub fn headers(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in pairs {
+            out.push(0x00);
+            out.push(n.len() as u8);
+            out.extend_from_slice(n.as_bytes());
+            out.push(v.len() as u8);
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+
+    /// What ztgate answered on stream 1: a response status byte (the first HPACK byte of its
+    /// HEADERS), `Err("reset")` for RST_STREAM/GOAWAY, or `Err("closed")`.
+    pub async fn exchange(s: &Server, frames: Vec<u8>) -> Result<u8, &'static str> {
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        let mut tls = s.client().tls_connect_h2(tcp).await;
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+        out.extend(frames);
+        tls.write_all(&out).await.unwrap();
+        let read = async {
+            loop {
+                let mut head = [0u8; 9];
+                if tls.read_exact(&mut head).await.is_err() {
+                    return Err("closed");
+                }
+                let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+                let (kind, flags) = (head[3], head[4]);
+                let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+                let mut payload = vec![0u8; len];
+                if tls.read_exact(&mut payload).await.is_err() {
+                    return Err("closed");
+                }
+                match (kind, stream) {
+                    (0x4, 0) if flags & 1 == 0 => {
+                        // Acknowledge the server's SETTINGS.
+                        let _ = tls.write_all(&frame(0x4, 1, 0, &[])).await;
+                    }
+                    (0x1, 1) => return Ok(payload.first().copied().unwrap_or(0)),
+                    (0x3, 1) | (0x7, _) => return Err("reset"),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .unwrap_or(Err("closed"))
+    }
+}
+
+#[tokio::test]
+async fn h2_requests_with_connection_specific_headers_or_a_lying_content_length_are_refused() {
+    use raw_h2::*;
+    let mut s = Server::start(Opts::default()).await;
+    let authority = format!("localhost:{}", s.addr.port());
+    let base = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":path", "/app"),
+            (":authority", authority.as_str()),
+        ];
+        pairs.extend_from_slice(extra);
+        headers(&pairs)
+    };
+    // Sanity: a plain request through this raw client gets 200 (HPACK static index 8, 0x88).
+    let ok = exchange(&s, frame(0x1, 0x5, 1, &base(&[]))).await;
+    assert_eq!(ok, Ok(0x88), "the raw h2 client itself must work");
+
+    // RFC 9113 8.2.2: connection-specific header fields make the request malformed.
+    for (name, value) in [
+        ("connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+    ] {
+        let r = exchange(&s, frame(0x1, 0x5, 1, &base(&[(name, value)]))).await;
+        assert_eq!(r, Err("reset"), "{name}: {value} must be refused, got {r:?}");
+    }
+    // content-length 10 but 3 bytes of DATA: malformed (RFC 9113 8.1.1), never forwarded as is.
+    let mut frames = frame(0x1, 0x4, 1, &base(&[("content-length", "10")]));
+    frames.extend(frame(0x0, 0x1, 1, b"abc"));
+    let r = exchange(&s, frames).await;
+    // Refused by a stream reset, or answered 400 (static index 12, 0x8c) if the body had
+    // started flowing upstream: never a 200.
+    assert!(r == Err("reset") || r == Ok(0x8c), "lying content-length: {r:?}");
+    s.stop().await;
+}

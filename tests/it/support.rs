@@ -341,6 +341,16 @@ impl Client {
             .unwrap()
     }
 
+    /// A TLS connection offering only h2.
+    pub async fn tls_connect_h2(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
     /// Like [`Client::tls_connect`], but a refused handshake is an error, not a panic.
     pub async fn try_tls_connect(&self, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
         let mut config = (*self.config).clone();
