@@ -198,3 +198,70 @@ async fn certificate_rotations_under_load_fail_no_handshake_and_no_request() {
     assert!(s.metrics().await.contains(r#"ztgate_tls_reload_total{result="ok"}"#));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_large_response_costs_bounded_memory() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // An upstream that would send 1 GiB as fast as it is allowed to.
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", l.local_addr().unwrap());
+    {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n").await;
+                    let chunk = vec![b'x'; 1 << 20];
+                    while s.write_all(&chunk).await.is_ok() {
+                        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+    }
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, "", &upstream_url, "", "/") + "\n[log]\nformat = \"json\"\n";
+    let cfg_path = pki.write("ztgate.toml", &cfg);
+    let (mut child, addr) = spawn_daemon(&cfg_path);
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = rss(child.id());
+
+    // Ask for the body, read only the first bytes, then stop reading.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let client = Client::new(&pki.ca.cert_pem(), Some(&pki.client));
+    let mut tls = client.tls_connect(tcp).await;
+    tls.write_all(format!("GET /big HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", addr.port()).as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = tls.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss(child.id());
+    let upstream_sent = sent.load(Ordering::Relaxed);
+    signal(&child, "KILL");
+    let _ = child.wait();
+    drop(tls);
+    let grew_kib = during.saturating_sub(before);
+    assert!(
+        grew_kib < 32 * 1024,
+        "ztgate buffered a stalled response: RSS grew {grew_kib} KiB"
+    );
+    assert!(
+        upstream_sent < 64 << 20,
+        "backpressure did not reach the upstream: it sent {} MiB",
+        upstream_sent >> 20
+    );
+}
