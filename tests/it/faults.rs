@@ -214,7 +214,9 @@ async fn a_client_that_stops_reading_a_large_response_costs_bounded_memory() {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let _ = s.read(&mut buf).await;
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n").await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n")
+                        .await;
                     let chunk = vec![b'x'; 1 << 20];
                     while s.write_all(&chunk).await.is_ok() {
                         sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
