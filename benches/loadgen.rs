@@ -44,6 +44,26 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The options of `load` and `idle`; they differ in what the count and the time are called.
+fn opts(args: &[String], count_flag: &str, count_default: usize, secs_flag: &str) -> Opts {
+    let url: Uri = arg::<String>(args, "--url")
+        .expect("--url is required")
+        .parse()
+        .expect("--url must be a URL");
+    Opts {
+        server_name: arg(args, "--server-name").unwrap_or_else(|| url.host().unwrap_or("localhost").to_string()),
+        url,
+        ca: arg(args, "--ca"),
+        cert: arg(args, "--cert"),
+        key: arg(args, "--key"),
+        concurrency: arg(args, count_flag).unwrap_or(count_default),
+        duration: Duration::from_secs_f64(arg(args, secs_flag).unwrap_or(10.0)),
+        h2: args.iter().any(|a| a == "--h2"),
+        streams: arg(args, "--streams").unwrap_or(8),
+        new_conn: args.iter().any(|a| a == "--new-conn"),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -55,46 +75,8 @@ fn main() {
             let listen: SocketAddr = arg(&args, "--listen").unwrap_or_else(|| ([127, 0, 0, 1], 18080).into());
             rt.block_on(upstream(listen));
         }
-        Some("load") => {
-            let url: Uri = arg::<String>(&args, "--url")
-                .expect("--url is required")
-                .parse()
-                .expect("--url must be a URL");
-            let opts = Opts {
-                server_name: arg(&args, "--server-name")
-                    .unwrap_or_else(|| url.host().unwrap_or("localhost").to_string()),
-                url,
-                ca: arg(&args, "--ca"),
-                cert: arg(&args, "--cert"),
-                key: arg(&args, "--key"),
-                concurrency: arg(&args, "-c").unwrap_or(64),
-                duration: Duration::from_secs_f64(arg(&args, "-d").unwrap_or(10.0)),
-                h2: args.iter().any(|a| a == "--h2"),
-                streams: arg(&args, "--streams").unwrap_or(8),
-                new_conn: args.iter().any(|a| a == "--new-conn"),
-            };
-            rt.block_on(load(opts));
-        }
-        Some("idle") => {
-            let url: Uri = arg::<String>(&args, "--url")
-                .expect("--url is required")
-                .parse()
-                .expect("--url must be a URL");
-            let opts = Opts {
-                server_name: arg(&args, "--server-name")
-                    .unwrap_or_else(|| url.host().unwrap_or("localhost").to_string()),
-                url,
-                ca: arg(&args, "--ca"),
-                cert: arg(&args, "--cert"),
-                key: arg(&args, "--key"),
-                concurrency: arg(&args, "--conns").unwrap_or(1000),
-                duration: Duration::from_secs_f64(arg(&args, "--hold").unwrap_or(10.0)),
-                h2: false,
-                streams: 1,
-                new_conn: false,
-            };
-            rt.block_on(idle(opts));
-        }
+        Some("load") => rt.block_on(load(opts(&args, "-c", 64, "-d"))),
+        Some("idle") => rt.block_on(idle(opts(&args, "--conns", 1000, "--hold"))),
         // `cargo bench` runs every bench target with `--bench`: nothing to do without a mode.
         _ => {}
     }
