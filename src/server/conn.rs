@@ -171,25 +171,24 @@ pub(super) async fn handle(
     tokio::pin!(conn);
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
     // after the current response, h2 with GOAWAY), then bounded by the drain timeout.
-    let why = tokio::select! {
+    let close = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 debug!(error = %e, "connection ended with an error");
             }
             return;
         }
-        _ = drain.wait_for(|d| *d) => None,
-        // Counted by whoever asked (certificate or policy reload), who knows how many.
-        () = registration.close.notified() => Some("asked"),
-        () = tokio::time::sleep_until(deadline) => Some(deadline_reason),
+        _ = drain.wait_for(|d| *d) => Close::Drain,
+        () = registration.close.notified() => Close::NoLongerTrusted,
+        () = tokio::time::sleep_until(deadline) => Close::Deadline(deadline_reason),
     };
-    match why {
-        Some("asked") => {}
-        Some(reason) => {
+    match close {
+        // Counted by the reload that asked, which knows how many it closed.
+        Close::Drain | Close::NoLongerTrusted => {}
+        Close::Deadline(reason) => {
             metrics::connections_closed(reason, 1);
             debug!(reason, "closing the connection");
         }
-        None => {}
     }
     conn.as_mut().graceful_shutdown();
     let grace = server.drain_timeout;
@@ -198,6 +197,16 @@ pub(super) async fn handle(
         Ok(Ok(())) => {}
         Err(_) => debug!("connection did not finish within the drain timeout; cut"),
     }
+}
+
+/// Why an established connection is being closed by ztgate.
+enum Close {
+    /// SIGTERM: the listener drains.
+    Drain,
+    /// A certificate/CRL or policy reload no longer trusts or allows this identity.
+    NoLongerTrusted,
+    /// The certificate's notAfter (`cert_expired`) or `max_connection_age` (`max_age`).
+    Deadline(&'static str),
 }
 
 /// The monotonic instant of a certificate's notAfter (Unix seconds). Far-future dates saturate.
