@@ -67,6 +67,14 @@ impl ProxyError {
         }
     }
 
+    /// A 429 telling the client to wait `wait`, in whole seconds rounded up (a client that waits
+    /// that long gets through).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        ProxyError::RateLimited {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        }
+    }
+
     /// Machine-readable reason code for logs and audit records (docs/audit.md).
     pub fn reason(&self) -> &'static str {
         match self {

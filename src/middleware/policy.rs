@@ -73,9 +73,7 @@ impl Check for PolicyCheck {
             if let Some(i) = decision.rule_index {
                 policy
                     .check_rule_limit(i, &conn.rate_key)
-                    .map_err(|wait| ProxyError::RateLimited {
-                        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                    })?;
+                    .map_err(ProxyError::rate_limited)?;
             }
             return Ok(());
         }

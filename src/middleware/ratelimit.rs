@@ -41,9 +41,6 @@ impl Check for RateLimit {
             .is_some_and(|s| s.penalized(super::anomaly::now_ms()));
         self.limits
             .check(route, &conn.rate_key, penalized)
-            .map_err(|wait| ProxyError::RateLimited {
-                // Whole seconds, rounded up: a client that waits this long gets through.
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            })
+            .map_err(ProxyError::rate_limited)
     }
 }
