@@ -8,14 +8,6 @@ use ztgate::audit::verify;
 
 use crate::support::*;
 
-fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn every_request_and_refused_handshake_is_recorded_exactly_once_with_a_valid_chain() {
     let pki = Pki::new();
@@ -51,7 +43,7 @@ async fn every_request_and_refused_handshake_is_recorded_exactly_once_with_a_val
     s.stop().await;
 
     let v = verify(&[log.as_path()]).unwrap();
-    let recs = records(&log);
+    let recs = audit_records(&log);
     assert_eq!(v.records as usize, recs.len());
     let requests: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "request").collect();
     assert_eq!(requests.len(), N, "exactly one record per request");
@@ -120,7 +112,7 @@ async fn a_full_disk_refuses_requests_with_503_until_the_log_is_writable_again()
     assert_eq!(s.admin_get("/readyz").await.0, 200);
     s.stop().await;
 
-    let recs = records(&real);
+    let recs = audit_records(&real);
     verify(&[real.as_path()]).unwrap();
     assert!(
         recs.iter().any(|r| r["path"] == "/first" && r["status"] == 200),
@@ -231,7 +223,10 @@ async fn a_burst_of_denials_is_flagged_as_an_anomaly_and_normal_traffic_is_not()
         );
     }
     s.stop().await;
-    let anomalies: Vec<serde_json::Value> = records(&log).into_iter().filter(|r| r["kind"] == "anomaly").collect();
+    let anomalies: Vec<serde_json::Value> = audit_records(&log)
+        .into_iter()
+        .filter(|r| r["kind"] == "anomaly")
+        .collect();
     assert_eq!(anomalies.len(), 1, "one flag (then cooldown): {anomalies:?}");
     assert_eq!(anomalies[0]["anomaly"], "deny_burst");
     assert_eq!(anomalies[0]["identity"]["spiffe_id"], CLIENT_ID);

@@ -35,14 +35,6 @@ async fn bad_upstream(reply: &'static [u8]) -> String {
     url
 }
 
-fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn an_upstream_answering_garbage_is_502_with_an_audit_record() {
     let pki = Pki::new();
@@ -66,7 +58,7 @@ async fn an_upstream_answering_garbage_is_502_with_an_audit_record() {
     );
     assert!(!r.body.contains("SSH"), "nothing from the upstream leaks: {}", r.body);
     s.stop().await;
-    let recs = records(&log);
+    let recs = audit_records(&log);
     let req = recs.iter().find(|r| r["kind"] == "request").unwrap();
     assert_eq!(req["status"], 502, "{req}");
     assert_eq!(req["reason"], "upstream-failed", "{req}");

@@ -36,14 +36,6 @@ async fn get_behind_balancer(s: &Server, prefix: &[u8], path: &str) -> Result<(S
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn proxy_protocol_v2_source_address_reaches_policy_upstream_and_audit() {
     let pki = Pki::new();
@@ -114,7 +106,7 @@ source_cidr = ["203.0.113.0/24"]
     );
     s.stop().await;
 
-    let recs = records(&log);
+    let recs = audit_records(&log);
     let peers: Vec<&str> = recs
         .iter()
         .filter(|r| r["kind"] == "request")

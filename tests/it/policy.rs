@@ -261,11 +261,7 @@ pin_fingerprints = ["{client_fp_colons}"]
     // Unpinned routes are unaffected.
     assert_eq!(s.client().get(s.addr, "/other").await.unwrap().status, StatusCode::OK);
     s.stop().await;
-    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs = audit_records(&log);
     let denied: Vec<_> = recs.iter().filter(|r| r["decision"] == "deny").collect();
     assert_eq!(denied.len(), 2, "{recs:?}");
     assert!(

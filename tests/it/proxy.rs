@@ -314,11 +314,7 @@ paths = ["/**"]
         );
     }
     s.stop().await;
-    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs = audit_records(&log);
     let limited = recs.iter().find(|r| r["status"] == 429).unwrap();
     assert_eq!(limited["reason"], "rate-limited", "{limited}");
     assert_eq!(limited["rule"], "reports-limited", "{limited}");

@@ -488,3 +488,12 @@ pub fn signal(child: &std::process::Child, signal: &str) {
         .unwrap();
     assert!(ok.success());
 }
+
+/// The audit log's records, parsed (one JSON object per line).
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
