@@ -85,15 +85,12 @@ fn is_normal(path: &str) -> bool {
 }
 
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
-    // The caller has refused every non-ASCII byte, so pushing bytes as chars is exact.
+    // `normalize` has refused every non-ASCII byte, so pushing bytes as chars is exact.
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if !b.is_ascii() {
-            return Err(PathError::InvalidCharacter);
-        }
         if b != b'%' {
             out.push(char::from(b));
             i += 1;

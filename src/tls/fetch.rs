@@ -166,21 +166,22 @@ impl CrlFetcher {
     }
 }
 
-/// DER (one CRL) or PEM (one or more `X509 CRL` blocks).
+/// DER (one CRL, a SEQUENCE: first byte 0x30) or PEM (one or more `X509 CRL` blocks); anything
+/// else, e.g. an HTML error page, is read as PEM and has no block.
 fn decode(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    if body.starts_with(b"-----BEGIN") || body.iter().take(64).all(|b| b.is_ascii()) && !body.is_empty() {
-        let ders: Vec<Vec<u8>> = CertificateRevocationListDer::pem_slice_iter(body)
-            .map(|r| r.map(|d| d.as_ref().to_vec()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        if ders.is_empty() {
-            return Err("no `-----BEGIN X509 CRL-----` block".into());
+    match body.first() {
+        None => Err("empty body".into()),
+        Some(0x30) => Ok(vec![body.to_vec()]),
+        Some(_) => {
+            let ders: Vec<Vec<u8>> = CertificateRevocationListDer::pem_slice_iter(body)
+                .map(|r| r.map(|d| d.as_ref().to_vec()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            if ders.is_empty() {
+                return Err("no `-----BEGIN X509 CRL-----` block".into());
+            }
+            Ok(ders)
         }
-        Ok(ders)
-    } else if body.is_empty() {
-        Err("empty body".into())
-    } else {
-        Ok(vec![body.to_vec()])
     }
 }
 
