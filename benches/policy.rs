@@ -77,6 +77,8 @@ fn bench_policy(c: &mut Criterion) {
             route: Some("default"),
             headers: &headers,
             source_ip: source,
+            posture: None,
+            user: None,
         };
         assert!(
             policy.evaluate(&facts).allowed,

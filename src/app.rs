@@ -32,6 +32,12 @@ pub enum AppError {
     },
     #[error("initial CRL download failed (the CRL file does not exist yet, so ztgate cannot start): {0}")]
     CrlFetch(#[from] crate::tls::CrlFetchError),
+    #[error("{0}")]
+    Posture(#[from] crate::posture::PostureError),
+    #[error(
+        "policy {0} states posture requirements but the config has no [posture] provider (every such rule would deny)"
+    )]
+    PostureNotConfigured(std::path::PathBuf),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -69,6 +75,8 @@ pub struct Prepared {
     pub server: Arc<Server>,
     pub policy: Arc<PolicyStore>,
     pub limits: Arc<crate::ratelimit::Limits>,
+    /// Posture and user-token files to watch for changes.
+    pub reloadables: Vec<crate::posture::Reloadable>,
 }
 
 /// Loads everything the data path needs: TLS material, policy, upstream clients. Used by `run`
@@ -82,8 +90,45 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     let forward = Forward::new(cfg, routes.clone())
         .map_err(|e| errors.push(e.into()))
         .ok();
-    match (tls, policy, forward) {
-        (Some(tls), Some(policy), Some(forward)) => {
+    let posture = cfg
+        .posture
+        .as_ref()
+        .map(|p| crate::posture::build(p).map(|b| (b, p.device_id)))
+        .transpose()
+        .map_err(|e| errors.push(e.into()))
+        .ok();
+    let user_auth = cfg
+        .user_auth
+        .as_ref()
+        .map(|u| crate::user::UserAuth::load(u).map(Arc::new))
+        .transpose()
+        .map_err(|e| errors.push(e.into()))
+        .ok();
+    // Rules with posture requirements and no provider would deny every request they cover:
+    // refuse to start rather than let the operator find out from 403s.
+    if let Some(p) = &policy
+        && p.uses_posture()
+        && cfg.posture.is_none()
+    {
+        errors.push(AppError::PostureNotConfigured(p.source.clone()));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    match (tls, policy, forward, posture, user_auth) {
+        (Some(tls), Some(policy), Some(forward), Some(posture), Some(user_auth)) => {
+            let mut reloadables = Vec::new();
+            let posture = posture.map(|(built, device_id)| {
+                reloadables.extend(built.reloadable);
+                middleware::posture::PostureSetup {
+                    provider: built.provider,
+                    device_id,
+                    consumed_header: built.consumed_header,
+                }
+            });
+            if let Some(u) = &user_auth {
+                reloadables.push(crate::posture::Reloadable::User(u.clone()));
+            }
             let policy = PolicyStore::new(policy);
             let request_metrics = metrics::RequestMetrics::register(routes.names());
             let penalty = cfg.anomaly.as_ref().and_then(|a| a.tighten.map(|(rate, _)| rate));
@@ -102,11 +147,14 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 upstream_names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
                 detector: detector.clone(),
                 limits: limits.clone(),
+                posture,
+                user_auth,
             });
             Ok(Prepared {
                 server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector, cfg.drain_timeout),
                 policy,
                 limits,
+                reloadables,
             })
         }
         _ => Err(errors),
@@ -144,7 +192,16 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             (Auditor::disabled(), None)
         }
     };
-    let Prepared { server, policy, limits } = prepare(&cfg, auditor.clone())?;
+    let Prepared {
+        server,
+        policy,
+        limits,
+        reloadables,
+    } = prepare(&cfg, auditor.clone())?;
+    let posture_interval = match cfg.posture.as_ref().map(|p| &p.provider) {
+        Some(crate::posture::ProviderConfig::Inventory { reload_interval, .. }) => *reload_interval,
+        _ => std::time::Duration::from_secs(5),
+    };
     let ready = admin::Readiness::default();
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = listeners.admin.map(|l| {
@@ -185,6 +242,15 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             let _ = rx.wait_for(|stop| *stop).await;
         }))
     };
+    let posture_tasks: Vec<_> = reloadables
+        .into_iter()
+        .map(|item| {
+            let mut rx = admin_stopped.clone();
+            tokio::spawn(reload::watch_posture(item, posture_interval, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }))
+        })
+        .collect();
     let crl_fetch_task = (!cfg.tls.crl_sources.is_empty()).then(|| {
         let mut rx = admin_stopped.clone();
         tokio::spawn(reload::fetch_crls(
@@ -220,6 +286,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     let _ = reload_task.await;
     let _ = tls_reload_task.await;
     if let Some(t) = crl_fetch_task {
+        let _ = t.await;
+    }
+    for t in posture_tasks {
         let _ = t.await;
     }
     let _ = expiry_task.await;
@@ -325,6 +394,10 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
         route: Some(&route.name),
         headers: &headers,
         source_ip: req.source_ip,
+        // `explain` has no device or user: posture requirements show as unavailable and user
+        // conditions as unmet.
+        posture: None,
+        user: None,
     };
     let explanation = policy.explain(&facts);
     let status = if explanation.decision.allowed { 200 } else { 403 };

@@ -17,6 +17,9 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub enum ProxyError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    /// A route that needs a user got no valid user token.
+    #[error("user not authenticated: {reason}")]
+    Unauthenticated { reason: &'static str },
     #[error("denied by policy (rule {}, reason {reason})", rule.as_deref().unwrap_or("none"))]
     Denied { rule: Option<String>, reason: &'static str },
     #[error("Host {host:?} does not match TLS SNI {sni:?}")]
@@ -56,6 +59,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -80,6 +84,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::Denied { reason, .. } => reason,
+            ProxyError::Unauthenticated { reason } => reason,
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::MisdirectedRequest { .. } => "misdirected-request",
             ProxyError::RateLimited { .. } => "rate-limited",
@@ -100,6 +105,7 @@ impl ProxyError {
         let text = match self {
             ProxyError::BadRequest(_) => "bad request",
             ProxyError::Denied { .. } => "access denied",
+            ProxyError::Unauthenticated { .. } => "authentication required",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::MisdirectedRequest { .. } => "misdirected request",
             ProxyError::RateLimited { .. } => "rate limited",
@@ -119,8 +125,20 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(crate::upstream::headers::X_REQUEST_ID, request_id.clone());
-        if let ProxyError::RateLimited { retry_after_secs } = self {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        match self {
+            ProxyError::RateLimited { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // RFC 6750: say a bearer token is expected, and whether the one sent was refused.
+            ProxyError::Unauthenticated { reason } => {
+                let v = if *reason == "user-token-missing" {
+                    "Bearer realm=\"ztgate\""
+                } else {
+                    "Bearer realm=\"ztgate\", error=\"invalid_token\""
+                };
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            _ => {}
         }
         resp
     }

@@ -208,7 +208,37 @@ pub async fn fetch_crls(
     }
 }
 
-/// The reload loop shared by the policy and the certificates.
+/// Watches a posture inventory or JWKS file like the policy: reloads it on SIGHUP or change; a
+/// broken file keeps the current one, logged and counted.
+pub async fn watch_posture(item: crate::posture::Reloadable, interval: Duration, shutdown: impl Future<Output = ()>) {
+    let what = item.what();
+    watch_files(what, vec![item.path()], interval, shutdown, || {
+        let item = item.clone();
+        async move {
+            let path = item.path();
+            match tokio::task::spawn_blocking(move || item.reload()).await {
+                Ok(Ok(n)) => {
+                    metrics::posture_reload(true);
+                    info!(what, entries = n, file = %path.display(), "reloaded");
+                    true
+                }
+                Ok(Err(e)) => {
+                    metrics::posture_reload(false);
+                    error!(error = %e, "{what} reload rejected, keeping the current one");
+                    false
+                }
+                Err(e) => {
+                    metrics::posture_reload(false);
+                    error!(error = %e, "{what} reload task failed, keeping the current one");
+                    false
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// The reload loop shared by the policy, the certificates and the posture files.
 async fn watch_files<F, Fut>(
     what: &'static str,
     files: Vec<PathBuf>,

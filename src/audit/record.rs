@@ -61,11 +61,26 @@ pub struct RequestRecord<'a> {
     pub reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Shadow<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posture: Option<Posture<'a>>,
     pub status: u16,
     /// Response body size when the response declared it (`content-length`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
     pub duration_us: u64,
+}
+
+/// The posture verdict on a request that needed one.
+#[derive(Serialize)]
+pub struct Posture<'a> {
+    pub provider: &'a str,
+    /// `found`, or why the device's posture is unavailable (`device-unknown`, `service-down`, ...).
+    pub result: &'a str,
+    /// The requirement the device failed, when that decided the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -96,6 +111,12 @@ pub struct Note {
     /// Deciding rule id and reason code.
     pub verdict: OnceLock<(Option<String>, &'static str)>,
     pub shadow: OnceLock<(String, &'static str)>,
+    /// Posture provider and lookup result (`found` or why posture is unavailable).
+    pub posture: OnceLock<(&'static str, &'static str)>,
+    /// The requirement a device failed, when that denied the request.
+    pub posture_failed: OnceLock<&'static str>,
+    /// The authenticated user, on routes with user authentication.
+    pub user: OnceLock<std::sync::Arc<crate::user::User>>,
 }
 
 /// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-23T08:45:37.123456Z`.

@@ -22,6 +22,8 @@ pub(crate) struct RawConfig {
     pub(crate) audit: Option<RawAudit>,
     pub(crate) rate_limit: Option<Spanned<RawRate>>,
     pub(crate) anomaly: Option<RawAnomaly>,
+    pub(crate) posture: Option<Spanned<RawPosture>>,
+    pub(crate) user_auth: Option<Spanned<RawUserAuth>>,
     pub(crate) shutdown: Option<RawShutdown>,
     pub(crate) log: Option<RawLog>,
 }
@@ -104,6 +106,40 @@ pub(crate) struct RawRoute {
     pub(crate) rate_limit: Option<Spanned<RawRate>>,
     pub(crate) pin_spki_sha256: Option<Vec<Spanned<String>>>,
     pub(crate) pin_fingerprints: Option<Vec<Spanned<String>>>,
+    pub(crate) user: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPosture {
+    pub(crate) provider: Spanned<String>,
+    pub(crate) device_id: Option<Spanned<String>>,
+    // inventory
+    pub(crate) file: Option<Spanned<String>>,
+    pub(crate) reload_interval: Option<Spanned<String>>,
+    // service
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) cache_ttl: Option<Spanned<String>>,
+    pub(crate) stale_if_error: Option<Spanned<String>>,
+    pub(crate) max_entries: Option<Spanned<i64>>,
+    pub(crate) ca: Option<Spanned<String>>,
+    // assertion
+    pub(crate) header: Option<Spanned<String>>,
+    pub(crate) jwks: Option<Spanned<String>>,
+    pub(crate) issuer: Option<Spanned<String>>,
+    pub(crate) audience: Option<Spanned<String>>,
+    pub(crate) algorithms: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUserAuth {
+    pub(crate) jwks: Spanned<String>,
+    pub(crate) issuer: Spanned<String>,
+    pub(crate) audience: Spanned<String>,
+    pub(crate) algorithms: Option<Vec<Spanned<String>>>,
+    pub(crate) require_binding: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,10 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditConfig>,
     /// Anomaly detection; `None` unless an `[anomaly]` table enables it.
     pub anomaly: Option<crate::anomaly::AnomalyConfig>,
+    /// Device posture; `None` unless a `[posture]` table configures a provider.
+    pub posture: Option<crate::posture::PostureConfig>,
+    /// User tokens; `None` unless a `[user_auth]` table configures them.
+    pub user_auth: Option<crate::user::UserAuthConfig>,
     /// How long in-flight requests may run after SIGTERM before connections are cut.
     pub drain_timeout: Duration,
     pub log: LogConfig,
@@ -154,6 +158,19 @@ pub struct RouteConfig {
     /// When set, only client certificates with one of these keys or fingerprints may use the
     /// route (on top of the policy).
     pub pins: Option<Pins>,
+    /// Whether requests on this route must (or may) carry a user token (`[user_auth]`).
+    pub user: UserMode,
+}
+
+/// User authentication on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserMode {
+    /// Tokens are not looked at (and `Authorization` goes upstream untouched).
+    Off,
+    /// A token, if sent, must be valid; requests without one have no user.
+    Optional,
+    /// Every request needs a valid token (else 401).
+    Required,
 }
 
 /// Certificate pinning for a route: SPKI SHA-256 (base64) and certificate SHA-256 (lowercase hex).

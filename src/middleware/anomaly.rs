@@ -79,7 +79,10 @@ where
         Box::pin(async move {
             let result = fut.await;
             if let Some(stats) = &conn.anomaly {
-                let denied = matches!(result, Err(ProxyError::Denied { .. }));
+                let denied = matches!(
+                    result,
+                    Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. })
+                );
                 let route = note.as_ref().and_then(|n| n.route.get().copied());
                 for flag in detector.request(stats, route, denied, now_ms()) {
                     report(&auditor, &conn, &flag).await;

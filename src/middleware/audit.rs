@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, RequestId};
 use crate::audit::Auditor;
-use crate::audit::record::{Identity, Note, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
+use crate::audit::record::{Identity, Note, Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
 use crate::error::{ProxyBody, ProxyError};
 use crate::server::ConnCtx;
 use crate::upstream::RouteTable;
@@ -107,6 +107,7 @@ where
                     ("allow", rule, "allowed", resp.status().as_u16(), bytes)
                 }
                 Err(ProxyError::Denied { rule, reason }) => ("deny", rule.as_deref(), *reason, 403, None),
+                Err(ProxyError::Unauthenticated { reason }) => ("deny", None, *reason, 401, None),
                 // The rule is set when a rule's own rate limit refused (the global and route
                 // limits run before the policy, so they have none).
                 Err(e @ ProxyError::RateLimited { .. }) => (
@@ -141,6 +142,12 @@ where
                 rule,
                 reason,
                 shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
+                user: note.user.get().map(|u| u.sub.as_str()),
+                posture: note.posture.get().map(|(provider, result)| Posture {
+                    provider,
+                    result,
+                    failed: note.posture_failed.get().copied(),
+                }),
                 status,
                 bytes,
                 duration_us: started.elapsed().as_micros() as u64,

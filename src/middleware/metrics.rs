@@ -65,7 +65,9 @@ where
             let result = fut.await;
             let (status, outcome) = match &result {
                 Ok(resp) => (resp.status(), Outcome::Allow),
-                Err(e @ ProxyError::Denied { .. }) => (e.status(), Outcome::Deny),
+                Err(e @ (ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. })) => {
+                    (e.status(), Outcome::Deny)
+                }
                 Err(e @ ProxyError::RateLimited { .. }) => (e.status(), Outcome::RateLimited),
                 Err(e) => {
                     metrics.upstream_error(e);

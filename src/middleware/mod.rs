@@ -1,7 +1,7 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► audit ─► anomaly ─► sanitize ─► route ─► rate limit ─► policy
-//! ─► forward
+//! trace + request id ─► metrics ─► audit ─► anomaly ─► sanitize ─► route ─► user ─► rate limit
+//! ─► posture ─► policy ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
 //! [`ProxyError::into_response`](crate::error::ProxyError::into_response), the only place that
@@ -12,10 +12,12 @@ pub mod audit;
 pub mod check;
 pub mod metrics;
 pub mod policy;
+pub mod posture;
 pub mod ratelimit;
 pub mod route;
 pub mod sanitize;
 pub mod trace;
+pub mod user;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,7 +48,13 @@ pub type Stack = trace::Trace<
             anomaly::Anomaly<
                 Checked<
                     sanitize::Sanitize,
-                    Checked<route::Route, Checked<ratelimit::RateLimit, Checked<policy::PolicyCheck, Forward>>>,
+                    Checked<
+                        route::Route,
+                        Checked<
+                            user::UserCheck,
+                            Checked<ratelimit::RateLimit, posture::Posture<Checked<policy::PolicyCheck, Forward>>>,
+                        >,
+                    >,
                 >,
             >,
         >,
@@ -66,6 +74,8 @@ pub struct Parts {
     pub upstream_names: Arc<[String]>,
     pub detector: Option<Arc<crate::anomaly::Detector>>,
     pub limits: Arc<crate::ratelimit::Limits>,
+    pub posture: Option<posture::PostureSetup>,
+    pub user_auth: Option<Arc<crate::user::UserAuth>>,
 }
 
 pub fn stack(p: Parts) -> Stack {
@@ -80,7 +90,9 @@ pub fn stack(p: Parts) -> Stack {
         .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
         .layer(CheckLayer(sanitize::Sanitize))
         .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
+        .layer(CheckLayer(user::UserCheck::new(p.user_auth, p.routes.clone())))
         .layer(CheckLayer(ratelimit::RateLimit::new(p.limits)))
+        .layer(posture::PostureLayer::new(p.posture, p.policy.clone()))
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)
 }

@@ -48,7 +48,16 @@ impl Check for PolicyCheck {
             route: self.routes.get(route.index).map(|r| r.name.as_str()),
             headers: req.headers(),
             source_ip: conn.peer_addr.ip(),
+            posture: ext.get::<crate::posture::PostureFacts>().map(|p| &p.0),
+            user: ext.get::<Arc<crate::user::User>>().map(|u| &**u),
         });
+        if let Some(failed) = decision.posture_failed {
+            crate::telemetry::metrics::posture_denied(failed);
+            if let Some(note) = ext.get::<Arc<crate::audit::record::Note>>() {
+                let _ = note.posture_failed.set(failed);
+            }
+            info!(rule = decision.rule, failed, "device failed a posture requirement");
+        }
         if let Some(note) = ext.get::<Arc<crate::audit::record::Note>>() {
             let _ = note
                 .verdict

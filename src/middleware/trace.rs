@@ -72,6 +72,7 @@ where
             http.method = %req.method(),
                         http.path = req.uri().path(),
             route = tracing::field::Empty,
+            user = tracing::field::Empty,
             decision = tracing::field::Empty,
             http.status = tracing::field::Empty,
         );
@@ -94,7 +95,7 @@ where
                     "decision",
                     match &result {
                         Ok(_) => "allow",
-                        Err(ProxyError::Denied { .. }) => "deny",
+                        Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. }) => "deny",
                         Err(ProxyError::RateLimited { .. }) => "rate_limited",
                         Err(_) => "error",
                     },
@@ -103,7 +104,10 @@ where
                     Ok(resp) => resp,
                     Err(err) => {
                         match &err {
-                            ProxyError::Denied { .. } | ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => {
+                            ProxyError::Denied { .. }
+                            | ProxyError::Unauthenticated { .. }
+                            | ProxyError::NoRoute { .. }
+                            | ProxyError::BadRequest(_) => {
                                 info!(error = %err, "request rejected");
                             }
                             _ => warn!(error = %err, "request failed"),

@@ -90,14 +90,23 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
                 Mode::Enforce
             }
         };
-        // Fail closed on requirements this build cannot enforce: silently ignoring a posture
-        // requirement would allow what the operator meant to deny.
-        if let Some(v) = &r.meta.posture {
-            c.push(
-                v.span(),
-                "`posture` is not supported by this version of ztgate; remove it",
-            );
-        }
+        let posture = r.meta.posture.as_ref().and_then(|v| {
+            // On a deny rule a requirement has no clear meaning (deny healthy devices?): refuse.
+            if effect != Effect::Allow {
+                c.push(
+                    v.span(),
+                    "`posture` states what an allow rule requires of the device: use it on an allow rule",
+                );
+                return None;
+            }
+            match posture_requirement(v.get_ref()) {
+                Ok(req) => Some(req),
+                Err(e) => {
+                    c.push(v.span(), e);
+                    None
+                }
+            }
+        });
         let rate_limit = r.meta.rate_limit.as_ref().and_then(|v| {
             if effect != Effect::Allow || mode != Mode::Enforce {
                 c.push(
@@ -129,6 +138,7 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
             span: r.span,
             cond,
             rate_limit,
+            posture,
         });
     }
     if c.is_empty()
@@ -205,6 +215,10 @@ impl Ctx<'_, '_> {
             ("headers", raw.headers.is_some()),
             ("headers_present", raw.headers_present.is_some()),
             ("source_cidr", raw.source_cidr.is_some()),
+            ("user_sub", raw.user_sub.is_some()),
+            ("user_email", raw.user_email.is_some()),
+            ("user_groups", raw.user_groups.is_some()),
+            ("user_mfa", raw.user_mfa.is_some()),
             ("all", raw.all.is_some()),
             ("any", raw.any.is_some()),
             ("not", raw.not.is_some()),
@@ -242,6 +256,12 @@ impl Ctx<'_, '_> {
         )
         .map_err(|_| format!("invalid header name `{s}`")));
         list!(raw.source_cidr, SourceCidr, Cidr::parse);
+        list!(raw.user_sub, UserSub, |s: &str| Ok(s.to_string()));
+        list!(raw.user_email, UserEmail, |s: &str| Ok(s.to_string()));
+        list!(raw.user_groups, UserGroups, |s: &str| Ok(s.to_string()));
+        if let Some(mfa) = raw.user_mfa {
+            tests.push(Test::UserMfa(mfa));
+        }
         if let Some(all) = raw.all {
             tests.push(Test::All(all.into_iter().map(|c| self.cond(c.into_inner())).collect()));
         }
@@ -266,6 +286,71 @@ impl Ctx<'_, '_> {
             }
         }
     }
+}
+
+/// `posture = { managed = true, disk_encrypted = true, firewall = true, os = ["macos"],
+/// min_os_version = "14.2", max_staleness = "24h", tags = ["corp"] }`.
+fn posture_requirement(v: &toml::Value) -> Result<crate::posture::Requirement, String> {
+    use crate::posture::{Requirement, Version};
+    const KEYS: [&str; 7] = [
+        "managed",
+        "disk_encrypted",
+        "firewall",
+        "os",
+        "min_os_version",
+        "max_staleness",
+        "tags",
+    ];
+    let t = v
+        .as_table()
+        .ok_or("`posture` must be a table, e.g. posture = { managed = true }")?;
+    let mut req = Requirement::default();
+    for (k, v) in t {
+        let flag = || v.as_bool().ok_or(format!("posture.{k} must be true or false"));
+        let strings = || -> Result<Vec<String>, String> {
+            match v {
+                toml::Value::String(s) => Ok(vec![s.clone()]),
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(format!("posture.{k} must be a list of strings")),
+                _ => Err(format!("posture.{k} must be a list of strings")),
+            }
+        };
+        match k.as_str() {
+            "managed" => req.managed = Some(flag()?),
+            "disk_encrypted" => req.disk_encrypted = Some(flag()?),
+            "firewall" => req.firewall = Some(flag()?),
+            "os" => req.os = strings()?.iter().map(|o| o.to_ascii_lowercase()).collect(),
+            "tags" => req.tags = strings()?,
+            "min_os_version" => {
+                let s = v
+                    .as_str()
+                    .ok_or("posture.min_os_version must be a string, e.g. \"14.2\"")?;
+                req.min_os_version =
+                    Some(Version::parse(s).ok_or(format!("posture.min_os_version `{s}` is not a dotted version"))?);
+            }
+            "max_staleness" => {
+                let s = v
+                    .as_str()
+                    .ok_or("posture.max_staleness must be a duration, e.g. \"24h\"")?;
+                req.max_staleness = Some(crate::diag::parse_duration(s)?);
+            }
+            other => {
+                let hint =
+                    crate::diag::closest(other, &KEYS).map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));
+                return Err(format!(
+                    "unknown posture requirement `{other}`{hint}; known: {}",
+                    KEYS.join(", ")
+                ));
+            }
+        }
+    }
+    if req == Requirement::default() {
+        return Err("`posture = {}` requires nothing; state at least one requirement".into());
+    }
+    Ok(req)
 }
 
 fn spiffe_pattern(p: &str) -> Result<SpiffePattern, String> {
@@ -416,6 +501,8 @@ fn values(t: &Test) -> Option<Vec<String>> {
         Test::Path(v) => v.iter().map(|g| format!("{g:?}")).collect(),
         Test::Dns(v) | Test::Host(v) => v.iter().map(|p| format!("{p:?}")).collect(),
         Test::SourceCidr(v) => v.iter().map(|c| format!("{c:?}")).collect(),
+        Test::UserSub(v) | Test::UserEmail(v) | Test::UserGroups(v) => v.clone(),
+        Test::UserMfa(b) => vec![b.to_string()],
         Test::Group(v) => v.iter().map(ToString::to_string).collect(),
         Test::HeaderEq(_) | Test::HeaderPresent(_) | Test::All(_) | Test::Any(_) | Test::Not(_) => return None,
     })

@@ -21,6 +21,11 @@ pub struct RequestFacts<'a> {
     pub route: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub source_ip: IpAddr,
+    /// The device's posture, when the posture layer looked it up (`None`: no provider or the
+    /// policy needs none; every posture requirement then fails).
+    pub posture: Option<&'a crate::posture::PostureResult>,
+    /// The verified user token's claims, on routes with user authentication.
+    pub user: Option<&'a crate::user::User>,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +138,13 @@ pub(crate) enum Test {
     HeaderEq(Vec<(HeaderName, HeaderValue)>),
     HeaderPresent(Vec<HeaderName>),
     SourceCidr(Vec<Cidr>),
+    UserSub(Vec<String>),
+    /// Exact addresses, or `@domain`.
+    UserEmail(Vec<String>),
+    /// Any of these groups.
+    UserGroups(Vec<String>),
+    /// `amr` contains (or, with `false`, lacks) `mfa`.
+    UserMfa(bool),
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
@@ -159,6 +171,10 @@ impl Test {
             Test::HeaderEq(_) => "headers",
             Test::HeaderPresent(_) => "headers_present",
             Test::SourceCidr(_) => "source_cidr",
+            Test::UserSub(_) => "user_sub",
+            Test::UserEmail(_) => "user_email",
+            Test::UserGroups(_) => "user_groups",
+            Test::UserMfa(_) => "user_mfa",
             Test::All(_) => "all",
             Test::Any(_) => "any",
             Test::Not(_) => "not",
@@ -178,12 +194,7 @@ impl Test {
                 .is_some_and(|id| tds.iter().any(|t| t == id.trust_domain())),
             Test::Cn(cns) => p.common_name.as_ref().is_some_and(|cn| cns.contains(cn)),
             Test::Dns(pats) => p.dns.iter().any(|d| pats.iter().any(|pat| pat.matches(d))),
-            Test::Email(list) => p.emails.iter().any(|e| {
-                list.iter().any(|want| match want.strip_prefix('@') {
-                    Some(domain) => e.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)),
-                    None => want.eq_ignore_ascii_case(e),
-                })
-            }),
+            Test::Email(list) => p.emails.iter().any(|e| email_matches(list, e)),
             Test::Org(list) => p.organizations.iter().any(|o| list.contains(o)),
             Test::Ou(list) => p.organizational_units.iter().any(|o| list.contains(o)),
             Test::Issuer(list) => list.contains(&p.issuer),
@@ -198,11 +209,25 @@ impl Test {
                 .all(|(n, v)| f.headers.get_all(n).iter().any(|have| have == v)),
             Test::HeaderPresent(list) => list.iter().all(|n| f.headers.contains_key(n)),
             Test::SourceCidr(list) => list.iter().any(|c| c.contains(f.source_ip)),
+            Test::UserSub(list) => f.user.is_some_and(|u| list.iter().any(|s| *s == u.sub)),
+            Test::UserEmail(list) => f
+                .user
+                .and_then(|u| u.email.as_deref())
+                .is_some_and(|e| email_matches(list, e)),
+            Test::UserGroups(list) => f.user.is_some_and(|u| u.groups.iter().any(|g| list.contains(g))),
+            Test::UserMfa(want) => f.user.is_some_and(|u| u.mfa() == *want),
             Test::All(conds) => conds.iter().all(|c| c.matches(f, groups)),
             Test::Any(conds) => conds.iter().any(|c| c.matches(f, groups)),
             Test::Not(c) => !c.matches(f, groups),
         }
     }
+}
+
+fn email_matches(list: &[String], e: &str) -> bool {
+    list.iter().any(|want| match want.strip_prefix('@') {
+        Some(domain) => e.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)),
+        None => want.eq_ignore_ascii_case(e),
+    })
 }
 
 impl Cond {
@@ -251,7 +276,11 @@ impl Test {
             | Test::Path(_)
             | Test::HeaderEq(_)
             | Test::HeaderPresent(_)
-            | Test::SourceCidr(_) => None,
+            | Test::SourceCidr(_)
+            | Test::UserSub(_)
+            | Test::UserEmail(_)
+            | Test::UserGroups(_)
+            | Test::UserMfa(_) => None,
             Test::All(conds) => and3(conds.iter().map(|c| c.principal_match(f, groups))),
             Test::Any(conds) => or3(conds.iter().map(|c| c.principal_match(f, groups))),
             Test::Not(c) => c.principal_match(f, groups).map(|b| !b),

@@ -34,18 +34,18 @@ impl Policy {
         let mut m = Matches::default();
         let mut rules = Vec::with_capacity(self.rules.len());
         for (i, rule) in self.rules.iter().enumerate() {
-            let failed: Vec<&'static str> = rule
+            let mut failed: Vec<&'static str> = rule
                 .cond
                 .tests
                 .iter()
                 .filter(|t| !t.matches(f, &self.groups))
                 .map(|t| t.key())
                 .collect();
-            let matched = failed.is_empty();
-            if matched {
-                m.record(i, rule);
+            if failed.is_empty() && m.record_checked(i, rule, f).is_err() {
+                failed.push("posture");
             }
-            let total = rule.cond.tests.len();
+            let matched = failed.is_empty();
+            let total = rule.cond.tests.len() + usize::from(rule.posture.is_some());
             rules.push(RuleTrace {
                 id: &rule.id,
                 effect: rule.effect,
@@ -73,6 +73,9 @@ impl Explanation<'_> {
         let _ = writeln!(out, "decision: {verdict}");
         let _ = writeln!(out, "reason:   {}", d.reason.as_str());
         let _ = writeln!(out, "rule:     {}", d.rule.unwrap_or("(none)"));
+        if let Some(p) = d.posture_failed {
+            let _ = writeln!(out, "posture:  failed `{p}`");
+        }
         if let Some(s) = &d.shadow {
             let _ = writeln!(out, "shadow:   {} by rule {} (not enforced)", s.reason(), s.rule);
         }

@@ -62,6 +62,8 @@ pub struct Rule {
     cond: Cond,
     /// Per-identity budget for the requests this rule allows (enforced allow rules only).
     pub rate_limit: Option<crate::ratelimit::Rate>,
+    /// What the device must satisfy for this (allow) rule to apply.
+    pub posture: Option<crate::posture::Requirement>,
 }
 
 /// Why a request was allowed or denied (machine-readable codes in docs/policy.md).
@@ -73,6 +75,9 @@ pub enum Reason {
     DeniedByRule,
     #[serde(rename = "no-allow-rule")]
     NoAllowRule,
+    /// An allow rule matched the request but the device failed its posture requirement.
+    #[serde(rename = "posture-failed")]
+    PostureFailed,
 }
 
 impl Reason {
@@ -81,6 +86,7 @@ impl Reason {
             Reason::Allowed => "allowed",
             Reason::DeniedByRule => "denied-by-rule",
             Reason::NoAllowRule => "no-allow-rule",
+            Reason::PostureFailed => "posture-failed",
         }
     }
 }
@@ -114,6 +120,10 @@ pub struct Decision<'p> {
     /// Index of the deciding rule (for its rate limit).
     #[serde(skip)]
     pub rule_index: Option<usize>,
+    /// With `PostureFailed`: the requirement the device failed (`disk_encrypted`, ...) or why its
+    /// posture is unavailable (`device-unknown`, `service-down`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posture_failed: Option<&'static str>,
 }
 
 /// A compiled policy.
@@ -125,6 +135,8 @@ pub struct Policy {
     /// One per-identity limiter per rule that has a `rate_limit` (indexed like `rules`). Built per
     /// (re)load: a reload starts every identity with a full budget.
     limiters: Vec<Option<crate::ratelimit::RuleLimiter>>,
+    /// Whether any rule states a posture requirement (else the posture layer skips the lookup).
+    uses_posture: bool,
     /// Findings that do not stop the policy from loading (printed by `check`).
     pub warnings: Vec<Problem>,
     pub source: PathBuf,
@@ -159,6 +171,7 @@ impl Policy {
             .map(|r| r.rate_limit.map(crate::ratelimit::RuleLimiter::new))
             .collect();
         Ok(Self {
+            uses_posture: compiled.rules.iter().any(|r| r.posture.is_some()),
             limiters,
             rules: compiled.rules,
             groups: compiled.groups,
@@ -182,6 +195,8 @@ impl Policy {
             route: None,
             headers: &headers,
             source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            posture: None,
+            user: None,
         };
         let enforced = |e: Effect| {
             self.rules
@@ -209,6 +224,10 @@ impl Policy {
         }
     }
 
+    pub fn uses_posture(&self) -> bool {
+        self.uses_posture
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -222,7 +241,7 @@ impl Policy {
             if let Some(rule) = self.rules.get(i)
                 && rule.cond.matches(f, &self.groups)
             {
-                m.record(i, rule);
+                let _ = m.record_checked(i, rule, f);
             }
         }
         m.decide(&self.rules)
@@ -236,6 +255,8 @@ struct Matches {
     allow: Option<usize>,
     shadow_deny: Option<usize>,
     shadow_allow: Option<usize>,
+    /// The first enforced allow rule that matched but whose posture requirement failed.
+    posture: Option<(usize, &'static str)>,
 }
 
 impl Matches {
@@ -249,13 +270,37 @@ impl Matches {
         *slot = Some(slot.map_or(i, |j| j.min(i)));
     }
 
+    /// Records a rule whose conditions matched, if the device also meets its posture
+    /// requirement; else remembers the failed requirement (for the denial's reason).
+    fn record_checked(&mut self, i: usize, rule: &Rule, f: &RequestFacts<'_>) -> Result<(), &'static str> {
+        if let Some(req) = &rule.posture
+            && let Err(failed) = req.check(f.posture, std::time::SystemTime::now())
+        {
+            if rule.mode == Mode::Enforce && self.posture.is_none_or(|(j, _)| i < j) {
+                self.posture = Some((i, failed));
+            }
+            return Err(failed);
+        }
+        self.record(i, rule);
+        Ok(())
+    }
+
     fn decide(self, rules: &[Rule]) -> Decision<'_> {
         let id = |i: Option<usize>| i.and_then(|i| rules.get(i)).map(|r| r.id.as_str());
         let allowed = self.deny.is_none() && self.allow.is_some();
-        let reason = match (self.deny, self.allow) {
-            (Some(_), _) => Reason::DeniedByRule,
-            (None, Some(_)) => Reason::Allowed,
-            (None, None) => Reason::NoAllowRule,
+        let reason = match (self.deny, self.allow, self.posture) {
+            (Some(_), _, _) => Reason::DeniedByRule,
+            (None, Some(_), _) => Reason::Allowed,
+            (None, None, Some(_)) => Reason::PostureFailed,
+            (None, None, None) => Reason::NoAllowRule,
+        };
+        let posture_failed = match reason {
+            Reason::PostureFailed => self.posture.map(|(_, failed)| failed),
+            _ => None,
+        };
+        let deciding = match reason {
+            Reason::PostureFailed => self.posture.map(|(i, _)| i),
+            _ => self.deny.or(self.allow),
         };
         let shadow = match (allowed, self.shadow_deny, self.shadow_allow) {
             (true, Some(d), _) => id(Some(d)).map(|rule| Shadow {
@@ -271,10 +316,11 @@ impl Matches {
         };
         Decision {
             allowed,
-            rule: id(self.deny.or(self.allow)),
+            rule: id(deciding),
             reason,
             shadow,
-            rule_index: self.deny.or(self.allow),
+            rule_index: deciding,
+            posture_failed,
         }
     }
 }

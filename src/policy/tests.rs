@@ -38,6 +38,8 @@ struct Req<'a> {
     route: Option<&'a str>,
     headers: HeaderMap,
     source: &'a str,
+    posture: Option<crate::posture::PostureResult>,
+    user: Option<crate::user::User>,
 }
 
 impl Default for Req<'_> {
@@ -49,6 +51,8 @@ impl Default for Req<'_> {
             route: Some("default"),
             headers: HeaderMap::new(),
             source: "10.0.0.1",
+            posture: None,
+            user: None,
         }
     }
 }
@@ -63,6 +67,8 @@ fn decide<'p>(p: &'p Policy, who: &PeerIdentity, r: &Req<'_>) -> Decision<'p> {
         route: r.route,
         headers: &r.headers,
         source_ip: r.source.parse::<IpAddr>().unwrap(),
+        posture: r.posture.as_ref(),
+        user: r.user.as_ref(),
     };
     let d = p.evaluate(&f);
     // The indexed evaluation and the exhaustive explanation must always agree.
@@ -388,7 +394,12 @@ fn patterns_that_can_never_match_are_errors() {
         (r#"group = ["nope"]"#, "unknown group `nope`"),
         (r#"fingerprint = ["abc"]"#, "SHA-256"),
         (r#"source_cidr = ["10.0.0.0/40"]"#, "prefix length"),
-        (r#"posture = { managed = true }"#, "not supported"),
+        (r#"posture = { managd = true }"#, "did you mean `managed`"),
+        (r#"posture = { managed = "yes" }"#, "true or false"),
+        (r#"posture = { min_os_version = "sonoma" }"#, "not a dotted version"),
+        (r#"posture = { max_staleness = "1d" }"#, "unknown unit"),
+        (r#"posture = {}"#, "requires nothing"),
+        (r#"posture = true"#, "must be a table"),
     ] {
         let got = problems(&format!("[[rule]]\nid = \"r\"\neffect = \"allow\"\n{cond}\n"));
         assert!(
@@ -549,4 +560,118 @@ spiffe_id = ["spiffe://ztgate.dev/ns/ops/sa/admin"]
     );
     assert!(!strict.may_allow(&client));
     assert!(!strict.may_allow(&peer(None, Some("shadowed"))));
+}
+
+fn device(f: impl FnOnce(&mut crate::posture::DevicePosture)) -> Option<crate::posture::PostureResult> {
+    let mut p = crate::posture::DevicePosture {
+        managed: Some(true),
+        disk_encrypted: Some(true),
+        ..Default::default()
+    };
+    f(&mut p);
+    Some(Ok(std::sync::Arc::new(p)))
+}
+
+#[test]
+fn posture_requirements_gate_allow_rules_and_name_the_failed_requirement() {
+    let p = policy(
+        r#"
+        [[rule]]
+        id = "laptops"
+        effect = "allow"
+        spiffe_id = ["spiffe://ztgate.dev/**"]
+        posture = { managed = true, disk_encrypted = true }
+
+        [[rule]]
+        id = "public"
+        effect = "allow"
+        spiffe_id = ["spiffe://ztgate.dev/**"]
+        paths = ["/public/**"]
+        "#,
+    );
+    assert!(p.uses_posture());
+    let who = peer(Some(CLIENT), None);
+    let healthy = Req {
+        posture: device(|_| {}),
+        ..get("/app")
+    };
+    let d = decide(&p, &who, &healthy);
+    assert!(d.allowed);
+    assert_eq!(d.rule, Some("laptops"));
+
+    let unencrypted = Req {
+        posture: device(|d| d.disk_encrypted = Some(false)),
+        ..get("/app")
+    };
+    let d = decide(&p, &who, &unencrypted);
+    assert!(!d.allowed);
+    assert_eq!(d.reason, Reason::PostureFailed);
+    assert_eq!(d.rule, Some("laptops"));
+    assert_eq!(d.posture_failed, Some("disk_encrypted"));
+
+    // Another allow rule without posture still applies where it matches.
+    let public = Req {
+        posture: device(|d| d.disk_encrypted = Some(false)),
+        ..get("/public/x")
+    };
+    assert_eq!(decide(&p, &who, &public).rule, Some("public"));
+
+    // Unknown device and no lookup at all: denied, fail closed, with the reason.
+    let unknown = Req {
+        posture: Some(Err(crate::posture::Unavailable::DeviceUnknown)),
+        ..get("/app")
+    };
+    assert_eq!(decide(&p, &who, &unknown).posture_failed, Some("device-unknown"));
+    assert_eq!(
+        decide(&p, &who, &get("/app")).posture_failed,
+        Some("posture-unavailable")
+    );
+    // Posture does not count against an identity no rule names.
+    let stranger = peer(Some("spiffe://other.dev/x"), None);
+    assert_eq!(decide(&p, &stranger, &unencrypted).reason, Reason::NoAllowRule);
+}
+
+#[test]
+fn posture_on_a_deny_rule_is_refused() {
+    let got = problems("[[rule]]\nid = \"r\"\neffect = \"deny\"\nposture = { managed = true }\n");
+    assert!(
+        got.iter().any(|(_, m)| m.contains("use it on an allow rule")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn user_conditions_match_the_token_claims() {
+    let p = policy(
+        r#"
+        [[rule]]
+        id = "sre"
+        effect = "allow"
+        user_groups = ["sre", "oncall"]
+        user_mfa = true
+        [[rule]]
+        id = "alice"
+        effect = "allow"
+        user_email = ["@corp.example"]
+        user_sub = ["alice"]
+        paths = ["/alice/**"]
+        "#,
+    );
+    let who = peer(Some(CLIENT), None);
+    let user = |sub: &str, groups: &[&str], amr: &[&str]| crate::user::User {
+        sub: sub.into(),
+        email: Some(format!("{sub}@corp.example")),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        amr: amr.iter().map(|g| g.to_string()).collect(),
+        header: http::HeaderValue::from_static("x"),
+    };
+    let with = |u: Option<crate::user::User>, path| Req { user: u, ..get(path) };
+    assert!(decide(&p, &who, &with(Some(user("bob", &["oncall"], &["pwd", "mfa"])), "/x")).allowed);
+    assert!(!decide(&p, &who, &with(Some(user("bob", &["oncall"], &["pwd"])), "/x")).allowed);
+    assert!(!decide(&p, &who, &with(Some(user("bob", &["dev"], &["mfa"])), "/x")).allowed);
+    assert!(!decide(&p, &who, &with(None, "/x")).allowed);
+    assert!(decide(&p, &who, &with(Some(user("alice", &[], &[])), "/alice/a")).allowed);
+    assert!(!decide(&p, &who, &with(Some(user("alicia", &[], &[])), "/alice/a")).allowed);
+    // User conditions depend on the request: they never close a connection on reload.
+    assert!(p.may_allow(&who));
 }

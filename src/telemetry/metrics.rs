@@ -33,6 +33,12 @@ pub const CONNECTIONS_CLOSED_TOTAL: &str = "ztgate_connections_closed_total";
 pub const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
 pub const CRL_FETCH_TOTAL: &str = "ztgate_crl_fetch_total";
 pub const CRL_AGE: &str = "ztgate_crl_age_seconds";
+pub const POSTURE_CHECKS_TOTAL: &str = "ztgate_posture_checks_total";
+pub const POSTURE_LOOKUP_DURATION: &str = "ztgate_posture_lookup_duration_seconds";
+pub const POSTURE_CACHE_TOTAL: &str = "ztgate_posture_cache_total";
+pub const POSTURE_DENIALS_TOTAL: &str = "ztgate_posture_denials_total";
+pub const POSTURE_RELOAD_TOTAL: &str = "ztgate_posture_reload_total";
+pub const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -52,6 +58,7 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(AUDIT_WRITE_DURATION.into()), LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HANDSHAKE_DURATION.into()), LATENCY_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(POSTURE_LOOKUP_DURATION.into()), LATENCY_BUCKETS))
             {
                 Ok(b) => b,
                 Err(_) => PrometheusBuilder::new(),
@@ -154,6 +161,31 @@ fn describe() {
         CRL_AGE,
         "Seconds since each loaded CRL's thisUpdate: how fresh the revocation data is."
     );
+    describe_counter!(
+        POSTURE_CHECKS_TOTAL,
+        "Device posture lookups, by provider (inventory, service, assertion) and result: found, or why posture is unavailable (device-unknown, service-down, assertion-expired, ...)."
+    );
+    describe_histogram!(
+        POSTURE_LOOKUP_DURATION,
+        Unit::Seconds,
+        "Time one posture service request took (cache misses only), by provider."
+    );
+    describe_counter!(
+        POSTURE_CACHE_TOTAL,
+        "Posture service cache lookups, by result: hit, miss, stale (a cached answer used because the service failed)."
+    );
+    describe_counter!(
+        POSTURE_DENIALS_TOTAL,
+        "Requests denied because the device failed a posture requirement, by requirement (managed, disk_encrypted, min_os_version, ..., or the unavailability reason)."
+    );
+    describe_counter!(
+        POSTURE_RELOAD_TOTAL,
+        "Reloads of the device inventory and JWKS files, by result (ok, error). A failed reload keeps the current ones."
+    );
+    describe_counter!(
+        USER_AUTH_TOTAL,
+        "User token checks on routes with user authentication, by result: ok, missing, or why the token was refused."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -240,6 +272,7 @@ impl RequestMetrics {
             E::UpstreamFailed { .. } => self.upstream_failed.increment(1),
             E::BadRequest(_)
             | E::Denied { .. }
+            | E::Unauthenticated { .. }
             | E::NoRoute { .. }
             | E::MisdirectedRequest { .. }
             | E::RateLimited { .. }
@@ -322,6 +355,65 @@ pub fn expiry(entries: &[crate::tls::Expiry]) {
             crate::tls::ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
         }
     }
+}
+
+/// Handles for one posture provider's metrics, registered once.
+#[derive(Clone)]
+pub struct PostureMetrics {
+    provider: &'static str,
+    found: Counter,
+    hit: Counter,
+    miss: Counter,
+    stale: Counter,
+    latency: Histogram,
+}
+
+impl PostureMetrics {
+    pub fn register(provider: &'static str) -> Self {
+        Self {
+            provider,
+            found: counter!(POSTURE_CHECKS_TOTAL, "provider" => provider, "result" => "found"),
+            hit: counter!(POSTURE_CACHE_TOTAL, "provider" => provider, "result" => "hit"),
+            miss: counter!(POSTURE_CACHE_TOTAL, "provider" => provider, "result" => "miss"),
+            stale: counter!(POSTURE_CACHE_TOTAL, "provider" => provider, "result" => "stale"),
+            latency: histogram!(POSTURE_LOOKUP_DURATION, "provider" => provider),
+        }
+    }
+
+    /// One lookup's result: `None` when the posture was found, else why it is unavailable.
+    pub fn check(&self, unavailable: Option<&'static str>) {
+        match unavailable {
+            None => self.found.increment(1),
+            Some(reason) => {
+                counter!(POSTURE_CHECKS_TOTAL, "provider" => self.provider, "result" => reason).increment(1)
+            }
+        }
+    }
+
+    pub fn cache(&self, result: &'static str) {
+        match result {
+            "hit" => &self.hit,
+            "miss" => &self.miss,
+            _ => &self.stale,
+        }
+        .increment(1);
+    }
+
+    pub fn latency(&self, d: std::time::Duration) {
+        self.latency.record(d.as_secs_f64());
+    }
+}
+
+pub fn posture_denied(requirement: &'static str) {
+    counter!(POSTURE_DENIALS_TOTAL, "requirement" => requirement).increment(1);
+}
+
+pub fn posture_reload(ok: bool) {
+    counter!(POSTURE_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn user_auth(result: &'static str) {
+    counter!(USER_AUTH_TOTAL, "result" => result).increment(1);
 }
 
 pub fn anomaly(kind: &'static str) {

@@ -8,6 +8,8 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub const X_ZTGATE_IDENTITY: HeaderName = HeaderName::from_static("x-ztgate-identity");
+/// The authenticated user's `sub`, on routes with user authentication.
+pub const X_ZTGATE_USER: HeaderName = HeaderName::from_static("x-ztgate-user");
 
 /// Prefix of every identity header ztgate owns; client-sent ones are always removed.
 pub const ZTGATE_PREFIX: &str = "x-ztgate-";

@@ -10,6 +10,7 @@ pub struct Route {
     pub upstream: usize,
     pub rate_limit: Option<crate::ratelimit::Rate>,
     pub pins: Option<crate::config::Pins>,
+    pub user: crate::config::UserMode,
 }
 
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl RouteTable {
                 upstream: r.upstream,
                 rate_limit: r.rate_limit,
                 pins: r.pins.clone(),
+                user: r.user,
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -96,6 +98,7 @@ mod tests {
             upstream: 0,
             rate_limit: None,
             pins: None,
+            user: crate::config::UserMode::Off,
         }
     }
 

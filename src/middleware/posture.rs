@@ -1,0 +1,131 @@
+//! Looks up the device's posture before the policy judges the request (the policy's `posture`
+//! requirements read it). Skipped when no provider is configured or the live policy states no
+//! posture requirement; a lookup that cannot answer is passed on as "unavailable" and fails
+//! every requirement (fail closed). Runs after the rate limit: a lookup may cost a network call.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderName, Request, Response};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::BoxFuture;
+use crate::audit::record::Note;
+use crate::error::{ProxyBody, ProxyError};
+use crate::posture::{DeviceIdSource, Lookup, PostureFacts, PostureProvider, PostureResult, Query, Unavailable};
+use crate::reload::PolicyStore;
+use crate::server::ConnCtx;
+use crate::telemetry::metrics::PostureMetrics;
+
+/// The configured provider and how to name devices.
+#[derive(Clone)]
+pub struct PostureSetup {
+    pub provider: Arc<dyn PostureProvider>,
+    pub device_id: DeviceIdSource,
+    /// A header that carries posture to ztgate only (the assertion): removed before forwarding.
+    pub consumed_header: Option<HeaderName>,
+}
+
+#[derive(Clone)]
+pub struct PostureLayer {
+    setup: Option<PostureSetup>,
+    policy: Arc<PolicyStore>,
+    metrics: Option<PostureMetrics>,
+}
+
+impl PostureLayer {
+    pub fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
+        let metrics = setup.as_ref().map(|s| PostureMetrics::register(s.provider.name()));
+        Self { setup, policy, metrics }
+    }
+}
+
+impl<S> Layer<S> for PostureLayer {
+    type Service = Posture<S>;
+    fn layer(&self, inner: S) -> Posture<S> {
+        Posture {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Posture<S> {
+    inner: S,
+    layer: PostureLayer,
+}
+
+fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
+    let unavailable = result.as_ref().err().map(|u| u.as_str());
+    if let Some(m) = m {
+        m.check(unavailable);
+    }
+    if let Some(note) = req.extensions().get::<Arc<Note>>() {
+        let _ = note.posture.set((provider, unavailable.unwrap_or("found")));
+    }
+    req.extensions_mut().insert(PostureFacts(result));
+}
+
+impl<S> Service<Request<Incoming>> for Posture<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
+        + Clone
+        + Send
+        + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+        let Some(setup) = &self.layer.setup else {
+            return self.inner.call(req);
+        };
+        let lookup = if self.layer.policy.load().uses_posture() {
+            let Some(conn) = req.extensions().get::<Arc<ConnCtx>>() else {
+                return Box::pin(std::future::ready(Err(ProxyError::Internal(
+                    "request reached posture without connection context",
+                ))));
+            };
+            Some(match setup.device_id.device_id(&conn.identity) {
+                Some(device_id) => setup.provider.lookup(&Query {
+                    device_id,
+                    fingerprint: &conn.identity.fingerprint_sha256,
+                    headers: req.headers(),
+                }),
+                None => Lookup::Ready(Err(Unavailable::NoDeviceId)),
+            })
+        } else {
+            None
+        };
+        if let Some(h) = &setup.consumed_header {
+            req.headers_mut().remove(h);
+        }
+        let provider = setup.provider.name();
+        match lookup {
+            None => self.inner.call(req),
+            Some(Lookup::Ready(result)) => {
+                record(&mut req, result, provider, self.layer.metrics.as_ref());
+                self.inner.call(req)
+            }
+            Some(Lookup::Pending(fut)) => {
+                // The service that was polled ready goes with this request; a clone takes its
+                // place for the next one (tower's usual pattern).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let metrics = self.layer.metrics.clone();
+                Box::pin(async move {
+                    let result = fut.await;
+                    record(&mut req, result, provider, metrics.as_ref());
+                    inner.call(req).await
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Signed posture assertion provider: the client presents a JWT from its MDM in a header. The
+//! token is verified against a JWKS file (ES256/EdDSA by default) and must be bound to the
+//! client certificate by its `cnf.x5t#S256` claim (RFC 8705), so an assertion stolen from one
+//! device is useless with another device's certificate.
+//!
+//! Claims: `exp` (required), optional `iss`/`aud`/`nbf`/`iat`, `cnf: {"x5t#S256": ...}` and
+//! `posture: {managed, disk_encrypted, os, os_version, firewall, last_seen, tags}`. Without
+//! `posture.last_seen`, `iat` is when the device was last seen.
+//!
+//! A verified token is cached (bounded) so that a client sending the same assertion on every
+//! request pays for one signature check; expiry and binding are checked on every use.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use http::HeaderName;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use super::jwks::{Confirmation, Jwks, JwtError, thumbprint_matches};
+use super::{
+    DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Timestamp, Unavailable,
+};
+
+/// Verified assertions remembered at most (each a few hundred bytes).
+const CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub header: HeaderName,
+    pub jwks: PathBuf,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: u64,
+    iat: Option<u64>,
+    cnf: Option<Confirmation>,
+    posture: RawPosture,
+}
+
+struct Verified {
+    posture: Arc<DevicePosture>,
+    exp: u64,
+    x5t: String,
+}
+
+pub struct Assertion {
+    cfg: AssertionConfig,
+    jwks: Arc<Jwks>,
+    cache: DashMap<String, Verified>,
+}
+
+impl Assertion {
+    pub fn load(cfg: AssertionConfig) -> Result<Self, PostureError> {
+        let jwks = Jwks::load(
+            &cfg.jwks,
+            cfg.algorithms.clone(),
+            cfg.issuer.as_deref(),
+            cfg.audience.as_deref(),
+            60,
+        )?;
+        Ok(Self {
+            cfg,
+            jwks: Arc::new(jwks),
+            cache: DashMap::new(),
+        })
+    }
+
+    pub fn jwks(&self) -> Arc<Jwks> {
+        self.jwks.clone()
+    }
+
+    /// Forgets every verified token (after the key set changed: a removed key must stop working).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    fn check(&self, token: &str, fingerprint: &str) -> PostureResult {
+        let now = unix_now();
+        if let Some(v) = self.cache.get(token) {
+            if v.exp <= now {
+                return Err(Unavailable::AssertionExpired);
+            }
+            if !thumbprint_matches(&v.x5t, fingerprint) {
+                return Err(Unavailable::AssertionWrongCert);
+            }
+            return Ok(v.posture.clone());
+        }
+        let claims: Claims = self.jwks.verify(token).map_err(|e| match e {
+            JwtError::Malformed | JwtError::MissingClaim => Unavailable::AssertionMalformed,
+            JwtError::DisallowedAlgorithm | JwtError::BadSignature => Unavailable::AssertionBadSignature,
+            JwtError::Expired | JwtError::NotYetValid => Unavailable::AssertionExpired,
+            JwtError::WrongIssuer | JwtError::WrongAudience => Unavailable::AssertionWrongIssuer,
+        })?;
+        let x5t = claims
+            .cnf
+            .and_then(|c| c.x5t_s256)
+            .ok_or(Unavailable::AssertionUnbound)?;
+        if !thumbprint_matches(&x5t, fingerprint) {
+            return Err(Unavailable::AssertionWrongCert);
+        }
+        let mut raw = claims.posture;
+        if raw.last_seen.is_none() {
+            raw.last_seen = claims.iat.map(Timestamp::Unix);
+        }
+        let posture = Arc::new(raw.into_posture().map_err(|_| Unavailable::AssertionMalformed)?);
+        if self.cache.len() >= CACHE_ENTRIES {
+            self.cache.retain(|_, v| v.exp > now);
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
+            }
+        }
+        self.cache.insert(
+            token.to_string(),
+            Verified {
+                posture: posture.clone(),
+                exp: claims.exp,
+                x5t,
+            },
+        );
+        Ok(posture)
+    }
+}
+
+impl PostureProvider for Assertion {
+    fn name(&self) -> &'static str {
+        "assertion"
+    }
+
+    fn lookup(&self, q: &Query<'_>) -> Lookup {
+        let result = match q.headers.get(&self.cfg.header) {
+            None => Err(Unavailable::AssertionMissing),
+            Some(v) => match v.to_str() {
+                Ok(token) => self.check(token.trim(), q.fingerprint),
+                Err(_) => Err(Unavailable::AssertionMalformed),
+            },
+        };
+        Lookup::Ready(result)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}

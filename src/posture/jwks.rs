@@ -1,0 +1,236 @@
+//! A JWKS file of public keys and the one JWT verification path that posture assertions and user
+//! tokens share. Only asymmetric keys and algorithms are accepted: `none` and HMAC (`HS*`) are
+//! refused, so a public key can never be used as an HMAC secret (algorithm confusion).
+//! The key set is replaced atomically when its file changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::DeserializeOwned;
+
+use super::PostureError;
+
+/// Why a token was refused; the code is what audit records show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtError {
+    Malformed,
+    /// An algorithm outside the configured list (including `none` and `HS*`).
+    DisallowedAlgorithm,
+    /// No key in the set matches the token's `kid` and algorithm, or the signature is wrong.
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+}
+
+impl JwtError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtError::Malformed => "malformed",
+            JwtError::DisallowedAlgorithm => "disallowed-algorithm",
+            JwtError::BadSignature => "bad-signature",
+            JwtError::Expired => "expired",
+            JwtError::NotYetValid => "not-yet-valid",
+            JwtError::WrongIssuer => "wrong-issuer",
+            JwtError::WrongAudience => "wrong-audience",
+            JwtError::MissingClaim => "missing-claim",
+        }
+    }
+}
+
+struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+pub struct Jwks {
+    path: PathBuf,
+    allowed: Vec<Algorithm>,
+    keys: ArcSwap<Vec<Key>>,
+    /// Issuer, audience, expiry rules; `algorithms` is set per token to its (allowed) one.
+    validation: Validation,
+}
+
+/// Parses an algorithm name as configured; only asymmetric ones.
+pub fn parse_algorithm(s: &str) -> Option<Algorithm> {
+    Some(match s {
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        _ => return None,
+    })
+}
+
+impl Jwks {
+    /// `issuer`/`audience`: required values of `iss`/`aud` when set. `leeway`: clock skew
+    /// allowed on `exp`/`nbf`, in seconds.
+    pub fn load(
+        path: &Path,
+        allowed: Vec<Algorithm>,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+        leeway: u64,
+    ) -> Result<Self, PostureError> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.leeway = leeway;
+        validation.validate_nbf = true;
+        validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let keys = parse_file(path, &allowed)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            allowed,
+            keys: ArcSwap::from_pointee(keys),
+            validation,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the key set again; a broken file keeps the current keys.
+    pub fn reload(&self) -> Result<usize, PostureError> {
+        let keys = parse_file(&self.path, &self.allowed)?;
+        let n = keys.len();
+        self.keys.store(Arc::new(keys));
+        Ok(n)
+    }
+
+    /// Verifies `token` (signature, algorithm, `exp`, `nbf`, `iss`, `aud`) and returns its claims.
+    pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if !self.allowed.contains(&header.alg) {
+            return Err(JwtError::DisallowedAlgorithm);
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let keys = self.keys.load();
+        let candidates = keys
+            .iter()
+            .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid));
+        let mut last = JwtError::BadSignature;
+        for k in candidates {
+            match jsonwebtoken::decode::<T>(token, &k.key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
+                            JwtError::BadSignature
+                        }
+                        ErrorKind::ExpiredSignature => return Err(JwtError::Expired),
+                        ErrorKind::ImmatureSignature => return Err(JwtError::NotYetValid),
+                        ErrorKind::InvalidIssuer => return Err(JwtError::WrongIssuer),
+                        ErrorKind::InvalidAudience => return Err(JwtError::WrongAudience),
+                        ErrorKind::MissingRequiredClaim(_) => return Err(JwtError::MissingClaim),
+                        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => JwtError::DisallowedAlgorithm,
+                        _ => return Err(JwtError::Malformed),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, PostureError> {
+    let err = |message: String| PostureError::Jwks {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    parse(&text, allowed).map_err(err)
+}
+
+/// Parses a JWKS document. Symmetric keys are refused outright; keys of algorithms that are not
+/// allowed are skipped. An empty result is an error (nothing could ever verify).
+fn parse(text: &str, allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let name = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
+        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::OctetKey(_), _) => {
+                return Err(format!(
+                    "key {name} is a symmetric (oct) key: only public keys are accepted"
+                ));
+            }
+            (AlgorithmParameters::EllipticCurve(p), _) => match p.curve {
+                EllipticCurve::P256 => Algorithm::ES256,
+                EllipticCurve::P384 => Algorithm::ES384,
+                _ => return Err(format!("key {name}: unsupported curve {:?}", p.curve)),
+            },
+            (AlgorithmParameters::OctetKeyPair(_), _) => Algorithm::EdDSA,
+            (AlgorithmParameters::RSA(_), Some(a)) => {
+                rsa_alg(a).ok_or_else(|| format!("key {name}: alg {a:?} is not an RSA algorithm"))?
+            }
+            (AlgorithmParameters::RSA(_), None) => Algorithm::RS256,
+        };
+        if !allowed.contains(&alg) {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {name}: {e}"))?;
+        keys.push(Key {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err("no key of an allowed algorithm".into());
+    }
+    Ok(keys)
+}
+
+fn rsa_alg(a: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match a {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        _ => return None,
+    })
+}
+
+/// The RFC 8705 confirmation claim: `cnf: {"x5t#S256": base64url(SHA-256(cert DER))}`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: Option<String>,
+}
+
+/// Whether a `x5t#S256` thumbprint names the certificate with this hex SHA-256 fingerprint.
+pub fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(x5t.trim_end_matches('=')) else {
+        return false;
+    };
+    bytes.len() * 2 == fingerprint_hex.len()
+        && bytes.iter().zip(fingerprint_hex.as_bytes().chunks(2)).all(|(b, hex)| {
+            std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                == Some(*b)
+        })
+}

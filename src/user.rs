@@ -1,0 +1,210 @@
+//! User identity, the third factor: on routes that ask for it, a bearer JWT (an OIDC access or
+//! ID token) verified against a JWKS file — issuer, audience, expiry, asymmetric algorithms only —
+//! and optionally bound to the client certificate (RFC 8705 `cnf.x5t#S256`), so a token lifted
+//! from one device does not work from another. Policy rules match its claims (`user_sub`,
+//! `user_email`, `user_groups`, `user_mfa`); upstream receives the subject in `x-ztgate-user`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use http::HeaderMap;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::posture::PostureError;
+use crate::posture::jwks::{Confirmation, Jwks, JwtError, thumbprint_matches};
+
+/// Verified tokens remembered at most.
+const CACHE_ENTRIES: usize = 10_000;
+
+/// The claims policy can match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub sub: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+    pub amr: Vec<String>,
+    /// `x-ztgate-user` for upstream, rendered once per token.
+    pub header: http::HeaderValue,
+}
+
+impl User {
+    /// Whether the token says the user authenticated with more than one factor.
+    pub fn mfa(&self) -> bool {
+        self.amr.iter().any(|m| m == "mfa")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserAuthConfig {
+    pub jwks: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<Algorithm>,
+    /// The token must carry `cnf.x5t#S256` naming the connection's client certificate.
+    pub require_binding: bool,
+}
+
+/// Why a request's user could not be established (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserError {
+    Missing,
+    /// Not `Authorization: Bearer <token>`.
+    NotBearer,
+    Invalid(JwtError),
+    Unbound,
+    WrongCertificate,
+}
+
+impl UserError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserError::Missing => "user-token-missing",
+            UserError::NotBearer => "user-token-not-bearer",
+            UserError::Invalid(JwtError::Malformed) => "user-token-malformed",
+            UserError::Invalid(JwtError::DisallowedAlgorithm) => "user-token-disallowed-algorithm",
+            UserError::Invalid(JwtError::BadSignature) => "user-token-bad-signature",
+            UserError::Invalid(JwtError::Expired) => "user-token-expired",
+            UserError::Invalid(JwtError::NotYetValid) => "user-token-not-yet-valid",
+            UserError::Invalid(JwtError::WrongIssuer) => "user-token-wrong-issuer",
+            UserError::Invalid(JwtError::WrongAudience) => "user-token-wrong-audience",
+            UserError::Invalid(JwtError::MissingClaim) => "user-token-missing-claim",
+            UserError::Unbound => "user-token-unbound",
+            UserError::WrongCertificate => "user-token-wrong-certificate",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    email: Option<String>,
+    #[serde(default)]
+    groups: OneOrMany,
+    #[serde(default)]
+    amr: OneOrMany,
+    cnf: Option<Confirmation>,
+}
+
+/// IdPs write `groups` as a list, some as a single string.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+struct Verified {
+    user: Arc<User>,
+    exp: u64,
+    x5t: Option<String>,
+}
+
+pub struct UserAuth {
+    jwks: Arc<Jwks>,
+    require_binding: bool,
+    cache: DashMap<String, Verified>,
+}
+
+impl UserAuth {
+    pub fn load(cfg: &UserAuthConfig) -> Result<Self, PostureError> {
+        let jwks = Jwks::load(
+            &cfg.jwks,
+            cfg.algorithms.clone(),
+            Some(&cfg.issuer),
+            Some(&cfg.audience),
+            60,
+        )?;
+        Ok(Self {
+            jwks: Arc::new(jwks),
+            require_binding: cfg.require_binding,
+            cache: DashMap::new(),
+        })
+    }
+
+    pub fn jwks(&self) -> Arc<Jwks> {
+        self.jwks.clone()
+    }
+
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    /// The request's user, from `Authorization: Bearer`. `Ok(None)`: no token was sent.
+    pub fn authenticate(&self, headers: &HeaderMap, fingerprint: &str) -> Result<Option<Arc<User>>, UserError> {
+        let Some(v) = headers.get(http::header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let v = v.to_str().map_err(|_| UserError::NotBearer)?;
+        let token = match v.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => return Err(UserError::NotBearer),
+        };
+        let now = unix_now();
+        if let Some(c) = self.cache.get(token) {
+            if c.exp <= now {
+                return Err(UserError::Invalid(JwtError::Expired));
+            }
+            self.check_binding(c.x5t.as_deref(), fingerprint)?;
+            return Ok(Some(c.user.clone()));
+        }
+        let claims: Claims = self.jwks.verify(token).map_err(UserError::Invalid)?;
+        let x5t = claims.cnf.and_then(|c| c.x5t_s256);
+        self.check_binding(x5t.as_deref(), fingerprint)?;
+        let header = http::HeaderValue::from_str(&claims.sub).map_err(|_| UserError::Invalid(JwtError::Malformed))?;
+        let user = Arc::new(User {
+            sub: claims.sub,
+            email: claims.email,
+            groups: claims.groups.into_vec(),
+            amr: claims.amr.into_vec(),
+            header,
+        });
+        if self.cache.len() >= CACHE_ENTRIES {
+            self.cache.retain(|_, c| c.exp > now);
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
+            }
+        }
+        self.cache.insert(
+            token.to_string(),
+            Verified {
+                user: user.clone(),
+                exp: claims.exp,
+                x5t,
+            },
+        );
+        Ok(Some(user))
+    }
+
+    fn check_binding(&self, x5t: Option<&str>, fingerprint: &str) -> Result<(), UserError> {
+        match x5t {
+            // A bound token is checked whether or not binding is required: it names its holder.
+            Some(t) if !thumbprint_matches(t, fingerprint) => Err(UserError::WrongCertificate),
+            Some(_) => Ok(()),
+            None if self.require_binding => Err(UserError::Unbound),
+            None => Ok(()),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
