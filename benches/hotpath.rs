@@ -1,6 +1,7 @@
 //! The per-connection and per-request pure functions besides the policy (benches/policy.rs):
 //! identity extraction from a client certificate, XFCC rendering, path normalisation and audit
-//! record serialisation.
+//! record serialisation, and a device posture check for a known device (inventory lookup plus the
+//! policy's requirement check: the cost posture adds to a request).
 //!
 //!     cargo bench --bench hotpath
 //!
@@ -61,6 +62,8 @@ fn bench(c: &mut Criterion) {
                 rule: Some("payments-readers"),
                 reason: "allowed",
                 shadow: None,
+                user: None,
+                posture: None,
                 status: 200,
                 bytes: Some(512),
                 duration_us: 85,
@@ -71,5 +74,50 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// What posture adds per request for a device already known: one inventory probe by the
+/// device id (borrowed from the connection's identity) and the rule's requirement check.
+fn posture(c: &mut Criterion) {
+    use ztgate::posture::inventory::Inventory;
+    use ztgate::posture::{DeviceIdSource, Lookup, PostureProvider, Query, Requirement, Version};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("devices.toml");
+    // 10,000 devices: a fleet-sized inventory, so the probe is not a toy one.
+    let mut text = String::new();
+    for i in 0..10_000u32 {
+        text.push_str(&format!(
+            "[device.\"{i:064x}\"]\nmanaged = true\ndisk_encrypted = true\nos = \"macos\"\nos_version = \"14.{}\"\nlast_seen = {}\n",
+            i % 10,
+            1_795_000_000 + i
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let inv = Inventory::load(&file, DeviceIdSource::Fingerprint).unwrap();
+    let device = format!("{:064x}", 4321);
+    let headers = http::HeaderMap::new();
+    let req = Requirement {
+        managed: Some(true),
+        disk_encrypted: Some(true),
+        os: vec!["macos".into()],
+        min_os_version: Version::parse("14.0"),
+        max_staleness: Some(std::time::Duration::from_secs(10 * 365 * 86_400)),
+        ..Requirement::default()
+    };
+    let now = SystemTime::now();
+    c.bench_function("posture_inventory_cached_check", |b| {
+        b.iter(|| {
+            let q = Query {
+                device_id: black_box(&device),
+                fingerprint: &device,
+                headers: &headers,
+            };
+            let Lookup::Ready(result) = inv.lookup(&q) else {
+                unreachable!("the inventory answers at once")
+            };
+            black_box(req.check(Some(&result), now)).unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench, posture);
 criterion_main!(benches);

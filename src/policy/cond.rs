@@ -209,7 +209,7 @@ impl Test {
                 .all(|(n, v)| f.headers.get_all(n).iter().any(|have| have == v)),
             Test::HeaderPresent(list) => list.iter().all(|n| f.headers.contains_key(n)),
             Test::SourceCidr(list) => list.iter().any(|c| c.contains(f.source_ip)),
-            Test::UserSub(list) => f.user.is_some_and(|u| list.iter().any(|s| *s == u.sub)),
+            Test::UserSub(list) => f.user.is_some_and(|u| list.contains(&u.sub)),
             Test::UserEmail(list) => f
                 .user
                 .and_then(|u| u.email.as_deref())

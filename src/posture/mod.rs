@@ -295,7 +295,7 @@ impl Requirement {
             return Err("os");
         }
         if let Some(min) = self.min_os_version
-            && !p.os_version.is_some_and(|v| v >= min)
+            && p.os_version.is_none_or(|v| v < min)
         {
             return Err("min_os_version");
         }

@@ -7,6 +7,7 @@ mod hostile;
 mod mtls;
 mod ops;
 mod policy;
+mod posture;
 mod proxy;
 mod shutdown;
 mod support;
