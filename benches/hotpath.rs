@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
                 conn_id: 7,
                 peer,
                 identity: Identity::from(&id),
+                via: None,
                 method: "GET",
                 host: Some("payments.corp.example"),
                 path: "/api/v1/payments/12345/refunds",

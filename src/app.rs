@@ -117,6 +117,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     }
     match (tls, policy, forward, posture, user_auth) {
         (Some(tls), Some(policy), Some(forward), Some(posture), Some(user_auth)) => {
+            let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
             let mut reloadables = Vec::new();
             let posture = posture.map(|(built, device_id)| {
                 reloadables.extend(built.reloadable);
@@ -149,6 +150,8 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 limits: limits.clone(),
                 posture,
                 user_auth,
+                trusted_hop: cfg.trusted_hop.clone(),
+                tls: tls.clone(),
             });
             Ok(Prepared {
                 server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector, cfg.drain_timeout),

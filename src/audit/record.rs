@@ -45,6 +45,9 @@ pub struct RequestRecord<'a> {
     pub conn_id: u64,
     pub peer: SocketAddr,
     pub identity: Identity<'a>,
+    /// The front proxy that forwarded `identity` (trusted hop), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Identity<'a>>,
     pub method: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<&'a str>,
@@ -115,6 +118,8 @@ pub struct Note {
     pub posture: OnceLock<(&'static str, &'static str)>,
     /// The requirement a device failed, when that denied the request.
     pub posture_failed: OnceLock<&'static str>,
+    /// The client identity a trusted front proxy forwarded (the request is judged as its).
+    pub forwarded: OnceLock<std::sync::Arc<crate::server::ConnCtx>>,
     /// The authenticated user, on routes with user authentication.
     pub user: OnceLock<std::sync::Arc<crate::user::User>>,
 }

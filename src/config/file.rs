@@ -24,6 +24,7 @@ pub(crate) struct RawConfig {
     pub(crate) anomaly: Option<RawAnomaly>,
     pub(crate) posture: Option<Spanned<RawPosture>>,
     pub(crate) user_auth: Option<Spanned<RawUserAuth>>,
+    pub(crate) trusted_hop: Option<Spanned<RawTrustedHop>>,
     pub(crate) shutdown: Option<RawShutdown>,
     pub(crate) log: Option<RawLog>,
 }
@@ -130,6 +131,15 @@ pub(crate) struct RawPosture {
     pub(crate) issuer: Option<Spanned<String>>,
     pub(crate) audience: Option<Spanned<String>>,
     pub(crate) algorithms: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrustedHop {
+    #[serde(default)]
+    pub(crate) spiffe_ids: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) fingerprints: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

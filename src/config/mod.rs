@@ -34,6 +34,8 @@ pub struct Config {
     pub anomaly: Option<crate::anomaly::AnomalyConfig>,
     /// Device posture; `None` unless a `[posture]` table configures a provider.
     pub posture: Option<crate::posture::PostureConfig>,
+    /// Front proxies whose forwarded client certificates (XFCC) are accepted; `None`: none.
+    pub trusted_hop: Option<TrustedHopConfig>,
     /// User tokens; `None` unless a `[user_auth]` table configures them.
     pub user_auth: Option<crate::user::UserAuthConfig>,
     /// How long in-flight requests may run after SIGTERM before connections are cut.
@@ -160,6 +162,25 @@ pub struct RouteConfig {
     pub pins: Option<Pins>,
     /// Whether requests on this route must (or may) carry a user token (`[user_auth]`).
     pub user: UserMode,
+}
+
+/// Front proxies (identified by their own client certificate) allowed to forward a client's
+/// certificate in `x-forwarded-client-cert`.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedHopConfig {
+    /// Exact SPIFFE IDs of the front proxies.
+    pub spiffe_ids: Vec<String>,
+    /// SHA-256 fingerprints (lowercase hex) of the front proxies' certificates.
+    pub fingerprints: Vec<String>,
+}
+
+impl TrustedHopConfig {
+    pub fn trusts(&self, id: &crate::identity::PeerIdentity) -> bool {
+        id.spiffe_id
+            .as_ref()
+            .is_some_and(|s| self.spiffe_ids.iter().any(|t| t == s.as_str()))
+            || self.fingerprints.contains(&id.fingerprint_sha256)
+    }
 }
 
 /// User authentication on a route.

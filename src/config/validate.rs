@@ -97,6 +97,43 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| rate(&mut c, r));
     let posture = raw.posture.as_ref().and_then(|p| posture(&mut c, p));
     let user_auth = raw.user_auth.as_ref().and_then(|u| user_auth(&mut c, u));
+    let trusted_hop = raw.trusted_hop.as_ref().map(|t| {
+        let t_ref = t.get_ref();
+        for id in &t_ref.spiffe_ids {
+            if crate::identity::SpiffeId::parse(id.get_ref()).is_err() {
+                c.push(
+                    id.span(),
+                    format!("`{}` is not a SPIFFE ID (spiffe://trust-domain/path)", id.get_ref()),
+                );
+            }
+        }
+        let fingerprints: Vec<String> = t_ref
+            .fingerprints
+            .iter()
+            .map(|f| {
+                let v: String = f
+                    .get_ref()
+                    .chars()
+                    .filter(|c| *c != ':')
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    c.push(f.span(), "a fingerprint is a SHA-256 in hex (64 digits, `:` allowed)");
+                }
+                v
+            })
+            .collect();
+        if t_ref.spiffe_ids.is_empty() && fingerprints.is_empty() {
+            c.push(
+                t.span(),
+                "[trusted_hop] lists no front proxy (spiffe_ids or fingerprints)",
+            );
+        }
+        crate::config::TrustedHopConfig {
+            spiffe_ids: t_ref.spiffe_ids.iter().map(|s| s.get_ref().clone()).collect(),
+            fingerprints,
+        }
+    });
     if user_auth.is_none()
         && raw.user_auth.is_none()
         && let Some(r) = raw
@@ -126,6 +163,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             anomaly,
             posture,
             user_auth,
+            trusted_hop,
             drain_timeout,
             log,
         }),

@@ -1,6 +1,6 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► audit ─► anomaly ─► sanitize ─► route ─► user ─► rate limit
+//! trace + request id ─► metrics ─► audit ─► anomaly ─► trusted hop ─► sanitize ─► route ─► user ─► rate limit
 //! ─► posture ─► policy ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
@@ -10,6 +10,7 @@
 pub mod anomaly;
 pub mod audit;
 pub mod check;
+pub mod hop;
 pub mod metrics;
 pub mod policy;
 pub mod posture;
@@ -47,12 +48,15 @@ pub type Stack = trace::Trace<
         audit::Audit<
             anomaly::Anomaly<
                 Checked<
-                    sanitize::Sanitize,
+                    hop::TrustedHop,
                     Checked<
-                        route::Route,
+                        sanitize::Sanitize,
                         Checked<
-                            user::UserCheck,
-                            Checked<ratelimit::RateLimit, posture::Posture<Checked<policy::PolicyCheck, Forward>>>,
+                            route::Route,
+                            Checked<
+                                user::UserCheck,
+                                Checked<ratelimit::RateLimit, posture::Posture<Checked<policy::PolicyCheck, Forward>>>,
+                            >,
                         >,
                     >,
                 >,
@@ -76,6 +80,9 @@ pub struct Parts {
     pub limits: Arc<crate::ratelimit::Limits>,
     pub posture: Option<posture::PostureSetup>,
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
+    pub trusted_hop: Option<crate::config::TrustedHopConfig>,
+    /// The live TLS state (the trusted hop verifies forwarded chains with its verifier).
+    pub tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }
 
 pub fn stack(p: Parts) -> Stack {
@@ -88,6 +95,7 @@ pub fn stack(p: Parts) -> Stack {
             p.upstream_names,
         ))
         .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
+        .layer(CheckLayer(hop::TrustedHop::new(p.trusted_hop, p.tls)))
         .layer(CheckLayer(sanitize::Sanitize))
         .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
         .layer(CheckLayer(user::UserCheck::new(p.user_auth, p.routes.clone())))

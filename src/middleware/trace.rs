@@ -73,6 +73,7 @@ where
                         http.path = req.uri().path(),
             route = tracing::field::Empty,
             user = tracing::field::Empty,
+            client.forwarded = tracing::field::Empty,
             decision = tracing::field::Empty,
             http.status = tracing::field::Empty,
         );

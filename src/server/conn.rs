@@ -289,7 +289,8 @@ async fn linger_close(mut tcp: TcpStream) {
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
 }
 
-fn conn_ctx(
+/// The connection context for `identity` (also used for an identity forwarded by a trusted hop).
+pub(crate) fn conn_ctx(
     id: u64,
     peer: SocketAddr,
     identity: PeerIdentity,

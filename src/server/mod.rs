@@ -1,7 +1,7 @@
 //! The mTLS listener: accept loop (`listener.rs`), per-connection handshake, identity and HTTP
 //! serving (`conn.rs`), and the signals that stop it (`shutdown.rs`).
 
-mod conn;
+pub(crate) mod conn;
 mod listener;
 pub mod proxy_protocol;
 pub mod registry;
@@ -43,7 +43,7 @@ pub struct ConnCtx {
 pub struct Server {
     pub listener: ListenerConfig,
     /// The current TLS state: read once per new connection, replaced by a certificate reload.
-    pub tls: ArcSwap<ServerTls>,
+    pub tls: Arc<ArcSwap<ServerTls>>,
     /// Open connections, re-verified after a TLS reload.
     pub connections: Arc<registry::Connections>,
     pub stack: Stack,
@@ -69,7 +69,7 @@ impl Server {
 
     pub fn new(
         listener: ListenerConfig,
-        tls: ServerTls,
+        tls: Arc<ArcSwap<ServerTls>>,
         stack: Stack,
         auditor: Auditor,
         detector: Option<Arc<crate::anomaly::Detector>>,
@@ -77,7 +77,7 @@ impl Server {
     ) -> Arc<Self> {
         Arc::new(Self {
             listener,
-            tls: ArcSwap::from_pointee(tls),
+            tls,
             connections: Arc::default(),
             stack,
             auditor,

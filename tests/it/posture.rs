@@ -661,3 +661,113 @@ async fn bound_user_tokens_only_work_with_their_certificate() {
     assert_eq!(audit.next().await["reason"], "user-token-unbound");
     server.stop().await;
 }
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_trusted_hop_forwards_verified_client_identities_and_nobody_else_can() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    // The admin identity plays the front proxy.
+    let opts = Opts {
+        audit: Some(format!("file = \"{}\"", log.display())),
+        extra: format!("[trusted_hop]\nspiffe_ids = [\"{}\"]\n", crate::support::ADMIN_ID),
+        ..Opts::default()
+    };
+    let mut server = Server::start_with(pki, opts).await;
+    let mut audit = Log::new(log);
+    let (client, hop) = (server.client(), server.admin_client());
+    let client_xfcc = format!(
+        "Hash={};Cert=\"{}\"",
+        fingerprint(&server.pki.client),
+        url_encode(&server.pki.client.cert_pem)
+    );
+
+    // Judged as the forwarded client: /admin is the admin's (the hop's) only.
+    let r = get_with(
+        &hop,
+        server.addr,
+        "/admin/x",
+        &[("x-forwarded-client-cert", &client_xfcc)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let rec = audit.next().await;
+    assert_eq!(rec["identity"]["spiffe_id"], crate::support::CLIENT_ID);
+    assert_eq!(rec["via"]["spiffe_id"], crate::support::ADMIN_ID);
+    let r = get_with(&hop, server.addr, "/app", &[("x-forwarded-client-cert", &client_xfcc)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    audit.skip(1).await;
+    assert_eq!(echoed(&r.body, "x-ztgate-identity"), vec![crate::support::CLIENT_ID]);
+    let upstream_xfcc = echoed(&r.body, "x-forwarded-client-cert");
+    assert!(
+        upstream_xfcc[0].contains(&fingerprint(&server.pki.client)),
+        "{upstream_xfcc:?}"
+    );
+    assert!(
+        !upstream_xfcc[0].contains("Cert="),
+        "the PEM is not passed on: {upstream_xfcc:?}"
+    );
+
+    // The hop's own requests are its own.
+    assert_eq!(
+        get_with(&hop, server.addr, "/admin/x", &[]).await.status,
+        StatusCode::OK
+    );
+    audit.skip(1).await;
+
+    // An untrusted connection claiming to forward the admin is ignored: judged as itself.
+    let admin_xfcc = format!("Cert=\"{}\"", url_encode(&server.pki.admin.cert_pem));
+    let r = get_with(
+        &client,
+        server.addr,
+        "/admin/x",
+        &[("x-forwarded-client-cert", &admin_xfcc)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let rec = audit.next().await;
+    assert_eq!(rec["identity"]["spiffe_id"], crate::support::CLIENT_ID);
+    assert!(rec.get("via").is_none());
+
+    // A forged certificate (another CA, same SPIFFE ID) forwarded by the trusted hop is refused.
+    let rogue = ztgate::pki::CertAuthority::new("rogue CA").unwrap();
+    let forged = rogue
+        .issue(&LeafSpec::client("admin", Some(crate::support::ADMIN_ID)))
+        .unwrap();
+    let forged_xfcc = format!(
+        "Cert=\"{}\";Chain=\"{}\"",
+        url_encode(&forged.cert_pem),
+        url_encode(&format!("{}{}", forged.cert_pem, rogue.cert_pem()))
+    );
+    let r = get_with(
+        &hop,
+        server.addr,
+        "/admin/x",
+        &[("x-forwarded-client-cert", &forged_xfcc)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(audit.next().await["reason"], "forwarded-cert-untrusted");
+    // Garbage and two elements are refused, not downgraded to the hop's identity.
+    for bad in ["Cert=\"%zz\"", "Hash=abc", &format!("{client_xfcc},{client_xfcc}")] {
+        let r = get_with(&hop, server.addr, "/admin/x", &[("x-forwarded-client-cert", bad)]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{bad}");
+        let reason = audit.next().await["reason"].clone();
+        assert!(
+            reason == "forwarded-cert-invalid" || reason == "forwarded-cert-missing",
+            "{bad}: {reason}"
+        );
+    }
+    server.stop().await;
+}
