@@ -7,7 +7,8 @@ Usage: benches/compare.sh [-d SECONDS] [-r RUNS] [--tests ka-h1,ka-h2,newconn,id
 Prints medians of RUNS runs: requests/s, ratios, p50/p99 latency, the proxy's CPU time per
 request (from /proc/PID/stat) and its peak RSS (VmHWM). Everything runs on this machine:
 load generator, proxy and upstream share its cores, so absolute numbers are lower bounds.
-Device posture (not built yet) is not part of "full".
+"full" also checks device posture: the client rule requires managed, encrypted devices, looked up in
+an inventory of 1,000 devices (provider "inventory").
 """
 
 import argparse
@@ -64,9 +65,23 @@ def policy_1000():
         else:
             rules.append(f'[[rule]]\nid = "svc-{i}"\neffect = "allow"\nspiffe_id = ["spiffe://corp.example/ns/prod/sa/svc{i}"]\n'
                          f'methods = ["GET", "POST"]\npaths = ["/api/v1/svc{i}/**"]\n')
-    rules.append('[[rule]]\nid = "client"\neffect = "allow"\nspiffe_id = ["spiffe://ztgate.dev/ns/default/sa/client"]\n')
+    rules.append('[[rule]]\nid = "client"\neffect = "allow"\nspiffe_id = ["spiffe://ztgate.dev/ns/default/sa/client"]\n'
+                 'posture = { managed = true, disk_encrypted = true, min_os_version = "14.0" }\n')
     rules.append('[[rule]]\nid = "ops"\neffect = "allow"\nspiffe_id = ["spiffe://ztgate.dev/ns/ops/sa/admin"]\n')
     return "\n".join(rules)
+
+
+def inventory(work):
+    """1,000 devices, the dev client's among them (its certificate's SHA-256 is the device id)."""
+    import base64, hashlib
+    pem = (work / "pki/client.pem").read_text()
+    b64 = "".join(l for l in pem.splitlines() if l and not l.startswith("-----"))
+    fp = hashlib.sha256(base64.b64decode(b64)).hexdigest()
+    ids = [fp] + [f"{i:064x}" for i in range(999)]
+    text = "".join(f'[device."{d}"]\nmanaged = true\ndisk_encrypted = true\nos_version = "14.5"\n\n' for d in ids)
+    path = work / "devices.toml"
+    path.write_text(text)
+    return path
 
 
 def config(work, name, ports, policy, extra):
@@ -140,6 +155,9 @@ burst = 1000000
 [anomaly]
 enabled = true
 rate_factor = 1000.0
+[posture]
+provider = "inventory"
+file = "{inventory(work)}"
 ''')
         up = subprocess.Popen([lg, "upstream", "--listen", f"127.0.0.1:{UP_PORT}"], stderr=subprocess.DEVNULL)
         procs.append(up)
