@@ -771,3 +771,47 @@ async fn a_trusted_hop_forwards_verified_client_identities_and_nobody_else_can()
     }
     server.stop().await;
 }
+
+#[test]
+fn posture_and_user_config_mistakes_are_reported_with_their_line() {
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", crate::support::EXAMPLE_POLICY);
+    let base = crate::support::config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/");
+    for (extra, needle) in [
+        ("[posture]\nprovider = \"mdm\"\n", "unknown posture provider `mdm`"),
+        ("[posture]\nprovider = \"inventory\"\n", "needs `file`"),
+        (
+            "[posture]\nprovider = \"inventory\"\nfile = \"d.toml\"\ntimeout = \"1s\"\n",
+            "`timeout` does not apply",
+        ),
+        (
+            "[posture]\nprovider = \"service\"\nurl = \"http://127.0.0.1:1/devices\"\n",
+            "contain `{device}`",
+        ),
+        (
+            "[posture]\nprovider = \"assertion\"\njwks = \"j.json\"\nalgorithms = [\"HS256\"]\n",
+            "never none or HS*",
+        ),
+        (
+            "[posture]\nprovider = \"assertion\"\njwks = \"j.json\"\nheader = \"x-ztgate-posture\"\n",
+            "cannot be",
+        ),
+        (
+            "[posture]\nprovider = \"inventory\"\nfile = \"d.toml\"\ndevice_id = \"imei\"\n",
+            "unknown device_id",
+        ),
+        (
+            "[[route]]\nname = \"u\"\npath_prefix = \"/u\"\nupstream = \"app\"\nuser = \"required\"\n",
+            "no [user_auth]",
+        ),
+        ("[trusted_hop]\nspiffe_ids = [\"front\"]\n", "not a SPIFFE ID"),
+    ] {
+        let text = format!("{base}\n{extra}");
+        let err = ztgate::config::Config::from_toml(std::path::Path::new("z.toml"), &text)
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {extra}"))
+            .to_string();
+        assert!(err.contains(needle), "{extra}: {err}");
+        assert!(err.contains("z.toml:"), "{err}");
+    }
+}
