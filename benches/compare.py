@@ -135,6 +135,7 @@ def main():
     ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--fsync", default="batch", choices=["batch", "interval"], help="audit fsync policy of the full stack")
     ap.add_argument("--no-audit", action="store_true", help="full stack without the audit log (to isolate its cost)")
+    ap.add_argument("--no-posture", action="store_true", help="full stack without device posture (to isolate its cost)")
     a = ap.parse_args()
     tests = a.tests.split(",")
 
@@ -148,16 +149,16 @@ def main():
         allow_all = '[[rule]]\nid = "all"\neffect = "allow"\ntrust_domain = ["ztgate.dev"]\n'
         bare = config(work, "bare", BARE, allow_all, "")
         audit = "" if a.no_audit else f'[audit]\nfile = "{work}/audit/ztgate-audit.log"\nfsync = "{a.fsync}"\n'
-        full = config(work, "full", FULL, policy_1000(), audit + f'''
+        posture = "" if a.no_posture else f'[posture]\nprovider = "inventory"\nfile = "{inventory(work)}"\n'
+        policy = policy_1000() if not a.no_posture else policy_1000().replace(
+            'posture = { managed = true, disk_encrypted = true, min_os_version = "14.0" }\n', "")
+        full = config(work, "full", FULL, policy, audit + posture + f'''
 [rate_limit]
 requests_per_second = 1000000
 burst = 1000000
 [anomaly]
 enabled = true
 rate_factor = 1000.0
-[posture]
-provider = "inventory"
-file = "{inventory(work)}"
 ''')
         up = subprocess.Popen([lg, "upstream", "--listen", f"127.0.0.1:{UP_PORT}"], stderr=subprocess.DEVNULL)
         procs.append(up)
