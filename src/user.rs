@@ -6,18 +6,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
 use http::HeaderMap;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::posture::PostureError;
-use crate::posture::jwks::{Confirmation, Jwks, JwtError, thumbprint_matches};
-
-/// Verified tokens remembered at most.
-const CACHE_ENTRIES: usize = 10_000;
+use crate::posture::jwks::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
 
 /// The claims policy can match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,16 +104,11 @@ impl OneOrMany {
     }
 }
 
-struct Verified {
-    user: Arc<User>,
-    exp: u64,
-    x5t: Option<String>,
-}
-
 pub struct UserAuth {
     jwks: Arc<Jwks>,
     require_binding: bool,
-    cache: DashMap<String, Verified>,
+    /// Verified tokens: the user and the thumbprint the token is bound to, if any.
+    cache: TokenCache<(Arc<User>, Option<Arc<str>>)>,
 }
 
 impl UserAuth {
@@ -133,7 +123,7 @@ impl UserAuth {
         Ok(Self {
             jwks: Arc::new(jwks),
             require_binding: cfg.require_binding,
-            cache: DashMap::new(),
+            cache: TokenCache::default(),
         })
     }
 
@@ -156,12 +146,10 @@ impl UserAuth {
             _ => return Err(UserError::NotBearer),
         };
         let now = unix_now();
-        if let Some(c) = self.cache.get(token) {
-            if c.exp <= now {
-                return Err(UserError::Invalid(JwtError::Expired));
-            }
-            self.check_binding(c.x5t.as_deref(), fingerprint)?;
-            return Ok(Some(c.user.clone()));
+        if let Some(cached) = self.cache.get(token, now) {
+            let (user, x5t) = cached.map_err(UserError::Invalid)?;
+            self.check_binding(x5t.as_deref(), fingerprint)?;
+            return Ok(Some(user));
         }
         let claims: Claims = self.jwks.verify(token).map_err(UserError::Invalid)?;
         let x5t = claims.cnf.and_then(|c| c.x5t_s256);
@@ -174,20 +162,8 @@ impl UserAuth {
             amr: claims.amr.into_vec(),
             header,
         });
-        if self.cache.len() >= CACHE_ENTRIES {
-            self.cache.retain(|_, c| c.exp > now);
-            if self.cache.len() >= CACHE_ENTRIES {
-                self.cache.clear();
-            }
-        }
-        self.cache.insert(
-            token.to_string(),
-            Verified {
-                user: user.clone(),
-                exp: claims.exp,
-                x5t,
-            },
-        );
+        self.cache
+            .insert(token, (user.clone(), x5t.map(Arc::from)), claims.exp, now);
         Ok(Some(user))
     }
 
@@ -200,11 +176,4 @@ impl UserAuth {
             None => Ok(()),
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }

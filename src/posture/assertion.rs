@@ -12,20 +12,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::jwks::{Confirmation, Jwks, JwtError, thumbprint_matches};
+use super::jwks::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
 use super::{
     DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Timestamp, Unavailable,
 };
-
-/// Verified assertions remembered at most (each a few hundred bytes).
-const CACHE_ENTRIES: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct AssertionConfig {
@@ -44,16 +39,11 @@ struct Claims {
     posture: RawPosture,
 }
 
-struct Verified {
-    posture: Arc<DevicePosture>,
-    exp: u64,
-    x5t: String,
-}
-
 pub struct Assertion {
     cfg: AssertionConfig,
     jwks: Arc<Jwks>,
-    cache: DashMap<String, Verified>,
+    /// Verified assertions: the posture and the thumbprint they are bound to.
+    cache: TokenCache<(Arc<DevicePosture>, Arc<str>)>,
 }
 
 impl Assertion {
@@ -68,7 +58,7 @@ impl Assertion {
         Ok(Self {
             cfg,
             jwks: Arc::new(jwks),
-            cache: DashMap::new(),
+            cache: TokenCache::default(),
         })
     }
 
@@ -83,14 +73,13 @@ impl Assertion {
 
     fn check(&self, token: &str, fingerprint: &str) -> PostureResult {
         let now = unix_now();
-        if let Some(v) = self.cache.get(token) {
-            if v.exp <= now {
-                return Err(Unavailable::AssertionExpired);
-            }
-            if !thumbprint_matches(&v.x5t, fingerprint) {
+        match self.cache.get(token, now) {
+            Some(Err(_)) => return Err(Unavailable::AssertionExpired),
+            Some(Ok((_, x5t))) if !thumbprint_matches(&x5t, fingerprint) => {
                 return Err(Unavailable::AssertionWrongCert);
             }
-            return Ok(v.posture.clone());
+            Some(Ok((posture, _))) => return Ok(posture),
+            None => {}
         }
         let claims: Claims = self.jwks.verify(token).map_err(|e| match e {
             JwtError::Malformed | JwtError::MissingClaim => Unavailable::AssertionMalformed,
@@ -110,20 +99,7 @@ impl Assertion {
             raw.last_seen = claims.iat.map(Timestamp::Unix);
         }
         let posture = Arc::new(raw.into_posture().map_err(|_| Unavailable::AssertionMalformed)?);
-        if self.cache.len() >= CACHE_ENTRIES {
-            self.cache.retain(|_, v| v.exp > now);
-            if self.cache.len() >= CACHE_ENTRIES {
-                self.cache.clear();
-            }
-        }
-        self.cache.insert(
-            token.to_string(),
-            Verified {
-                posture: posture.clone(),
-                exp: claims.exp,
-                x5t,
-            },
-        );
+        self.cache.insert(token, (posture.clone(), x5t.into()), claims.exp, now);
         Ok(posture)
     }
 }
@@ -143,11 +119,4 @@ impl PostureProvider for Assertion {
         };
         Lookup::Ready(result)
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }

@@ -213,6 +213,59 @@ fn rsa_alg(a: KeyAlgorithm) -> Option<Algorithm> {
     })
 }
 
+/// Verified tokens, so that a client sending the same token on every request pays for one
+/// signature check. Bounded: past `CACHE_ENTRIES`, expired entries go, then everything. The
+/// caller re-checks what depends on the request (binding) on every use; expiry is checked here.
+pub struct TokenCache<T> {
+    map: dashmap::DashMap<String, (T, u64)>,
+}
+
+/// Verified tokens remembered at most per cache (each a few hundred bytes).
+const CACHE_ENTRIES: usize = 10_000;
+
+impl<T: Clone> Default for TokenCache<T> {
+    fn default() -> Self {
+        Self {
+            map: dashmap::DashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> TokenCache<T> {
+    /// `None`: not cached. `Some(Err(Expired))`: cached but past `exp`.
+    pub fn get(&self, token: &str, now: u64) -> Option<Result<T, JwtError>> {
+        self.map.get(token).map(|e| {
+            if e.1 <= now {
+                Err(JwtError::Expired)
+            } else {
+                Ok(e.0.clone())
+            }
+        })
+    }
+
+    pub fn insert(&self, token: &str, value: T, exp: u64, now: u64) {
+        if self.map.len() >= CACHE_ENTRIES {
+            self.map.retain(|_, e| e.1 > now);
+            if self.map.len() >= CACHE_ENTRIES {
+                self.map.clear();
+            }
+        }
+        self.map.insert(token.to_string(), (value, exp));
+    }
+
+    /// After the key set changed: a removed key must stop working at once.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
+}
+
+/// Seconds since the Unix epoch (JWT time).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The RFC 8705 confirmation claim: `cnf: {"x5t#S256": base64url(SHA-256(cert DER))}`.
 #[derive(Debug, serde::Deserialize)]
 pub struct Confirmation {

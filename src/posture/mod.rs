@@ -336,7 +336,7 @@ pub fn build(cfg: &PostureConfig) -> Result<Built, PostureError> {
             }
         }
         ProviderConfig::Service(s) => Built {
-            provider: Arc::new(service::Service::new(s.clone(), cfg.device_id)?),
+            provider: Arc::new(service::Service::new(s.clone())?),
             consumed_header: None,
             reloadable: None,
         },

@@ -20,9 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::OnceCell;
 use tracing::warn;
 
-use super::{
-    DeviceIdSource, DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Unavailable,
-};
+use super::{DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Unavailable};
 use crate::telemetry::metrics;
 
 /// Largest posture answer read; a record is a few hundred bytes.
@@ -64,7 +62,7 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(cfg: ServiceConfig, _source: DeviceIdSource) -> Result<Self, PostureError> {
+    pub fn new(cfg: ServiceConfig) -> Result<Self, PostureError> {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(cfg.timeout));
