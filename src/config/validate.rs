@@ -110,14 +110,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         let fingerprints: Vec<String> = t_ref
             .fingerprints
             .iter()
-            .map(|f| {
-                let v: String = f
-                    .get_ref()
-                    .chars()
-                    .filter(|c| *c != ':')
-                    .collect::<String>()
-                    .to_ascii_lowercase();
-                if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            .filter_map(|f| {
+                let v = crate::identity::parse_fingerprint(f.get_ref());
+                if v.is_none() {
                     c.push(f.span(), "a fingerprint is a SHA-256 in hex (64 digits, `:` allowed)");
                 }
                 v
@@ -933,13 +928,7 @@ fn pins(c: &mut Collector<'_>, r: &RawRoute) -> Option<super::Pins> {
         }
     }
     for p in r.pin_fingerprints.iter().flatten() {
-        let hex: String = p
-            .get_ref()
-            .chars()
-            .filter(|c| *c != ':')
-            .collect::<String>()
-            .to_ascii_lowercase();
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Some(hex) = crate::identity::parse_fingerprint(p.get_ref()) {
             pins.fingerprints.push(hex);
         } else {
             c.push(

@@ -139,6 +139,18 @@ fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// A SHA-256 certificate fingerprint as operators write it (hex, any case, `:` allowed), in the
+/// form [`PeerIdentity::fingerprint_sha256`] has; `None` if it is not 64 hex digits.
+pub(crate) fn parse_fingerprint(s: &str) -> Option<String> {
+    let hex: String = s
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -392,14 +392,8 @@ fn trust_domain(td: &str) -> Result<String, String> {
 }
 
 fn fingerprint(s: &str) -> Result<String, String> {
-    let hex: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(hex)
-    } else {
-        Err(format!(
-            "fingerprint `{s}` must be a SHA-256 in hex (64 digits, colons allowed)"
-        ))
-    }
+    crate::identity::parse_fingerprint(s)
+        .ok_or_else(|| format!("fingerprint `{s}` must be a SHA-256 in hex (64 digits, colons allowed)"))
 }
 
 /// Path patterns are matched against *normalised* paths; a pattern that normalisation would
