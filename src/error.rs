@@ -11,7 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 /// Body of every response ztgate sends: the upstream's streamed body, or a short one of ours.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<crate::upstream::Deadline<Incoming>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -38,6 +38,9 @@ pub enum ProxyError {
         #[source]
         source: BoxError,
     },
+    /// `request_timeout` passed before the client finished sending its request body.
+    #[error("request not received within request_timeout")]
+    RequestTimeout,
     #[error("upstream {upstream} did not answer within the response timeout")]
     UpstreamTimeout { upstream: String },
     #[error("request body larger than {limit} bytes")]
@@ -66,6 +69,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,6 +96,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } => "upstream-unavailable",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
+            ProxyError::RequestTimeout => "request-timeout",
             ProxyError::AuditUnavailable => "audit-unavailable",
             ProxyError::Internal(_) => "internal-error",
         }
@@ -112,6 +117,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => "payload too large",
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
+            ProxyError::RequestTimeout => "request timeout",
             ProxyError::AuditUnavailable => "service unavailable",
             ProxyError::Internal(_) => "internal error",
         };

@@ -36,6 +36,7 @@ pub(crate) struct RawListener {
     pub(crate) handshake_timeout: Option<Spanned<String>>,
     pub(crate) header_read_timeout: Option<Spanned<String>>,
     pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) request_timeout: Option<Spanned<String>>,
     pub(crate) max_connections: Option<Spanned<i64>>,
     pub(crate) require_sni_match: Option<bool>,
     pub(crate) max_connection_age: Option<Spanned<String>>,
@@ -108,6 +109,7 @@ pub(crate) struct RawRoute {
     pub(crate) pin_spki_sha256: Option<Vec<Spanned<String>>>,
     pub(crate) pin_fingerprints: Option<Vec<Spanned<String>>>,
     pub(crate) user: Option<Spanned<String>>,
+    pub(crate) request_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,9 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// An HTTP/2 connection with no activity is probed with PING and closed after this long.
     pub idle_timeout: Duration,
+    /// One deadline for a whole request: request body, upstream response head and response
+    /// body. `None` (the default): only the per-phase timeouts apply.
+    pub request_timeout: Option<Duration>,
     /// Cap on concurrently open client connections; past it, new ones wait in the accept queue.
     pub max_connections: usize,
     /// Refuse with 421 a request whose Host is not the TLS SNI the client sent.
@@ -162,6 +165,8 @@ pub struct RouteConfig {
     pub pins: Option<Pins>,
     /// Whether requests on this route must (or may) carry a user token (`[user_auth]`).
     pub user: UserMode,
+    /// Overrides `[listener] request_timeout`: `Some(None)` is "off" for this route.
+    pub request_timeout: Option<Option<Duration>>,
 }
 
 /// Front proxies (identified by their own client certificate) allowed to forward a client's

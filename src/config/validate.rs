@@ -191,6 +191,10 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
     let handshake_timeout = dur(c, &l.handshake_timeout, 10);
     let header_read_timeout = dur(c, &l.header_read_timeout, 10);
     let idle_timeout = dur(c, &l.idle_timeout, 60);
+    let request_timeout = l
+        .request_timeout
+        .as_ref()
+        .map_or(Some(None), |d| optional_duration(c, d));
     let max_connections = match &l.max_connections {
         None => Some(10_000),
         Some(n) if *n.get_ref() >= 1 => usize::try_from(*n.get_ref()).ok(),
@@ -256,6 +260,7 @@ fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<ListenerConfig> {
         handshake_timeout: handshake_timeout?,
         header_read_timeout: header_read_timeout?,
         idle_timeout: idle_timeout?,
+        request_timeout: request_timeout?,
         max_connections: max_connections?,
         require_sni_match: l.require_sni_match.unwrap_or(true),
     })
@@ -502,6 +507,7 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                     UserMode::Off
                 }
             };
+            let request_timeout = r.request_timeout.as_ref().map(|d| optional_duration(c, d).flatten());
             out.push(RouteConfig {
                 name: name.clone(),
                 host,
@@ -510,6 +516,7 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                 rate_limit,
                 pins,
                 user,
+                request_timeout,
             });
         }
     }
@@ -734,6 +741,15 @@ fn duration(c: &mut Collector<'_>, v: &Spanned<String>) -> Option<Duration> {
             c.push(v.span(), e);
             None
         }
+    }
+}
+
+/// A duration or `"off"` (`Some(None)`); `None` after reporting a bad value.
+fn optional_duration(c: &mut Collector<'_>, v: &Spanned<String>) -> Option<Option<Duration>> {
+    if v.get_ref() == "off" {
+        Some(None)
+    } else {
+        duration(c, v).map(Some)
     }
 }
 

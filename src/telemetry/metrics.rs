@@ -30,6 +30,8 @@ pub const CERT_EXPIRY: &str = "ztgate_certificate_expiry_seconds";
 pub const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
 pub const ANOMALIES_TOTAL: &str = "ztgate_anomalies_total";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "ztgate_connections_closed_total";
+pub const REQUEST_TIMEOUTS_TOTAL: &str = "ztgate_request_timeouts_total";
+pub const PROTOCOL_ERRORS_TOTAL: &str = "ztgate_protocol_errors_total";
 pub const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
 pub const CRL_FETCH_TOTAL: &str = "ztgate_crl_fetch_total";
 pub const CRL_AGE: &str = "ztgate_crl_age_seconds";
@@ -183,6 +185,14 @@ fn describe() {
         "Reloads of the device inventory and JWKS files, by result (ok, error). A failed reload keeps the current ones."
     );
     describe_counter!(
+        PROTOCOL_ERRORS_TOTAL,
+        "Requests refused by the HTTP parser before the layers ran, by reason: malformed-request (400), uri-too-long (414), headers-too-large (431), header-read-timeout."
+    );
+    describe_counter!(
+        REQUEST_TIMEOUTS_TOTAL,
+        "Requests cut by request_timeout, by phase: request_body (408), response_head (504), response_body (stream reset)."
+    );
+    describe_counter!(
         USER_AUTH_TOTAL,
         "User token checks on routes with user authentication, by result: ok, missing, or why the token was refused."
     );
@@ -277,6 +287,7 @@ impl RequestMetrics {
             | E::MisdirectedRequest { .. }
             | E::RateLimited { .. }
             | E::PayloadTooLarge { .. }
+            | E::RequestTimeout
             | E::AuditUnavailable
             | E::Internal(_) => {}
         }
@@ -290,6 +301,15 @@ pub fn handshake(result: &'static str) {
 /// `n` connections were closed because trust ended (`untrusted`, `cert_expired`, `max_age`).
 pub fn connections_closed(reason: &'static str, n: u64) {
     counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(n);
+}
+
+pub fn protocol_error(reason: &'static str) {
+    counter!(PROTOCOL_ERRORS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// `request_timeout` cut a request in `phase` (`request_body`, `response_head`, `response_body`).
+pub fn request_timeout(phase: &'static str) {
+    counter!(REQUEST_TIMEOUTS_TOTAL, "phase" => phase).increment(1);
 }
 
 pub fn crl_fetch(result: &'static str) {

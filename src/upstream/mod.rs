@@ -1,10 +1,12 @@
 //! The innermost service: pick the route, rewrite the request for the upstream (identity headers,
 //! hop-by-hop removal) and forward it over a pooled keep-alive client.
 
+mod deadline;
 pub mod headers;
 mod route;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,11 +26,14 @@ use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
 use crate::tls::TlsError;
+pub use deadline::{Deadline, DeadlineExceeded};
 pub use route::RouteTable;
 
-/// The request body as sent upstream: the client's, cut off at `max_request_body`, with the
-/// client's own body errors marked so they are answered 400, not blamed on the upstream.
-type UpstreamBody = http_body_util::combinators::MapErr<http_body_util::Limited<Incoming>, fn(BoxError) -> BoxError>;
+/// The request body as sent upstream: the client's, cut off at `max_request_body` and at the
+/// request deadline, with the client's own body errors marked so they are answered 400, not
+/// blamed on the upstream.
+type UpstreamBody =
+    http_body_util::combinators::MapErr<Deadline<http_body_util::Limited<Incoming>>, fn(BoxError) -> BoxError>;
 
 /// The client's request body failed (malformed chunking, connection lost mid-body).
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +41,7 @@ type UpstreamBody = http_body_util::combinators::MapErr<http_body_util::Limited<
 struct ClientBodyError(BoxError);
 
 fn mark_client_body_error(e: BoxError) -> BoxError {
-    if e.is::<http_body_util::LengthLimitError>() {
+    if e.is::<http_body_util::LengthLimitError>() || e.is::<DeadlineExceeded>() {
         e
     } else {
         Box::new(ClientBodyError(e))
@@ -70,6 +75,8 @@ struct Inner {
     latency: metrics::Histogram,
     /// `[listener] max_request_body`; `u64::MAX` when unlimited.
     max_body: u64,
+    /// `[listener] request_timeout` (a route may override it).
+    request_timeout: Option<Duration>,
 }
 
 impl Forward {
@@ -131,6 +138,7 @@ impl Forward {
                 upstreams,
                 latency: crate::telemetry::metrics::upstream_duration(),
                 max_body: cfg.listener.max_request_body.unwrap_or(u64::MAX),
+                request_timeout: cfg.listener.request_timeout,
             }),
         })
     }
@@ -181,10 +189,22 @@ impl Inner {
             return Err(ProxyError::PayloadTooLarge { limit: self.max_body });
         }
         let (mut parts, body) = req.into_parts();
-        let body = http_body_util::BodyExt::map_err(
-            http_body_util::Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX)),
-            mark_client_body_error as fn(BoxError) -> BoxError,
-        );
+        let limited = http_body_util::Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX));
+        // `request_timeout`: the request body, the response head and the response body all end
+        // at one instant. `body_done` tells a slow client (408) from a slow upstream (504).
+        let deadline = route
+            .request_timeout
+            .unwrap_or(self.request_timeout)
+            .map(|t| tokio::time::Instant::now() + t);
+        let (body, body_done) = match deadline {
+            None => (Deadline::none(limited), None),
+            Some(at) => {
+                let done = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&limited)));
+                let body = Deadline::until(limited, at, deadline::Side::Request, Some(done.clone()));
+                (body, Some(done))
+            }
+        };
+        let body = http_body_util::BodyExt::map_err(body, mark_client_body_error as fn(BoxError) -> BoxError);
         // An h2 client's :authority (port included) becomes the Host an HTTP/1.1 upstream needs.
         if !parts.headers.contains_key(header::HOST)
             && let Some(h) = parts
@@ -217,15 +237,28 @@ impl Inner {
             PooledClient::Plain(c) => c.request(up_req),
             PooledClient::Tls(c) => c.request(up_req),
         };
-        let sent = std::time::Instant::now();
-        let outcome = tokio::time::timeout(upstream.response_timeout, fut).await;
+        let sent = tokio::time::Instant::now();
+        let head_by = match deadline {
+            Some(at) if at < sent + upstream.response_timeout => at,
+            _ => sent + upstream.response_timeout,
+        };
+        let outcome = tokio::time::timeout_at(head_by, fut).await;
         self.latency.record(sent.elapsed().as_secs_f64());
         let mut resp = match outcome {
+            // The deadline passed while the client was still sending its body: the client's fault.
+            Err(_) if body_done.as_ref().is_some_and(|d| !d.load(Ordering::Acquire)) => {
+                crate::telemetry::metrics::request_timeout("request_body");
+                return Err(ProxyError::RequestTimeout);
+            }
             Err(_) => {
+                if deadline == Some(head_by) {
+                    crate::telemetry::metrics::request_timeout("response_head");
+                }
                 return Err(ProxyError::UpstreamTimeout {
                     upstream: upstream.name.clone(),
                 });
             }
+            Ok(Err(e)) if in_chain::<DeadlineExceeded>(&e) => return Err(ProxyError::RequestTimeout),
             Ok(Err(e)) if e.is_connect() => {
                 return Err(ProxyError::UpstreamUnavailable {
                     upstream: upstream.name.clone(),
@@ -264,7 +297,12 @@ impl Inner {
             });
         }
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
-        Ok(resp.map(Either::Left))
+        Ok(resp.map(|b| {
+            Either::Left(match deadline {
+                Some(at) => Deadline::until(b, at, deadline::Side::Response, None),
+                None => Deadline::none(b),
+            })
+        }))
     }
 }
 

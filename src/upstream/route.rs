@@ -11,6 +11,7 @@ pub struct Route {
     pub rate_limit: Option<crate::ratelimit::Rate>,
     pub pins: Option<crate::config::Pins>,
     pub user: crate::config::UserMode,
+    pub request_timeout: Option<Option<std::time::Duration>>,
 }
 
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl RouteTable {
                 rate_limit: r.rate_limit,
                 pins: r.pins.clone(),
                 user: r.user,
+                request_timeout: r.request_timeout,
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -99,6 +101,7 @@ mod tests {
             rate_limit: None,
             pins: None,
             user: crate::config::UserMode::Off,
+            request_timeout: None,
         }
     }
 

@@ -259,3 +259,197 @@ async fn a_client_that_stops_reading_a_large_response_costs_bounded_memory() {
         upstream_sent >> 20
     );
 }
+
+/// `request_timeout`: an upstream that answers at once but then streams forever has its
+/// response cut at the deadline (the client sees the body fail, not a clean end), counted by
+/// phase; a route with `request_timeout = "off"` keeps streaming past it.
+#[tokio::test]
+async fn request_timeout_cuts_an_endless_response_and_a_route_can_turn_it_off() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                while s.write_all(b"5\r\ntick\n\r\n").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    let mut s = Server::start(Opts {
+        upstream_url: Some(upstream),
+        listener_extra: "request_timeout = \"700ms\"".into(),
+        extra:
+            "[[route]]\nname = \"stream\"\npath_prefix = \"/stream\"\nupstream = \"app\"\nrequest_timeout = \"off\"\n"
+                .into(),
+        ..Opts::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let r = s.client().get(s.addr, "/app").await;
+    assert!(r.is_err(), "an endless body ended cleanly: {r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"ztgate_request_timeouts_total{phase="response_body"} "#)
+    );
+
+    // On the route with the deadline off, the body is still flowing well past 700 ms.
+    let client = s.client();
+    let mut sender = client.connect_h1(s.addr).await;
+    let req = http::Request::get("/stream/x")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut ticks = 0;
+    while std::time::Instant::now() < until {
+        let frame = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
+        ticks += usize::from(frame.is_data());
+    }
+    assert!(ticks > 10, "only {ticks} chunks in 1.5 s");
+    s.stop().await;
+}
+
+/// A client that sends its body too slowly gets 408 at `request_timeout`, audited as
+/// `request-timeout`; an upstream that is too slow with its head gets 504 at the same deadline
+/// (well before its own `response_timeout`).
+#[tokio::test]
+async fn request_timeout_answers_a_slow_body_408_and_a_slow_upstream_504() {
+    use http_body_util::BodyExt;
+    // An upstream that reads the whole body before answering.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    if let Some(ms) = req.uri().path().strip_prefix("/slow/").and_then(|m| m.parse().ok()) {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(format!("got {n}")),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            upstream_url: Some(upstream),
+            listener_extra: "request_timeout = \"600ms\"".into(),
+            audit: Some(format!("file = \"{}\"", log.display())),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let client = s.client();
+    let raw = |path: &'static str| {
+        let client = &client;
+        let addr = s.addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = client.tls_connect(tcp).await;
+            tls.write_all(
+                format!("POST {path} HTTP/1.1\r\nHost: localhost\r\ncontent-length: 100\r\n\r\n0123456789").as_bytes(),
+            )
+            .await
+            .unwrap();
+            tls
+        }
+    };
+    // A body that is complete in time gets through.
+    let mut tls = raw("/fast").await;
+    tls.write_all(&[b'x'; 90]).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("got 100"), "{head}");
+
+    // 10 of 100 bytes, then nothing.
+    let started = std::time::Instant::now();
+    let mut tls = raw("/slow-client").await;
+    let n = tls.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("408 request timeout (request id "), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // The upstream takes 3 s to answer; the 30 s response_timeout never comes into play.
+    let started = std::time::Instant::now();
+    let r = client.get(s.addr, "/slow/3000").await.unwrap();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = s.metrics().await;
+    assert!(
+        m.contains(r#"ztgate_request_timeouts_total{phase="request_body"}"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"ztgate_request_timeouts_total{phase="response_head"}"#),
+        "{m}"
+    );
+    s.stop().await;
+    let recs = audit_records(&log);
+    let slow = recs.iter().find(|r| r["path"] == "/slow-client").unwrap();
+    assert_eq!(
+        (slow["status"].as_u64(), slow["reason"].as_str()),
+        (Some(408), Some("request-timeout"))
+    );
+    let up = recs.iter().find(|r| r["path"] == "/slow/3000").unwrap();
+    assert_eq!(
+        (up["status"].as_u64(), up["reason"].as_str()),
+        (Some(504), Some("upstream-timeout"))
+    );
+}
+
+#[test]
+fn bad_request_timeouts_are_config_errors_with_their_line() {
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:8080", "", "/").replace(
+        "handshake_timeout = \"2s\"\n",
+        "handshake_timeout = \"2s\"\nrequest_timeout = \"0s\"\n",
+    ) + "\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"app\"\nrequest_timeout = \"soon\"\n";
+    let path = pki.write("ztgate.toml", &cfg);
+    let err = ztgate::config::Config::load(&path).unwrap_err().to_string();
+    let lines: Vec<usize> = cfg
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("request_timeout"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(
+        err.contains(&format!(":{}:", lines[0])) && err.contains("greater than zero"),
+        "{err}"
+    );
+    assert!(err.contains(&format!(":{}:", lines[1])), "{err}");
+    // "off" is valid in both places.
+    let ok = cfg.replace("\"0s\"", "\"off\"").replace("\"soon\"", "\"off\"");
+    let path = pki.write("ztgate-ok.toml", &ok);
+    ztgate::config::Config::load(&path).unwrap();
+}
