@@ -105,6 +105,25 @@ pub struct HandshakeRecord {
     pub reason: &'static str,
 }
 
+/// A request the HTTP parser refused before ztgate's layers saw it (malformed, head too large,
+/// header read timeout): there is no request id, method or path, only the connection.
+#[derive(Serialize)]
+pub struct ProtocolRecord<'a> {
+    pub v: u32,
+    pub ts: String,
+    /// Always `"protocol"`.
+    pub kind: &'static str,
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub identity: Identity<'a>,
+    /// Always `"error"`.
+    pub decision: &'static str,
+    pub reason: &'static str,
+    /// The status hyper answered; absent when it closed without an answer (header timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
 /// Filled by inner layers as the request goes through, read by the audit layer afterwards
 /// (inner layers cannot hand data back through the request, which they consume).
 #[derive(Debug, Default)]

@@ -146,6 +146,7 @@ pub(super) async fn handle(
             }
         };
     drop(tls_state);
+    let conn_ctx = ctx.clone();
     let svc = server
         .stack
         .clone()
@@ -172,15 +173,21 @@ pub(super) async fn handle(
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
     // after the current response, h2 with GOAWAY), then bounded by the drain timeout.
     let close = tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                debug!(error = %e, "connection ended with an error");
+        r = conn.as_mut() => Err(r),
+        _ = drain.wait_for(|d| *d) => Ok(Close::Drain),
+        () = registration.close.notified() => Ok(Close::NoLongerTrusted),
+        () = tokio::time::sleep_until(deadline) => Ok(Close::Deadline(deadline_reason)),
+    };
+    let close = match close {
+        Ok(close) => close,
+        Err(Ok(())) => return,
+        Err(Err(e)) => {
+            debug!(error = %e, "connection ended with an error");
+            if let Some(refused) = refused_request(e.as_ref()) {
+                audit_refused_request(&server, &conn_ctx, refused).await;
             }
             return;
         }
-        _ = drain.wait_for(|d| *d) => Close::Drain,
-        () = registration.close.notified() => Close::NoLongerTrusted,
-        () = tokio::time::sleep_until(deadline) => Close::Deadline(deadline_reason),
     };
     match close {
         // Counted by the reload that asked, which knows how many it closed.
@@ -193,7 +200,12 @@ pub(super) async fn handle(
     conn.as_mut().graceful_shutdown();
     let grace = server.drain_timeout;
     match tokio::time::timeout(grace, conn.as_mut()).await {
-        Ok(Err(e)) => debug!(error = %e, "connection ended with an error while closing"),
+        Ok(Err(e)) => {
+            debug!(error = %e, "connection ended with an error while closing");
+            if let Some(refused) = refused_request(e.as_ref()) {
+                audit_refused_request(&server, &conn_ctx, refused).await;
+            }
+        }
         Ok(Ok(())) => {}
         Err(_) => debug!("connection did not finish within the drain timeout; cut"),
     }
@@ -247,6 +259,60 @@ async fn proxied_peer(
         Ok(Ok(ProxyHeader::Proxied { source, .. })) => Ok(source),
         Ok(Ok(ProxyHeader::Local)) => Ok(socket_peer),
     }
+}
+
+/// A request hyper refused before it reached the stack (it answers those itself, on HTTP/1):
+/// the audit reason and the status sent, logged and counted here; `None` for errors that are not
+/// a refused request.
+fn refused_request(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, Option<u16>)> {
+    let hyper_error = std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<hyper::Error>());
+    let (reason, status) = hyper_error.and_then(classify_protocol_error)?;
+    metrics::protocol_error(reason);
+    warn!(reason, status, error = %e, "request refused by the HTTP parser");
+    Some((reason, status))
+}
+
+/// Audits a [`refused_request`] like any other decision, under the connection's identity.
+async fn audit_refused_request(server: &Server, ctx: &ConnCtx, (reason, status): (&'static str, Option<u16>)) {
+    use crate::audit::record::{ProtocolRecord, SCHEMA_VERSION, timestamp};
+    if !server.auditor.enabled() {
+        return;
+    }
+    let record = ProtocolRecord {
+        v: SCHEMA_VERSION,
+        ts: timestamp(std::time::SystemTime::now()),
+        kind: "protocol",
+        conn_id: ctx.id,
+        peer: ctx.peer_addr,
+        identity: (&ctx.identity).into(),
+        decision: "error",
+        reason,
+        status,
+    };
+    if let Ok(bytes) = serde_json::to_vec(&record) {
+        server.auditor.record(bytes).await;
+    }
+}
+
+/// The audit reason and the status hyper sent (none for a header timeout: it just closes), or
+/// `None` for errors that are not a refused request (a client going away, an h2 GOAWAY).
+fn classify_protocol_error(e: &hyper::Error) -> Option<(&'static str, Option<u16>)> {
+    if e.is_parse_too_large() {
+        // hyper answers 414 for a long request line and 431 for a large head; only its
+        // message tells the two apart.
+        return Some(if e.to_string().contains("URI") {
+            ("uri-too-long", Some(414))
+        } else {
+            ("headers-too-large", Some(431))
+        });
+    }
+    if e.is_parse() {
+        return Some(("malformed-request", Some(400)));
+    }
+    if e.is_timeout() {
+        return Some(("header-read-timeout", None));
+    }
+    None
 }
 
 async fn audit_handshake(server: &Server, conn_id: u64, peer: SocketAddr, reason: &'static str) {

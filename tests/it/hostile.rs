@@ -353,3 +353,65 @@ async fn h2_requests_with_connection_specific_headers_or_a_lying_content_length_
     assert!(r == Err("reset") || r == Ok(0x8c), "lying content-length: {r:?}");
     s.stop().await;
 }
+
+/// What hyper refuses before the layers run (it answers 400/431 itself, or closes at the header
+/// timeout) is still a decision about an authenticated client: audited as `kind = "protocol"`
+/// with the connection's identity, and counted.
+#[tokio::test]
+async fn requests_the_parser_refuses_are_audited_with_the_identity_and_counted() {
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            listener_extra: "max_header_bytes = \"16KiB\"\nheader_read_timeout = \"500ms\"".into(),
+            audit: Some(format!("file = \"{}\"", log.display())),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let smuggle = raw(
+        &s,
+        b"POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+    )
+    .await;
+    assert_eq!(status_of(&smuggle), 400, "{smuggle}");
+    let big = format!(
+        "GET /app HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    assert_eq!(status_of(&raw(&s, big.as_bytes()).await), 431);
+    // Half a head, then silence: closed at the header timeout without an answer.
+    let silent = raw(&s, b"GET /app HTTP/1.1\r\nHost: loc").await;
+    assert_eq!(silent, "", "{silent}");
+    // Metrics are process-wide (other tests refuse requests too): the series must exist.
+    let m = s.metrics().await;
+    for reason in ["malformed-request", "headers-too-large", "header-read-timeout"] {
+        assert!(
+            m.contains(&format!("ztgate_protocol_errors_total{{reason=\"{reason}\"}} ")),
+            "{reason}: {m}"
+        );
+    }
+    s.stop().await;
+    let recs: Vec<_> = audit_records(&log)
+        .into_iter()
+        .filter(|r| r["kind"] == "protocol")
+        .collect();
+    let got: Vec<(&str, Option<u64>)> = recs
+        .iter()
+        .map(|r| (r["reason"].as_str().unwrap(), r["status"].as_u64()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("malformed-request", Some(400)),
+            ("headers-too-large", Some(431)),
+            ("header-read-timeout", None)
+        ]
+    );
+    for r in &recs {
+        assert_eq!(r["decision"], "error", "{r}");
+        assert_eq!(r["identity"]["spiffe_id"], CLIENT_ID, "{r}");
+        assert!(r["conn_id"].as_u64().is_some() && r["peer"].as_str().is_some(), "{r}");
+    }
+}
