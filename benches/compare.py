@@ -55,7 +55,7 @@ def rss_kib(pid, key="VmRSS"):
     return 0
 
 
-def policy_1000():
+def policy_1000(client="spiffe://ztgate.dev/ns/default/sa/client"):
     rules = ['[[rule]]\nid = "no-admin"\neffect = "deny"\npaths = ["/admin/**"]\n'
              'not = { spiffe_id = ["spiffe://ztgate.dev/ns/ops/sa/admin"] }\n']
     for i in range(997):
@@ -65,16 +65,16 @@ def policy_1000():
         else:
             rules.append(f'[[rule]]\nid = "svc-{i}"\neffect = "allow"\nspiffe_id = ["spiffe://corp.example/ns/prod/sa/svc{i}"]\n'
                          f'methods = ["GET", "POST"]\npaths = ["/api/v1/svc{i}/**"]\n')
-    rules.append('[[rule]]\nid = "client"\neffect = "allow"\nspiffe_id = ["spiffe://ztgate.dev/ns/default/sa/client"]\n'
+    rules.append(f'[[rule]]\nid = "client"\neffect = "allow"\nspiffe_id = ["{client}"]\n'
                  'posture = { managed = true, disk_encrypted = true, min_os_version = "14.0" }\n')
     rules.append('[[rule]]\nid = "ops"\neffect = "allow"\nspiffe_id = ["spiffe://ztgate.dev/ns/ops/sa/admin"]\n')
     return "\n".join(rules)
 
 
-def inventory(work):
+def inventory(work, client_pem=None):
     """1,000 devices, the dev client's among them (its certificate's SHA-256 is the device id)."""
     import base64, hashlib
-    pem = (work / "pki/client.pem").read_text()
+    pem = (client_pem or work / "pki/client.pem").read_text()
     b64 = "".join(l for l in pem.splitlines() if l and not l.startswith("-----"))
     fp = hashlib.sha256(base64.b64decode(b64)).hexdigest()
     ids = [fp] + [f"{i:064x}" for i in range(999)]
@@ -84,23 +84,24 @@ def inventory(work):
     return path
 
 
-def config(work, name, ports, policy, extra):
+def config(work, name, ports, policy, extra, pki=None, upstream=None):
     (work / f"{name}-policy.toml").write_text(policy)
+    cert, key, ca = pki or (f"{work}/pki/server.pem", f"{work}/pki/server-key.pem", f"{work}/pki/ca.pem")
     text = f'''
 [listener]
 address = "127.0.0.1:{ports[0]}"
 max_connections = 20000
 [tls]
-cert = "{work}/pki/server.pem"
-key = "{work}/pki/server-key.pem"
-client_ca = "{work}/pki/ca.pem"
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
 [admin]
 address = "127.0.0.1:{ports[1]}"
 [policy]
 file = "{work}/{name}-policy.toml"
 [[upstream]]
 name = "app"
-url = "http://127.0.0.1:{UP_PORT}"
+url = "{upstream or f'http://127.0.0.1:{UP_PORT}'}"
 [[route]]
 name = "default"
 path_prefix = "/"
@@ -127,6 +128,31 @@ def wait_port(port, timeout=20):
     sys.exit(f"nothing listens on {port}")
 
 
+def full_extra(work, inventory_file, fsync="batch", audit=True):
+    audit = f'[audit]\nfile = "{work}/audit/ztgate-audit.log"\nfsync = "{fsync}"\n' if audit else ""
+    posture = f'[posture]\nprovider = "inventory"\nfile = "{inventory_file}"\n' if inventory_file else ""
+    return audit + posture + '''
+[rate_limit]
+requests_per_second = 1000000
+burst = 1000000
+[anomaly]
+enabled = true
+rate_factor = 1000.0
+'''
+
+
+def peer_config(out, pki, port):
+    """The full stack, configured for ../shared/bench/run.sh: its PKI, its upstream on :18080."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    pki = Path(pki).resolve()
+    client = "spiffe://example.org/ns/default/sa/client"
+    extra = full_extra(out, inventory(out, pki / "client.crt"))
+    path = config(out, "peer-full", (port, port + 1), policy_1000(client), extra,
+                  pki=(pki / "server.crt", pki / "server.key", pki / "ca.crt"), upstream="http://127.0.0.1:18080")
+    print(path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-d", type=float, default=8)
@@ -136,7 +162,13 @@ def main():
     ap.add_argument("--fsync", default="batch", choices=["batch", "interval"], help="audit fsync policy of the full stack")
     ap.add_argument("--no-audit", action="store_true", help="full stack without the audit log (to isolate its cost)")
     ap.add_argument("--no-posture", action="store_true", help="full stack without device posture (to isolate its cost)")
+    ap.add_argument("--peer-config", metavar="DIR",
+                    help="only write the full-stack config for ../shared/bench/run.sh into DIR and print its path")
+    ap.add_argument("--pki", default="/tmp/bench/pki", help="with --peer-config: the shared harness's PKI")
+    ap.add_argument("--port", type=int, default=19443, help="with --peer-config: TLS port (admin on PORT+1)")
     a = ap.parse_args()
+    if a.peer_config:
+        return peer_config(a.peer_config, a.pki, a.port)
     tests = a.tests.split(",")
 
     sh("cargo", "build", "--release", "--locked", "--bin", "ztgate", cwd=REPO, stdout=subprocess.DEVNULL)
@@ -148,18 +180,10 @@ def main():
         sh(zt, "certs", "dev", "--out", str(work / "pki"), stdout=subprocess.DEVNULL)
         allow_all = '[[rule]]\nid = "all"\neffect = "allow"\ntrust_domain = ["ztgate.dev"]\n'
         bare = config(work, "bare", BARE, allow_all, "")
-        audit = "" if a.no_audit else f'[audit]\nfile = "{work}/audit/ztgate-audit.log"\nfsync = "{a.fsync}"\n'
-        posture = "" if a.no_posture else f'[posture]\nprovider = "inventory"\nfile = "{inventory(work)}"\n'
         policy = policy_1000() if not a.no_posture else policy_1000().replace(
             'posture = { managed = true, disk_encrypted = true, min_os_version = "14.0" }\n', "")
-        full = config(work, "full", FULL, policy, audit + posture + f'''
-[rate_limit]
-requests_per_second = 1000000
-burst = 1000000
-[anomaly]
-enabled = true
-rate_factor = 1000.0
-''')
+        full = config(work, "full", FULL, policy,
+                      full_extra(work, None if a.no_posture else inventory(work), a.fsync, not a.no_audit))
         up = subprocess.Popen([lg, "upstream", "--listen", f"127.0.0.1:{UP_PORT}"], stderr=subprocess.DEVNULL)
         procs.append(up)
         targets = {}
