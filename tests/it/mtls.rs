@@ -183,3 +183,64 @@ async fn sessions_are_never_resumed_so_every_connection_verifies_the_certificate
         [Some(rustls::HandshakeKind::Full), Some(rustls::HandshakeKind::Full)]
     );
 }
+
+/// The listener chooses the cipher suite by its own order: a client that prefers
+/// AES-256-GCM-SHA384 (as OpenSSL does, and rustls' default order) still gets AES-128-GCM, on
+/// TLS 1.3 and 1.2; a client that offers only AES-256 gets AES-256.
+#[tokio::test]
+async fn the_server_picks_aes_128_gcm_whatever_order_the_client_prefers() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::sync::Arc;
+    let s = Server::start(Opts::default()).await;
+    let negotiated = |suites: Vec<rustls::SupportedCipherSuite>, version: &'static rustls::SupportedProtocolVersion| {
+        let pki = &s.pki;
+        let addr = s.addr;
+        async move {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(pki.ca.cert_pem().as_bytes()).unwrap())
+                .unwrap();
+            // rustls' own default order: AES-256 first.
+            let mut provider = rustls::crypto::ring::default_provider();
+            provider.cipher_suites = suites;
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(pki.client.cert_pem.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(pki.client.key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+        }
+    };
+    let defaults = rustls::crypto::ring::default_provider().cipher_suites;
+    assert_eq!(
+        format!("{:?}", defaults[0].suite()),
+        "TLS13_AES_256_GCM_SHA384",
+        "the client must prefer AES-256 for this test to mean anything"
+    );
+    assert_eq!(
+        negotiated(defaults.clone(), &rustls::version::TLS13).await,
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    assert_eq!(
+        negotiated(defaults.clone(), &rustls::version::TLS12).await,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+    let only_256: Vec<_> = defaults
+        .into_iter()
+        .filter(|s| s.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+        .collect();
+    assert_eq!(
+        negotiated(only_256, &rustls::version::TLS13).await,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+}
