@@ -13,7 +13,7 @@ use super::cond::{Cidr, Cond, NamePattern, SpiffePattern, Test};
 use super::file::{RawCond, RawPolicy};
 use super::glob::SegGlob;
 use super::{Effect, Mode, Rule};
-use crate::diag::{Collector, line_col};
+use crate::diag::Collector;
 
 pub(super) struct Compiled {
     pub(super) rules: Vec<Rule>,
@@ -54,6 +54,7 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
         .collect();
 
     let mut rules = Vec::with_capacity(raw.rules.len());
+    let lines = crate::diag::LineIndex::new(text);
     let mut first_seen: HashMap<String, usize> = HashMap::new();
     for r in raw.rules {
         let id = r.meta.id;
@@ -61,7 +62,7 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
             c.push(id.span(), "rule id must not be empty");
         }
         if let Some(first) = first_seen.insert(id.get_ref().clone(), id.span().start) {
-            let (line, _) = line_col(text, first);
+            let line = lines.line(first);
             c.push(
                 id.span(),
                 format!("duplicate rule id `{}` (first defined on line {line})", id.get_ref()),
@@ -129,7 +130,7 @@ pub(super) fn compile(raw: RawPolicy, text: &str, c: &mut Collector<'_>) -> Comp
             in_group: None,
         }
         .cond(r.cond);
-        let (line, _) = line_col(text, r.span.start);
+        let line = lines.line(r.span.start);
         rules.push(Rule {
             id: id.into_inner(),
             effect,
