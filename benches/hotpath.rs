@@ -40,7 +40,10 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // Identity and peer are serialized once per connection (ConnCtx), as ztgate does.
     let peer: std::net::SocketAddr = "10.1.2.3:51234".parse().unwrap();
+    let peer = serde_json::value::to_raw_value(&peer).unwrap();
+    let identity = serde_json::value::to_raw_value(&Identity::from(&id)).unwrap();
     c.bench_function("audit_record_serialize", |b| {
         let mut buf = Vec::with_capacity(1024);
         b.iter(|| {
@@ -51,8 +54,8 @@ fn bench(c: &mut Criterion) {
                 kind: "request",
                 request_id: "5db32b3ab49e94ed0000000000000001",
                 conn_id: 7,
-                peer,
-                identity: Identity::from(&id),
+                peer: &peer,
+                identity: &identity,
                 via: None,
                 method: "GET",
                 host: Some("payments.corp.example"),

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::identity::PeerIdentity;
 
@@ -43,11 +44,13 @@ pub struct RequestRecord<'a> {
     pub kind: &'static str,
     pub request_id: &'a str,
     pub conn_id: u64,
-    pub peer: SocketAddr,
-    pub identity: Identity<'a>,
+    /// `ConnCtx::audit_peer`, serialized once per connection.
+    pub peer: &'a RawValue,
+    /// An [`Identity`], serialized once per connection (`ConnCtx::audit_identity`).
+    pub identity: &'a RawValue,
     /// The front proxy that forwarded `identity` (trusted hop), when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub via: Option<Identity<'a>>,
+    pub via: Option<&'a RawValue>,
     pub method: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<&'a str>,
@@ -114,8 +117,8 @@ pub struct ProtocolRecord<'a> {
     /// Always `"protocol"`.
     pub kind: &'static str,
     pub conn_id: u64,
-    pub peer: SocketAddr,
-    pub identity: Identity<'a>,
+    pub peer: &'a RawValue,
+    pub identity: &'a RawValue,
     /// Always `"error"`.
     pub decision: &'static str,
     pub reason: &'static str,
@@ -144,9 +147,36 @@ pub struct Note {
 }
 
 /// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-23T08:45:37.123456Z`.
+///
+/// Called for every audit record: the date and time up to the second are formatted once per
+/// second (per thread) and reused; only the microseconds are written each time.
 pub fn timestamp(t: SystemTime) -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let mut out = String::with_capacity(27);
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            *cached = (secs, seconds_prefix(secs));
+        }
+        out.push_str(&cached.1);
+    });
+    out.push('.');
+    let micros = d.subsec_micros();
+    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+        // A digit 0..=9: the cast cannot truncate.
+        out.push(char::from(b'0' + ((micros / place) % 10) as u8));
+    }
+    out.push('Z');
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time.
+fn seconds_prefix(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -159,11 +189,10 @@ pub fn timestamp(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_micros()
+        rem % 60
     )
 }
 
@@ -179,5 +208,12 @@ mod tests {
         assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000000Z");
+        // The cached second is reused only within that second.
+        let a = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_422_337_000_007);
+        let b = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_422_338_999_999);
+        assert_eq!(timestamp(a), "2026-11-23T08:25:37.000007Z");
+        assert_eq!(timestamp(a), "2026-11-23T08:25:37.000007Z");
+        assert_eq!(timestamp(b), "2026-11-23T08:25:38.999999Z");
+        assert_eq!(timestamp(a), "2026-11-23T08:25:37.000007Z");
     }
 }

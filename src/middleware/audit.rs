@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, RequestId};
 use crate::audit::Auditor;
-use crate::audit::record::{Identity, Note, Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
+use crate::audit::record::{Note, Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
 use crate::error::{ProxyBody, ProxyError};
 use crate::server::ConnCtx;
 use crate::upstream::RouteTable;
@@ -131,9 +131,9 @@ where
                 kind: "request",
                 request_id: request_id.0.to_str().unwrap_or("-"),
                 conn_id: conn.id,
-                peer: conn.peer_addr,
-                identity: Identity::from(&note.forwarded.get().unwrap_or(&conn).identity),
-                via: note.forwarded.get().map(|_| Identity::from(&conn.identity)),
+                peer: &conn.audit_peer,
+                identity: &note.forwarded.get().unwrap_or(&conn).audit_identity,
+                via: note.forwarded.get().map(|_| &*conn.audit_identity),
                 method: method.as_str(),
                 host: host.as_deref(),
                 path: note.path.get().map_or(raw_path.as_str(), String::as_str),

@@ -283,8 +283,8 @@ async fn audit_refused_request(server: &Server, ctx: &ConnCtx, (reason, status):
         ts: timestamp(std::time::SystemTime::now()),
         kind: "protocol",
         conn_id: ctx.id,
-        peer: ctx.peer_addr,
-        identity: (&ctx.identity).into(),
+        peer: &ctx.audit_peer,
+        identity: &ctx.audit_identity,
         decision: "error",
         reason,
         status,
@@ -371,6 +371,8 @@ pub(crate) fn conn_ctx(
         .as_ref()
         .map_or(identity.fingerprint_sha256.as_str(), |s| s.as_str())
         .into();
+    let audit_identity = serde_json::value::to_raw_value(&crate::audit::record::Identity::from(&identity)).ok()?;
+    let audit_peer = serde_json::value::to_raw_value(&peer).ok()?;
     Some(ConnCtx {
         id,
         peer_addr: peer,
@@ -379,6 +381,8 @@ pub(crate) fn conn_ctx(
         xfcc,
         identity_header,
         peer_ip,
+        audit_identity,
+        audit_peer,
         rate_key,
         anomaly: None,
     })

@@ -33,6 +33,10 @@ pub struct ConnCtx {
     pub xfcc: HeaderValue,
     pub identity_header: HeaderValue,
     pub peer_ip: HeaderValue,
+    /// The audit record's `identity` and `peer` fields, serialized once: the JSON escaping of
+    /// fingerprint, issuer, serial and SPIFFE ID is per connection, not per request.
+    pub audit_identity: Box<serde_json::value::RawValue>,
+    pub audit_peer: Box<serde_json::value::RawValue>,
     /// The rate-limit key: the SPIFFE ID, else the certificate fingerprint.
     pub rate_key: Arc<str>,
     /// This certificate's anomaly-detection counters (when detection is on).
