@@ -4,6 +4,8 @@ and ztgate "full" (1,000-rule policy, hash-chained audit log to a file with fsyn
 metrics, anomaly detection, rate limit set high), under the same load from benches/loadgen.rs.
 
 Usage: benches/compare.sh [-d SECONDS] [-r RUNS] [--tests ka-h1,ka-h2,newconn,idle]
+       benches/compare.py --peer-config DIR [--pki /tmp/bench/pki] [--port 19443]
+         (only writes the same full-stack config for ../shared/bench/run.sh; docs/performance.md)
 Prints medians of RUNS runs: requests/s, ratios, p50/p99 latency, the proxy's CPU time per
 request (from /proc/PID/stat) and its peak RSS (VmHWM). Everything runs on this machine:
 load generator, proxy and upstream share its cores, so absolute numbers are lower bounds.
