@@ -23,7 +23,9 @@ use crate::error::BoxError;
 #[error("request_timeout reached")]
 pub struct DeadlineExceeded;
 
-/// Which side a cut body was on, for `ztgate_request_timeouts_total{phase}`.
+/// Which side a body is on. A cut response body is counted here
+/// (`ztgate_request_timeouts_total{phase="response_body"}`); a cut request body ends the upstream
+/// call, and the forwarder counts it there, once, whichever timer fired first.
 #[derive(Debug, Clone, Copy)]
 pub enum Side {
     Request,
@@ -76,10 +78,9 @@ where
         if let Some(t) = &mut this.timer
             && t.sleep.as_mut().poll(cx).is_ready()
         {
-            crate::telemetry::metrics::request_timeout(match t.side {
-                Side::Request => "request_body",
-                Side::Response => "response_body",
-            });
+            if let Side::Response = t.side {
+                crate::telemetry::metrics::request_timeout("response_body");
+            }
             this.timer = None;
             return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
         }

@@ -258,7 +258,10 @@ impl Inner {
                     upstream: upstream.name.clone(),
                 });
             }
-            Ok(Err(e)) if in_chain::<DeadlineExceeded>(&e) => return Err(ProxyError::RequestTimeout),
+            Ok(Err(e)) if in_chain::<DeadlineExceeded>(&e) => {
+                crate::telemetry::metrics::request_timeout("request_body");
+                return Err(ProxyError::RequestTimeout);
+            }
             Ok(Err(e)) if e.is_connect() => {
                 return Err(ProxyError::UpstreamUnavailable {
                     upstream: upstream.name.clone(),
