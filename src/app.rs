@@ -154,7 +154,15 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 tls: tls.clone(),
             });
             Ok(Prepared {
-                server: Server::new(cfg.listener.clone(), tls, stack, auditor, detector, cfg.drain_timeout),
+                server: Server::new(
+                    cfg.listener.clone(),
+                    tls,
+                    stack,
+                    auditor,
+                    detector,
+                    cfg.drain_timeout,
+                    crate::tls::revocation::Revocation::new(&cfg.tls),
+                ),
                 policy,
                 limits,
                 reloadables,
@@ -265,6 +273,21 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             },
         ))
     });
+    let revocation_task = server.revocation.clone().and_then(|rev| {
+        // Only distribution-point CRLs are refreshed in the background; OCSP answers are asked
+        // again when they run out and a connection needs them.
+        (cfg.tls.crl_discovery != crate::config::RevocationMode::Off).then(|| {
+            let mut rx = admin_stopped.clone();
+            tokio::spawn(reload::refresh_distribution_points(
+                rev,
+                server.clone(),
+                cfg.tls.crl_fetch_interval,
+                async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                },
+            ))
+        })
+    });
     let expiry_task = {
         let mut rx = admin_stopped.clone();
         let policy_for_prune = policy.clone();
@@ -275,6 +298,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
                 tokio::select! {
                                         _ = tick.tick() => {
                         metrics::expiry(&server.tls.load().expiry);
+                        if let Some(rev) = &server.revocation {
+                            metrics::expiry(&rev.expiry());
+                        }
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();
                         policy_for_prune.load().prune_limits();
@@ -289,6 +315,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     let _ = reload_task.await;
     let _ = tls_reload_task.await;
     if let Some(t) = crl_fetch_task {
+        let _ = t.await;
+    }
+    if let Some(t) = revocation_task {
         let _ = t.await;
     }
     for t in posture_tasks {

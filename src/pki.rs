@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, RevocationReason,
-    RevokedCertParams, SanType, SerialNumber,
+    RevokedCertParams, SanType, SerialNumber, SigningKey,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -20,6 +20,8 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot parse a certificate: {0}")]
+    Parse(String),
     #[error("{0} already exists; pass --force to replace the dev PKI")]
     Exists(PathBuf),
     #[error("no secure random source: {0}")]
@@ -29,6 +31,8 @@ pub enum PkiError {
 /// A self-signed CA that can issue leaf certificates and CRLs.
 pub struct CertAuthority {
     issuer: CertifiedIssuer<'static, KeyPair>,
+    /// The same key, for what rcgen does not sign itself (OCSP responses).
+    key: KeyPair,
 }
 
 /// What a leaf certificate should say. Validity is relative to now, in days.
@@ -44,6 +48,10 @@ pub struct LeafSpec {
     /// Overrides `valid_until_days` with a notAfter this many seconds from now (short-lived
     /// certificates, tests of what happens at expiry).
     pub valid_for_secs: Option<i64>,
+    /// CRL distribution point URLs (`crl_discovery`).
+    pub crl_urls: Vec<String>,
+    /// OCSP responder URL, written in the AIA extension.
+    pub ocsp_url: Option<String>,
 }
 
 impl LeafSpec {
@@ -58,6 +66,8 @@ impl LeafSpec {
             valid_from_days: -1,
             valid_until_days: 365,
             valid_for_secs: None,
+            crl_urls: vec![],
+            ocsp_url: None,
         }
     }
 
@@ -72,6 +82,8 @@ impl LeafSpec {
             valid_from_days: -1,
             valid_until_days: 365,
             valid_for_secs: None,
+            crl_urls: vec![],
+            ocsp_url: None,
         }
     }
 }
@@ -100,8 +112,10 @@ impl CertAuthority {
         params.not_before = now - Duration::days(1);
         params.not_after = now + Duration::days(3650);
         params.serial_number = Some(random_serial()?);
+        let copy = KeyPair::try_from(key.serialize_der())?;
         Ok(Self {
             issuer: CertifiedIssuer::self_signed(params, key)?,
+            key: copy,
         })
     }
 
@@ -130,6 +144,17 @@ impl CertAuthority {
             sans.push(SanType::URI(u.clone().try_into()?));
         }
         params.subject_alt_names = sans;
+        if !spec.crl_urls.is_empty() {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: spec.crl_urls.clone(),
+            }];
+        }
+        if let Some(url) = &spec.ocsp_url {
+            params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+                OID_AUTHORITY_INFO_ACCESS,
+                authority_info_access(url),
+            ));
+        }
         let now = OffsetDateTime::now_utc();
         params.not_before = now + Duration::days(spec.valid_from_days);
         params.not_after = match spec.valid_for_secs {
@@ -145,6 +170,93 @@ impl CertAuthority {
             der: cert.der().to_vec(),
             serial: serial.to_bytes(),
         })
+    }
+
+    /// The CA's certificate, DER.
+    pub fn der(&self) -> &[u8] {
+        self.issuer.der()
+    }
+
+    /// An OCSP response, signed by this CA, saying `status` about `leaf` (a certificate this CA
+    /// issued): what a responder would answer. `next_update_secs` is from now. For tests and labs.
+    pub fn ocsp_response(
+        &self,
+        leaf_der: &[u8],
+        status: crate::tls::revocation::ocsp::CertStatus,
+        next_update_secs: Option<i64>,
+    ) -> Result<Vec<u8>, PkiError> {
+        self.ocsp_response_signed_by(self, leaf_der, status, next_update_secs)
+    }
+
+    /// The same, about a certificate this CA issued, but signed with `signer`'s key (a forgery,
+    /// which ztgate must refuse).
+    pub fn ocsp_response_signed_by(
+        &self,
+        signer: &CertAuthority,
+        leaf_der: &[u8],
+        status: crate::tls::revocation::ocsp::CertStatus,
+        next_update_secs: Option<i64>,
+    ) -> Result<Vec<u8>, PkiError> {
+        use crate::tls::revocation::ocsp::CertStatus;
+        use x509_parser::prelude::FromDer;
+        use yasna::Tag;
+        use yasna::models::{GeneralizedTime, ObjectIdentifier};
+        let parse = |der| {
+            x509_parser::certificate::X509Certificate::from_der(der)
+                .map(|(_, c)| c)
+                .map_err(|e| PkiError::Parse(e.to_string()))
+        };
+        let (leaf, issuer) = (parse(leaf_der)?, parse(self.der())?);
+        let id = crate::tls::revocation::ocsp::CertId::new(&leaf, &issuer);
+        let now = OffsetDateTime::now_utc();
+        let time = |t: OffsetDateTime| GeneralizedTime::from_datetime(t.replace_nanosecond(0).unwrap_or(t));
+        let tbs = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                // responderID byKey: [2] EXPLICIT KeyHash (any value; the signature decides).
+                w.next().write_tagged(Tag::context(2), |w| w.write_bytes(&[0u8; 20]));
+                w.next().write_generalized_time(&time(now));
+                w.next().write_sequence(|w| {
+                    w.next().write_sequence(|w| {
+                        id.write(w.next());
+                        match status {
+                            CertStatus::Good => w.next().write_tagged_implicit(Tag::context(0), |w| w.write_null()),
+                            CertStatus::Unknown => w.next().write_tagged_implicit(Tag::context(2), |w| w.write_null()),
+                            CertStatus::Revoked => w.next().write_tagged_implicit(Tag::context(1), |w| {
+                                w.write_sequence(|w| w.next().write_generalized_time(&time(now - Duration::minutes(1))))
+                            }),
+                        }
+                        w.next().write_generalized_time(&time(now - Duration::minutes(1)));
+                        if let Some(secs) = next_update_secs {
+                            w.next().write_tagged(Tag::context(0), |w| {
+                                w.write_generalized_time(&time(now + Duration::seconds(secs)))
+                            });
+                        }
+                    });
+                });
+            });
+        });
+        let signature = signer.key.sign(&tbs)?;
+        let basic = yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_der(&tbs);
+                w.next().write_sequence(|w| {
+                    w.next().write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_WITH_SHA256));
+                });
+                w.next().write_bitvec_bytes(&signature, signature.len() * 8);
+            });
+        });
+        Ok(yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                w.next().write_enum(0);
+                w.next().write_tagged(Tag::context(0), |w| {
+                    w.write_sequence(|w| {
+                        w.next()
+                            .write_oid(&ObjectIdentifier::from_slice(&[1, 3, 6, 1, 5, 5, 7, 48, 1, 1]));
+                        w.next().write_bytes(&basic);
+                    });
+                });
+            });
+        }))
     }
 
     /// A CRL revoking the given serials, valid for a week.
@@ -169,6 +281,24 @@ impl CertAuthority {
         Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
+
+/// The DER of an AuthorityInfoAccess extension naming one OCSP responder.
+fn authority_info_access(url: &str) -> Vec<u8> {
+    use yasna::models::ObjectIdentifier;
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_sequence(|w| {
+                w.next().write_oid(&ObjectIdentifier::from_slice(OID_AD_OCSP));
+                w.next()
+                    .write_tagged_implicit(yasna::Tag::context(6), |w| w.write_ia5_string(url));
+            });
+        });
+    })
+}
+
+const OID_AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+const OID_AD_OCSP: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1];
+const OID_ECDSA_WITH_SHA256: &[u64] = &[1, 2, 840, 10045, 4, 3, 2];
 
 fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut b = [0u8; 16];

@@ -208,6 +208,32 @@ pub async fn fetch_crls(
     }
 }
 
+/// Downloads the CRL of every distribution point seen so far, every `interval`, until
+/// `shutdown`, and closes the open connections that a newer CRL revokes.
+pub async fn refresh_distribution_points(
+    revocation: Arc<crate::tls::revocation::Revocation>,
+    server: Arc<crate::server::Server>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first lookups happen when connections need them
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        if revocation.refresh().await > 0 {
+            let closed = server.close_revoked();
+            if closed > 0 {
+                info!(closed, "closed connections whose certificates a refreshed CRL revokes");
+            }
+        }
+    }
+}
+
 /// Watches a posture inventory or JWKS file like the policy: reloads it on SIGHUP or change; a
 /// broken file keeps the current one, logged and counted.
 pub async fn watch_posture(item: crate::posture::Reloadable, interval: Duration, shutdown: impl Future<Output = ()>) {

@@ -95,15 +95,18 @@ pub struct Shadow<'a> {
     pub reason: &'static str,
 }
 
-/// A refused TLS handshake (no identity could be established).
+/// A refused TLS handshake, or a certificate refused right after it (an online revocation
+/// check: then the record carries the `identity` that was refused).
 #[derive(Serialize)]
-pub struct HandshakeRecord {
+pub struct HandshakeRecord<'a> {
     pub v: u32,
     pub ts: String,
     /// Always `"handshake"`.
     pub kind: &'static str,
     pub conn_id: u64,
     pub peer: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<&'a RawValue>,
     pub decision: &'static str,
     pub reason: &'static str,
 }

@@ -61,6 +61,10 @@ pub(crate) struct RawTls {
     #[serde(default)]
     pub(crate) crl_sources: Vec<Spanned<RawCrlSource>>,
     pub(crate) crl_fetch_interval: Option<Spanned<String>>,
+    pub(crate) crl_discovery: Option<Spanned<String>>,
+    pub(crate) ocsp: Option<Spanned<String>>,
+    pub(crate) ocsp_responder: Option<Spanned<String>>,
+    pub(crate) revocation_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

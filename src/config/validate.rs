@@ -14,7 +14,7 @@ use super::file::{
 };
 use super::{
     AdminConfig, Config, CrlScope, CrlSource, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
-    RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol, UserMode,
+    RevocationMode, RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol, UserMode,
 };
 use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
@@ -342,7 +342,39 @@ fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
         None => Some(Duration::from_secs(3600)),
         Some(d) => duration(c, d),
     };
+    let crl_discovery = revocation_mode(c, "crl_discovery", t.crl_discovery.as_ref());
+    let ocsp = revocation_mode(c, "ocsp", t.ocsp.as_ref());
+    let ocsp_responder = match &t.ocsp_responder {
+        None => Some(None),
+        Some(v) => match v.get_ref().parse::<Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(Some(u)),
+            _ => {
+                c.push(
+                    v.span(),
+                    format!(
+                        "ocsp_responder `{}` must be http://host[:port]/path (OCSP answers are signed, so plain HTTP is their usual transport)",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if let (Some(v), Some(RevocationMode::Off)) = (&t.ocsp_responder, ocsp) {
+        c.push(
+            v.span(),
+            "ocsp_responder is set but ocsp is \"off\" (set ocsp = \"fail-closed\" or \"fail-open\")",
+        );
+    }
+    let revocation_timeout = match &t.revocation_timeout {
+        None => Some(Duration::from_secs(3)),
+        Some(d) => duration(c, d),
+    };
     Some(TlsConfig {
+        crl_discovery: crl_discovery?,
+        ocsp: ocsp?,
+        ocsp_responder: ocsp_responder?,
+        revocation_timeout: revocation_timeout?,
         reload_interval: reload_interval?,
         cert: non_empty_path(c, &t.cert),
         key: non_empty_path(c, &t.key),
@@ -352,6 +384,21 @@ fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
         crl_fetch_interval: crl_fetch_interval?,
         crl_scope,
     })
+}
+
+fn revocation_mode(c: &mut Collector<'_>, key: &str, v: Option<&Spanned<String>>) -> Option<RevocationMode> {
+    match v.map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("off", _)) => Some(RevocationMode::Off),
+        Some(("fail-closed", _)) => Some(RevocationMode::FailClosed),
+        Some(("fail-open", _)) => Some(RevocationMode::FailOpen),
+        Some((other, span)) => {
+            c.push(
+                span,
+                format!("unknown {key} `{other}` (expected \"off\", \"fail-closed\" or \"fail-open\")"),
+            );
+            None
+        }
+    }
 }
 
 fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Option<UpstreamConfig> {

@@ -92,7 +92,6 @@ pub(super) async fn handle(
             return;
         }
     };
-    metrics::handshake("ok");
     tracing::Span::current().record("client.id", identity.display_name());
     if let Some(e) = &identity.spiffe_error {
         warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
@@ -111,6 +110,22 @@ pub(super) async fn handle(
             return;
         }
     };
+    // Online revocation (distribution-point CRL, OCSP) needs the network, which rustls'
+    // synchronous verifier cannot wait for: it runs here, before any request is read.
+    if let Some(revocation) = &server.revocation
+        && let Err(e) = revocation
+            .check(&chain, &tls_state.client_ca, &ctx.identity.fingerprint_sha256)
+            .await
+    {
+        let reason = e.reason();
+        metrics::handshake(reason);
+        warn!(reason, error = %e, "client certificate refused after the handshake");
+        audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
+        let mut tls = tls;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return;
+    }
+    metrics::handshake("ok");
     if let Some(detector) = &server.detector {
         let now = crate::middleware::anomaly::now_ms();
         let (stats, flag) = detector.connection(&ctx.identity.fingerprint_sha256, peer.ip(), now);
@@ -316,6 +331,16 @@ fn classify_protocol_error(e: &hyper::Error) -> Option<(&'static str, Option<u16
 }
 
 async fn audit_handshake(server: &Server, conn_id: u64, peer: SocketAddr, reason: &'static str) {
+    audit_refused_certificate(server, conn_id, peer, None, reason).await;
+}
+
+async fn audit_refused_certificate(
+    server: &Server,
+    conn_id: u64,
+    peer: SocketAddr,
+    identity: Option<&serde_json::value::RawValue>,
+    reason: &'static str,
+) {
     use crate::audit::record::{HandshakeRecord, SCHEMA_VERSION, timestamp};
     if !server.auditor.enabled() {
         return;
@@ -326,6 +351,7 @@ async fn audit_handshake(server: &Server, conn_id: u64, peer: SocketAddr, reason
         kind: "handshake",
         conn_id,
         peer,
+        identity,
         decision: "deny",
         reason,
     };

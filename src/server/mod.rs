@@ -56,6 +56,8 @@ pub struct Server {
     pub detector: Option<Arc<crate::anomaly::Detector>>,
     /// How long a connection told to close (drain, revoked, expired, too old) may take to finish.
     pub drain_timeout: std::time::Duration,
+    /// CRL distribution point and OCSP checks, run after each handshake (when configured).
+    pub revocation: Option<Arc<crate::tls::revocation::Revocation>>,
 }
 
 impl Server {
@@ -71,6 +73,19 @@ impl Server {
         closed
     }
 
+    /// Closes every open connection whose certificate a refreshed distribution-point CRL now
+    /// revokes. Returns how many.
+    pub fn close_revoked(&self) -> usize {
+        let Some(revocation) = &self.revocation else {
+            return 0;
+        };
+        let closed = self.connections.close_matching(|chain| revocation.known_revoked(chain));
+        if closed > 0 {
+            crate::telemetry::metrics::connections_closed("untrusted", closed as u64);
+        }
+        closed
+    }
+
     pub fn new(
         listener: ListenerConfig,
         tls: Arc<ArcSwap<ServerTls>>,
@@ -78,6 +93,7 @@ impl Server {
         auditor: Auditor,
         detector: Option<Arc<crate::anomaly::Detector>>,
         drain_timeout: std::time::Duration,
+        revocation: Option<Arc<crate::tls::revocation::Revocation>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             listener,
@@ -87,6 +103,7 @@ impl Server {
             auditor,
             detector,
             drain_timeout,
+            revocation,
         })
     }
 }

@@ -128,6 +128,27 @@ impl Connections {
 }
 
 impl Connections {
+    /// Tells every connection whose client chain `revoked` picks to close. Returns how many.
+    pub fn close_matching(&self, revoked: impl Fn(&[CertificateDer<'static>]) -> bool) -> usize {
+        let snapshot: Vec<(Arc<[CertificateDer<'static>]>, Arc<Notify>)> = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_id
+            .values()
+            .map(|t| (t.chain.clone(), t.close.clone()))
+            .collect();
+        let mut closed = 0;
+        for (chain, close) in snapshot {
+            if revoked(&chain) {
+                tracing::info!("closing a connection whose client certificate is now revoked");
+                close.notify_one();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// After a policy reload: tells every connection whose identity the new policy allows
     /// nowhere to close. Returns how many.
     pub fn close_disallowed(&self, policy: &crate::policy::Policy) -> usize {

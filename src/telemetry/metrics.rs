@@ -35,6 +35,8 @@ pub const PROTOCOL_ERRORS_TOTAL: &str = "ztgate_protocol_errors_total";
 pub const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
 pub const CRL_FETCH_TOTAL: &str = "ztgate_crl_fetch_total";
 pub const CRL_AGE: &str = "ztgate_crl_age_seconds";
+pub const REVOCATION_CHECKS_TOTAL: &str = "ztgate_revocation_checks_total";
+pub const REVOCATION_FETCHES_TOTAL: &str = "ztgate_revocation_fetches_total";
 pub const POSTURE_CHECKS_TOTAL: &str = "ztgate_posture_checks_total";
 pub const POSTURE_LOOKUP_DURATION: &str = "ztgate_posture_lookup_duration_seconds";
 pub const POSTURE_CACHE_TOTAL: &str = "ztgate_posture_cache_total";
@@ -158,6 +160,14 @@ fn describe() {
     describe_counter!(
         CRL_FETCH_TOTAL,
         "CRL downloads (crl_sources), by result: updated, unchanged, or the failure kind (http, invalid, untrusted, local)."
+    );
+    describe_counter!(
+        REVOCATION_CHECKS_TOTAL,
+        "Online revocation checks of client certificates after the handshake (method: crl_dp, ocsp), by result: good, revoked, unknown (OCSP), error (no answer; fail-open allows it)."
+    );
+    describe_counter!(
+        REVOCATION_FETCHES_TOTAL,
+        "Downloads behind those checks (method: crl_dp, ocsp), by result: ok, error. Checks minus fetches is the cache's work."
     );
     describe_gauge!(
         CRL_AGE,
@@ -314,6 +324,16 @@ pub fn request_timeout(phase: &'static str) {
 
 pub fn crl_fetch(result: &'static str) {
     counter!(CRL_FETCH_TOTAL, "result" => result).increment(1);
+}
+
+/// An online revocation check ran after a handshake (`crl_dp` or `ocsp`).
+pub fn revocation_check(method: &'static str, result: &'static str) {
+    counter!(REVOCATION_CHECKS_TOTAL, "method" => method, "result" => result).increment(1);
+}
+
+/// A CRL or OCSP download behind a revocation check.
+pub fn revocation_fetch(method: &'static str, result: &'static str) {
+    counter!(REVOCATION_FETCHES_TOTAL, "method" => method, "result" => result).increment(1);
 }
 
 pub fn tls_reload(ok: bool) {

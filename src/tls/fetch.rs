@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -22,19 +22,19 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use crate::config::CrlSource;
 
 /// Largest CRL accepted: big CAs publish a few MiB; more is a mistake or an attack.
-const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrlFetchError {
-    #[error("GET {url}: {source}")]
+    #[error("{url}: {source}")]
     Http {
         url: Uri,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("GET {url}: no answer within {timeout:?}")]
+    #[error("{url}: no answer within {timeout:?}")]
     Timeout { url: Uri, timeout: Duration },
-    #[error("GET {url}: HTTP {status}")]
+    #[error("{url}: HTTP {status}")]
     Status { url: Uri, status: StatusCode },
     #[error("{url}: not a CRL (DER or PEM): {reason}")]
     NotACrl { url: Uri, reason: String },
@@ -76,26 +76,21 @@ pub enum Fetched {
 }
 
 pub struct CrlFetcher {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    timeout: Duration,
+    http: HttpFetch,
     client_ca: PathBuf,
 }
 
 impl CrlFetcher {
     pub fn new(client_ca: PathBuf, timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(http),
-            timeout,
+            http: HttpFetch::new(timeout),
             client_ca,
         }
     }
 
     /// Downloads `src`, checks it and, if newer than its file, replaces the file atomically.
     pub async fn fetch(&self, src: &CrlSource) -> Result<Fetched, CrlFetchError> {
-        let body = self.download(&src.url).await?;
+        let body = self.http.get(&src.url, MAX_CRL_BYTES).await?;
         let ders = decode(&body).map_err(|reason| CrlFetchError::NotACrl {
             url: src.url.clone(),
             reason,
@@ -133,16 +128,61 @@ impl CrlFetcher {
         })?;
         Ok(Fetched::Updated)
     }
+}
 
-    async fn download(&self, url: &Uri) -> Result<Bytes, CrlFetchError> {
+/// A plain-HTTP client for revocation data (CRLs, OCSP): every exchange bounded in time and size.
+pub(crate) struct HttpFetch {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpFetch {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeout));
+        http.set_nodelay(true);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(http),
+            timeout,
+        }
+    }
+
+    pub(crate) async fn get(&self, url: &Uri, limit: usize) -> Result<Bytes, CrlFetchError> {
+        self.exchange(url, None, limit).await
+    }
+
+    /// POSTs `body` with `content_type` (an OCSP request).
+    pub(crate) async fn post(
+        &self,
+        url: &Uri,
+        content_type: &'static str,
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<Bytes, CrlFetchError> {
+        self.exchange(url, Some((content_type, body)), limit).await
+    }
+
+    async fn exchange(
+        &self,
+        url: &Uri,
+        post: Option<(&'static str, Vec<u8>)>,
+        limit: usize,
+    ) -> Result<Bytes, CrlFetchError> {
         let http = |source: Box<dyn std::error::Error + Send + Sync>| CrlFetchError::Http {
             url: url.clone(),
             source,
         };
-        let req = Request::get(url.clone())
-            .header(http::header::USER_AGENT, concat!("ztgate/", env!("CARGO_PKG_VERSION")))
-            .body(Empty::new())
-            .map_err(|e| http(e.into()))?;
+        let builder = Request::builder()
+            .uri(url.clone())
+            .header(http::header::USER_AGENT, concat!("ztgate/", env!("CARGO_PKG_VERSION")));
+        let req = match post {
+            None => builder.method(http::Method::GET).body(Full::default()),
+            Some((content_type, body)) => builder
+                .method(http::Method::POST)
+                .header(http::header::CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from(body))),
+        }
+        .map_err(|e| http(e.into()))?;
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| http(e.into()))?;
             if resp.status() != StatusCode::OK {
@@ -151,10 +191,7 @@ impl CrlFetcher {
                     status: resp.status(),
                 });
             }
-            let body = Limited::new(resp.into_body(), MAX_CRL_BYTES)
-                .collect()
-                .await
-                .map_err(http)?;
+            let body = Limited::new(resp.into_body(), limit).collect().await.map_err(http)?;
             Ok(body.to_bytes())
         };
         tokio::time::timeout(self.timeout, call)
@@ -168,7 +205,7 @@ impl CrlFetcher {
 
 /// DER (one CRL, a SEQUENCE: first byte 0x30) or PEM (one or more `X509 CRL` blocks); anything
 /// else, e.g. an HTML error page, is read as PEM and has no block.
-fn decode(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn decode(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     match body.first() {
         None => Err("empty body".into()),
         Some(0x30) => Ok(vec![body.to_vec()]),

@@ -6,6 +6,7 @@
 
 mod fetch;
 mod pem;
+pub mod revocation;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,8 @@ pub struct ServerTls {
     /// The client certificate verifier inside `config`, kept to re-check open connections'
     /// chains after a reload (a CRL that now revokes them, a CA that is gone).
     pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// The client CA bundle: issuers for the online revocation checks.
+    pub client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]>,
 }
 
 impl ServerTls {
@@ -129,7 +132,8 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     let roots = load_roots(&cfg.client_ca)?;
     let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
     let mut expiry = Vec::new();
-    let ca_not_after = load_certs(&cfg.client_ca)?
+    let client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]> = load_certs(&cfg.client_ca)?.into();
+    let ca_not_after = client_ca
         .iter()
         .filter_map(|c| crate::identity::PeerIdentity::from_der(c).ok())
         .map(|c| c.not_after)
@@ -222,6 +226,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         server_uri,
         expiry,
         verifier,
+        client_ca,
     })
 }
 

@@ -9,6 +9,7 @@ mod ops;
 mod policy;
 mod posture;
 mod proxy;
+mod revocation;
 mod shutdown;
 mod support;
 mod trust;
