@@ -208,12 +208,17 @@ impl CertAuthority {
         };
         let (leaf, issuer) = (parse(leaf_der)?, parse(self.der())?);
         let id = crate::tls::revocation::ocsp::CertId::new(&leaf, &issuer);
+        let signer_key_hash = ring::digest::digest(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            &parse(signer.der())?.public_key().subject_public_key.data,
+        );
         let now = OffsetDateTime::now_utc();
         let time = |t: OffsetDateTime| GeneralizedTime::from_datetime(t.replace_nanosecond(0).unwrap_or(t));
         let tbs = yasna::construct_der(|w| {
             w.write_sequence(|w| {
-                // responderID byKey: [2] EXPLICIT KeyHash (any value; the signature decides).
-                w.next().write_tagged(Tag::context(2), |w| w.write_bytes(&[0u8; 20]));
+                // responderID byKey: [2] EXPLICIT KeyHash, the SHA-1 of the signer's key (how
+                // OpenSSL finds the signer; ztgate itself relies on the signature alone).
+                w.next().write_tagged(Tag::context(2), |w| w.write_bytes(signer_key_hash.as_ref()));
                 w.next().write_generalized_time(&time(now));
                 w.next().write_sequence(|w| {
                     w.next().write_sequence(|w| {
