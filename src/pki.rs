@@ -197,6 +197,31 @@ impl CertAuthority {
         status: crate::tls::revocation::ocsp::CertStatus,
         next_update_secs: Option<i64>,
     ) -> Result<Vec<u8>, PkiError> {
+        self.ocsp_response_with(&signer.key, signer.der(), false, leaf_der, status, next_update_secs)
+    }
+
+    /// The same, signed by a delegated responder (`responder`, a certificate this CA issued,
+    /// normally with the OCSPSigning EKU), whose certificate travels in the response.
+    pub fn ocsp_response_by_responder(
+        &self,
+        responder: &Issued,
+        leaf_der: &[u8],
+        status: crate::tls::revocation::ocsp::CertStatus,
+        next_update_secs: Option<i64>,
+    ) -> Result<Vec<u8>, PkiError> {
+        let key = KeyPair::from_pem(&responder.key_pem)?;
+        self.ocsp_response_with(&key, &responder.der, true, leaf_der, status, next_update_secs)
+    }
+
+    fn ocsp_response_with(
+        &self,
+        signer_key: &KeyPair,
+        signer_der: &[u8],
+        include_signer: bool,
+        leaf_der: &[u8],
+        status: crate::tls::revocation::ocsp::CertStatus,
+        next_update_secs: Option<i64>,
+    ) -> Result<Vec<u8>, PkiError> {
         use crate::tls::revocation::ocsp::CertStatus;
         use x509_parser::prelude::FromDer;
         use yasna::Tag;
@@ -210,7 +235,7 @@ impl CertAuthority {
         let id = crate::tls::revocation::ocsp::CertId::new(&leaf, &issuer);
         let signer_key_hash = ring::digest::digest(
             &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            &parse(signer.der())?.public_key().subject_public_key.data,
+            &parse(signer_der)?.public_key().subject_public_key.data,
         );
         let now = OffsetDateTime::now_utc();
         let time = |t: OffsetDateTime| GeneralizedTime::from_datetime(t.replace_nanosecond(0).unwrap_or(t));
@@ -218,7 +243,8 @@ impl CertAuthority {
             w.write_sequence(|w| {
                 // responderID byKey: [2] EXPLICIT KeyHash, the SHA-1 of the signer's key (how
                 // OpenSSL finds the signer; ztgate itself relies on the signature alone).
-                w.next().write_tagged(Tag::context(2), |w| w.write_bytes(signer_key_hash.as_ref()));
+                w.next()
+                    .write_tagged(Tag::context(2), |w| w.write_bytes(signer_key_hash.as_ref()));
                 w.next().write_generalized_time(&time(now));
                 w.next().write_sequence(|w| {
                     w.next().write_sequence(|w| {
@@ -240,7 +266,7 @@ impl CertAuthority {
                 });
             });
         });
-        let signature = signer.key.sign(&tbs)?;
+        let signature = signer_key.sign(&tbs)?;
         let basic = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_der(&tbs);
@@ -248,6 +274,11 @@ impl CertAuthority {
                     w.next().write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_WITH_SHA256));
                 });
                 w.next().write_bitvec_bytes(&signature, signature.len() * 8);
+                if include_signer {
+                    w.next().write_tagged(Tag::context(0), |w| {
+                        w.write_sequence(|w| w.next().write_der(signer_der))
+                    });
+                }
             });
         });
         Ok(yasna::construct_der(|w| {

@@ -179,3 +179,41 @@ fn the_issuer_is_found_by_name_and_when_names_collide_by_key() {
         .is_err()
     );
 }
+
+#[test]
+fn a_responder_the_issuer_delegated_to_may_answer_and_no_other_certificate_may() {
+    use rcgen::ExtendedKeyUsagePurpose as Eku;
+    let ca = CertAuthority::new("t").unwrap();
+    let leaf = minted(&ca);
+    let (cert, issuer) = (parse(&leaf.der), parse(ca.der()));
+    let id = CertId::new(&cert, &issuer);
+    let mut spec = LeafSpec::client("ocsp responder", None);
+    spec.eku = vec![Eku::OcspSigning];
+    let responder = ca.issue(&spec).unwrap();
+    let resp = ca
+        .ocsp_response_by_responder(&responder, &leaf.der, CertStatus::Revoked, Some(3600))
+        .unwrap();
+    assert_eq!(
+        ocsp::check_response(&resp, &id, &issuer, now()).unwrap().status,
+        CertStatus::Revoked
+    );
+    // A certificate of the same CA without the OCSPSigning EKU (any client) may not answer.
+    let client = ca.issue(&LeafSpec::client("client", None)).unwrap();
+    let resp = ca
+        .ocsp_response_by_responder(&client, &leaf.der, CertStatus::Good, Some(3600))
+        .unwrap();
+    assert!(matches!(
+        ocsp::check_response(&resp, &id, &issuer, now()),
+        Err(OcspError::BadSignature)
+    ));
+    // Nor may a responder that another CA delegated to.
+    let other = CertAuthority::new("t").unwrap();
+    let stranger = other.issue(&spec).unwrap();
+    let resp = ca
+        .ocsp_response_by_responder(&stranger, &leaf.der, CertStatus::Good, Some(3600))
+        .unwrap();
+    assert!(matches!(
+        ocsp::check_response(&resp, &id, &issuer, now()),
+        Err(OcspError::BadSignature)
+    ));
+}
