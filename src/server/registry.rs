@@ -106,29 +106,19 @@ impl Connections {
     /// tells those that fail to close. Returns how many were told. The chains are copied out
     /// first so the lock is not held while verifying.
     pub fn revalidate(&self, tls: &ServerTls) -> usize {
-        let snapshot: Vec<(Arc<[CertificateDer<'static>]>, Arc<Notify>)> = self
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_id
-            .values()
-            .map(|t| (t.chain.clone(), t.close.clone()))
-            .collect();
-        let mut closed = 0;
-        for (chain, close) in snapshot {
-            if let Err(e) = tls.still_trusted(&chain) {
-                tracing::info!(reason = %e, "closing a connection whose client certificate is no longer trusted");
-                // notify_one stores a permit: the connection sees it even if not yet waiting.
-                close.notify_one();
-                closed += 1;
+        self.close_matching(|chain| match tls.still_trusted(chain) {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::info!(reason = %e, "client certificate no longer trusted");
+                true
             }
-        }
-        closed
+        })
     }
 }
 
 impl Connections {
-    /// Tells every connection whose client chain `revoked` picks to close. Returns how many.
+    /// Tells every connection whose client chain `revoked` picks to close. Returns how many. The
+    /// chains are copied out first so the lock is not held while `revoked` runs.
     pub fn close_matching(&self, revoked: impl Fn(&[CertificateDer<'static>]) -> bool) -> usize {
         let snapshot: Vec<(Arc<[CertificateDer<'static>]>, Arc<Notify>)> = self
             .open
@@ -141,7 +131,8 @@ impl Connections {
         let mut closed = 0;
         for (chain, close) in snapshot {
             if revoked(&chain) {
-                tracing::info!("closing a connection whose client certificate is now revoked");
+                tracing::info!("closing a connection whose client certificate is no longer trusted");
+                // notify_one stores a permit: the connection sees it even if not yet waiting.
                 close.notify_one();
                 closed += 1;
             }

@@ -73,14 +73,6 @@ impl Responder {
     }
 }
 
-fn crl_der(pem: &str) -> Vec<u8> {
-    use rustls::pki_types::CertificateRevocationListDer;
-    use rustls::pki_types::pem::PemObject;
-    CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
 /// A client certificate naming `base`'s distribution point and OCSP responder.
 fn client_cert(pki: &Pki, cn: &str, base: &str) -> Issued {
     let mut spec = LeafSpec::client(cn, Some(&format!("spiffe://ztgate.dev/ns/default/sa/{cn}")));

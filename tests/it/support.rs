@@ -497,3 +497,12 @@ pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The DER of a PEM CRL (what a distribution point usually serves).
+pub fn crl_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateRevocationListDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}

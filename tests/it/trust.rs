@@ -185,14 +185,6 @@ async fn crl_server(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> String {
     url
 }
 
-fn crl_der(pem: &str) -> Vec<u8> {
-    use rustls::pki_types::CertificateRevocationListDer;
-    use rustls::pki_types::pem::PemObject;
-    CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
 #[tokio::test]
 async fn crls_are_fetched_checked_and_applied_to_new_and_open_connections() {
     let pki = Pki::new();
