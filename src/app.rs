@@ -151,6 +151,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 posture,
                 user_auth,
                 trusted_hop: cfg.trusted_hop.clone(),
+                headers: Arc::new(cfg.headers.clone()),
                 tls: tls.clone(),
             });
             Ok(Prepared {
@@ -386,7 +387,13 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
         .url
         .parse()
         .map_err(|e| ExplainError::Request(format!("invalid URL `{}`: {e}", req.url)))?;
-    let host = uri.host().map(str::to_ascii_lowercase);
+    // The same canonical authority and path the proxy derives (src/canonical.rs).
+    let host = uri
+        .authority()
+        .map(|a| crate::canonical::CanonicalAuthority::parse(a.as_str().as_bytes()))
+        .transpose()
+        .map_err(|e| ExplainError::Request(format!("URL `{}`: {e}", req.url)))?
+        .map(|a| a.host().to_string());
     let mut headers = http::HeaderMap::new();
     for h in &req.headers {
         let (n, v) = h
@@ -411,6 +418,12 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
         Ok(p) => p.into_owned(),
         Err(e) => return Ok(early(400, format!("400 bad request ({e})"))),
     };
+    let without = match path::without_parameters(&path) {
+        Ok(p) => p,
+        Err(e) => return Ok(early(400, format!("400 bad request ({e})"))),
+    };
+    let had_parameters = without.is_some();
+    let path = without.unwrap_or(path);
     let routes = RouteTable::new(&cfg.routes);
     let Some(route) = routes.find(host.as_deref(), &path).and_then(|i| routes.get(i)) else {
         return Ok(early(
@@ -418,6 +431,15 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
             format!("404 no route for host {:?} path {path}", host.unwrap_or_default()),
         ));
     };
+    if had_parameters && route.path_parameters == path::PathParameters::Refuse {
+        return Ok(early(
+            400,
+            format!(
+                "400 bad request (';' path parameter; route {} does not allow them)",
+                route.name
+            ),
+        ));
+    }
     let facts = RequestFacts {
         peer: &peer,
         method: &method,

@@ -15,8 +15,8 @@ pub type ProxyBody = Either<crate::upstream::Deadline<Incoming>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("malformed request: {0}")]
-    BadRequest(&'static str),
+    #[error("malformed or ambiguous request: {}", .0.describe())]
+    BadRequest(BadRequest),
     /// A route that needs a user got no valid user token.
     #[error("user not authenticated: {reason}")]
     Unauthenticated { reason: &'static str },
@@ -57,6 +57,101 @@ pub enum ProxyError {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why a request was refused with 400: malformed, or ambiguous (it cannot be made canonical
+/// without guessing how the upstream would read it). Each variant is one reason code, used in
+/// audit records (`reason`) and in `ztgate_bad_requests_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    /// HTTP/1.x without `Host`, or h2 without `:authority`/`host` (RFC 9112 §3.2).
+    HostMissing,
+    /// More than one `Host` field (RFC 9112 §3.2).
+    HostDuplicate,
+    /// `Host` differs from `:authority` or the absolute-form target (RFC 9113 §8.3.1).
+    AuthorityConflict,
+    /// The authority is not a plain `host[:port]`.
+    AuthorityMalformed,
+    /// The request target is not an absolute path.
+    PathNotAbsolute,
+    /// A malformed percent-escape in the path.
+    PathBadEscape,
+    /// `%2F` or `%5C` in the path.
+    PathEncodedSeparator,
+    /// A raw `\` in the path.
+    PathBackslash,
+    /// Dot segments that climb above the root.
+    PathEscapesRoot,
+    /// A raw control, space or non-ASCII byte in the path.
+    PathInvalidCharacter,
+    /// A `;` path parameter (raw or `%3B`) on a route that does not allow them.
+    PathParameter,
+    /// A header name containing `_` with `headers_with_underscores = "reject"`.
+    HeaderUnderscore,
+    /// The request body is malformed (bad chunking) or the client stopped sending it.
+    BodyMalformed,
+    /// The request target cannot be rebuilt for the upstream.
+    TargetUnforwardable,
+}
+
+impl BadRequest {
+    /// Every reason, for exporting each counter series from start-up.
+    pub const ALL: [BadRequest; 14] = [
+        BadRequest::HostMissing,
+        BadRequest::HostDuplicate,
+        BadRequest::AuthorityConflict,
+        BadRequest::AuthorityMalformed,
+        BadRequest::PathNotAbsolute,
+        BadRequest::PathBadEscape,
+        BadRequest::PathEncodedSeparator,
+        BadRequest::PathBackslash,
+        BadRequest::PathEscapesRoot,
+        BadRequest::PathInvalidCharacter,
+        BadRequest::PathParameter,
+        BadRequest::HeaderUnderscore,
+        BadRequest::BodyMalformed,
+        BadRequest::TargetUnforwardable,
+    ];
+
+    /// The reason code (audit `reason`, metric label); documented in docs/audit.md.
+    pub fn code(self) -> &'static str {
+        match self {
+            BadRequest::HostMissing => "host-missing",
+            BadRequest::HostDuplicate => "host-duplicate",
+            BadRequest::AuthorityConflict => "authority-conflict",
+            BadRequest::AuthorityMalformed => "authority-malformed",
+            BadRequest::PathNotAbsolute => "path-not-absolute",
+            BadRequest::PathBadEscape => "path-bad-escape",
+            BadRequest::PathEncodedSeparator => "path-encoded-separator",
+            BadRequest::PathBackslash => "path-backslash",
+            BadRequest::PathEscapesRoot => "path-escapes-root",
+            BadRequest::PathInvalidCharacter => "path-invalid-character",
+            BadRequest::PathParameter => "path-parameter",
+            BadRequest::HeaderUnderscore => "header-underscore",
+            BadRequest::BodyMalformed => "body-malformed",
+            BadRequest::TargetUnforwardable => "target-unforwardable",
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BadRequest::HostMissing => "no Host or :authority",
+            BadRequest::HostDuplicate => "more than one Host field",
+            BadRequest::AuthorityConflict => "Host differs from the request target's authority",
+            BadRequest::AuthorityMalformed => "authority is not a plain host[:port]",
+            BadRequest::PathNotAbsolute => "request target is not an absolute path",
+            BadRequest::PathBadEscape => "malformed percent-escape in path",
+            BadRequest::PathEncodedSeparator => "encoded '/' or '\\' in path",
+            BadRequest::PathBackslash => "'\\' in path",
+            BadRequest::PathEscapesRoot => "path escapes the root",
+            BadRequest::PathInvalidCharacter => "raw control, space or non-ASCII byte in path",
+            BadRequest::PathParameter => "';' path parameter on a route that does not allow them",
+            BadRequest::HeaderUnderscore => "header name contains '_'",
+            BadRequest::BodyMalformed => "malformed or truncated request body",
+            BadRequest::TargetUnforwardable => "request target cannot be forwarded",
+        }
+    }
+}
+
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -86,7 +181,7 @@ impl ProxyError {
     /// Machine-readable reason code for logs and audit records (docs/audit.md).
     pub fn reason(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::BadRequest(r) => r.code(),
             ProxyError::Denied { reason, .. } => reason,
             ProxyError::Unauthenticated { reason } => reason,
             ProxyError::NoRoute { .. } => "no-route",

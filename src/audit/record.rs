@@ -134,7 +134,13 @@ pub struct ProtocolRecord<'a> {
 /// (inner layers cannot hand data back through the request, which they consume).
 #[derive(Debug, Default)]
 pub struct Note {
+    /// The path routing and policy judged (normalised; without `;` parameters where a route
+    /// allows them).
     pub path: OnceLock<String>,
+    /// The canonical host (lowercase, no port, no trailing dot).
+    pub host: OnceLock<String>,
+    /// Set by forward once the request head was handed to the upstream connection.
+    pub reached_upstream: std::sync::atomic::AtomicBool,
     pub route: OnceLock<usize>,
     /// Deciding rule id and reason code.
     pub verdict: OnceLock<(Option<String>, &'static str)>,

@@ -27,6 +27,17 @@ pub(crate) struct RawConfig {
     pub(crate) trusted_hop: Option<Spanned<RawTrustedHop>>,
     pub(crate) shutdown: Option<RawShutdown>,
     pub(crate) log: Option<RawLog>,
+    pub(crate) headers: Option<RawHeaders>,
+}
+
+/// `[headers]`: what happens to client-sent header fields before judging and forwarding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaders {
+    pub(crate) with_underscores: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) strip: Vec<Spanned<String>>,
+    pub(crate) forwarded: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +125,7 @@ pub(crate) struct RawRoute {
     pub(crate) pin_fingerprints: Option<Vec<Spanned<String>>>,
     pub(crate) user: Option<Spanned<String>>,
     pub(crate) request_timeout: Option<Spanned<String>>,
+    pub(crate) path_parameters: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -41,6 +41,8 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM before connections are cut.
     pub drain_timeout: Duration,
     pub log: LogConfig,
+    /// What happens to client-sent header fields (`[headers]`).
+    pub headers: crate::upstream::headers::HeadersConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +189,8 @@ pub struct RouteConfig {
     pub user: UserMode,
     /// Overrides `[listener] request_timeout`: `Some(None)` is "off" for this route.
     pub request_timeout: Option<Option<Duration>>,
+    /// Whether `;` path parameters are refused (the default) or judged without them.
+    pub path_parameters: crate::policy::path::PathParameters,
 }
 
 /// Front proxies (identified by their own client certificate) allowed to forward a client's

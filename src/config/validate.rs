@@ -10,7 +10,8 @@ use http::Uri;
 use toml::Spanned;
 
 use super::file::{
-    RawAnomaly, RawAudit, RawConfig, RawListener, RawPosture, RawRate, RawRoute, RawTls, RawUpstream, RawUserAuth,
+    RawAnomaly, RawAudit, RawConfig, RawHeaders, RawListener, RawPosture, RawRate, RawRoute, RawTls, RawUpstream,
+    RawUserAuth,
 };
 use super::{
     AdminConfig, Config, CrlScope, CrlSource, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
@@ -18,6 +19,8 @@ use super::{
 };
 use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
+use crate::policy::path::PathParameters;
+use crate::upstream::headers::{HeadersConfig, Underscores};
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let mut c = Collector::new(text);
@@ -92,6 +95,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         },
     );
 
+    let headers = headers(&mut c, raw.headers.as_ref());
     let audit = raw.audit.as_ref().and_then(|a| audit(&mut c, a));
     let anomaly = raw.anomaly.as_ref().and_then(|a| anomaly(&mut c, a));
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| rate(&mut c, r));
@@ -161,6 +165,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             trusted_hop,
             drain_timeout,
             log,
+            headers,
         }),
         // Every `None` above pushed a problem, so this arm is unreachable in practice; it still
         // fails closed rather than panicking.
@@ -169,6 +174,45 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             c.push(0..0, "invalid configuration");
             Err(finish_err(c, path))
         }
+    }
+}
+
+/// `[headers]`; absent: the defaults (underscored names dropped, no extra strip list, no
+/// `Forwarded`).
+fn headers(c: &mut Collector<'_>, raw: Option<&RawHeaders>) -> HeadersConfig {
+    let Some(raw) = raw else {
+        return HeadersConfig::default();
+    };
+    let with_underscores = match raw.with_underscores.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("drop", _)) => Underscores::Drop,
+        Some(("reject", _)) => Underscores::Reject,
+        Some(("allow", _)) => Underscores::Allow,
+        Some((other, span)) => {
+            c.push(
+                span,
+                format!("unknown with_underscores mode `{other}` (expected \"drop\", \"reject\" or \"allow\")"),
+            );
+            Underscores::Drop
+        }
+    };
+    let mut strip = Vec::new();
+    for name in &raw.strip {
+        match http::HeaderName::from_bytes(name.get_ref().to_ascii_lowercase().as_bytes()) {
+            Ok(n) if crate::upstream::headers::is_protected(&n) => c.push(
+                name.span(),
+                format!(
+                    "`{}` cannot be stripped: ztgate needs it to frame, route or identify the request",
+                    name.get_ref()
+                ),
+            ),
+            Ok(n) => strip.push(n),
+            Err(_) => c.push(name.span(), format!("`{}` is not a valid header name", name.get_ref())),
+        }
+    }
+    HeadersConfig {
+        with_underscores,
+        strip,
+        forwarded: raw.forwarded.unwrap_or(false),
     }
 }
 
@@ -538,7 +582,11 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                 "/".to_string()
             }
         };
-        let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+        // Requests are routed by their canonical host: lowercase, no trailing dot.
+        let host = r
+            .host
+            .as_ref()
+            .map(|h| h.get_ref().trim_end_matches('.').to_ascii_lowercase());
         let rate_limit = r.rate_limit.as_ref().and_then(|l| rate(c, l));
         if let Some(upstream) = upstream {
             let pins = pins(c, r);
@@ -555,6 +603,17 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                 }
             };
             let request_timeout = r.request_timeout.as_ref().map(|d| optional_duration(c, d).flatten());
+            let path_parameters = match r.path_parameters.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+                None | Some(("refuse", _)) => PathParameters::Refuse,
+                Some(("allow", _)) => PathParameters::Allow,
+                Some((other, span)) => {
+                    c.push(
+                        span,
+                        format!("unknown path_parameters mode `{other}` (expected \"refuse\" or \"allow\")"),
+                    );
+                    PathParameters::Refuse
+                }
+            };
             out.push(RouteConfig {
                 name: name.clone(),
                 host,
@@ -564,6 +623,7 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                 pins,
                 user,
                 request_timeout,
+                path_parameters,
             });
         }
     }

@@ -83,7 +83,6 @@ where
         let request_id = req.extensions().get::<RequestId>().cloned();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
-        let host = crate::middleware::route::request_host(&req);
         let fut = if self.layer.auditor.accepting() {
             self.inner.call(req)
         } else {
@@ -135,7 +134,7 @@ where
                 identity: &note.forwarded.get().unwrap_or(&conn).audit_identity,
                 via: note.forwarded.get().map(|_| &*conn.audit_identity),
                 method: method.as_str(),
-                host: host.as_deref(),
+                host: note.host.get().map(String::as_str),
                 path: note.path.get().map_or(raw_path.as_str(), String::as_str),
                 route: route.map(|r| r.name.as_str()),
                 upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),

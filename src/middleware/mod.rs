@@ -81,6 +81,8 @@ pub struct Parts {
     pub posture: Option<posture::PostureSetup>,
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
     pub trusted_hop: Option<crate::config::TrustedHopConfig>,
+    /// `[headers]`: client fields removed before judging.
+    pub headers: Arc<crate::upstream::headers::HeadersConfig>,
     /// The live TLS state (the trusted hop verifies forwarded chains with its verifier).
     pub tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }
@@ -96,7 +98,7 @@ pub fn stack(p: Parts) -> Stack {
         ))
         .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
         .layer(CheckLayer(hop::TrustedHop::new(p.trusted_hop, p.tls)))
-        .layer(CheckLayer(sanitize::Sanitize))
+        .layer(CheckLayer(sanitize::Sanitize::new(p.headers)))
         .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
         .layer(CheckLayer(user::UserCheck::new(p.user_auth, p.routes.clone())))
         .layer(CheckLayer(ratelimit::RateLimit::new(p.limits)))

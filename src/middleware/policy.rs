@@ -34,7 +34,11 @@ impl Check for PolicyCheck {
     fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
         let ext = req.extensions();
         // Fail closed: a request without a verified identity is never judged "allowed".
-        let (Some(conn), Some(route)) = (ext.get::<Arc<ConnCtx>>(), ext.get::<RouteMatch>()) else {
+        let (Some(conn), Some(route), Some(canonical)) = (
+            ext.get::<Arc<ConnCtx>>(),
+            ext.get::<RouteMatch>(),
+            ext.get::<crate::canonical::Canonical>(),
+        ) else {
             return Err(ProxyError::Internal(
                 "request reached policy without connection context or route",
             ));
@@ -43,8 +47,8 @@ impl Check for PolicyCheck {
         let decision = policy.evaluate(&RequestFacts {
             peer: &conn.identity,
             method: req.method(),
-            path: req.uri().path(),
-            host: route.host.as_deref(),
+            path: canonical.judged_path(req.uri().path()),
+            host: Some(canonical.authority.host()),
             route: self.routes.get(route.index).map(|r| r.name.as_str()),
             headers: req.headers(),
             source_ip: conn.peer_addr.ip(),

@@ -1,23 +1,25 @@
-//! Picks the request's route (host + path prefix) so that policy can match on it and forward
-//! knows its upstream. Refuses with 421 a request whose Host is not the name the client asked
-//! for in TLS SNI (a connection for one service must not be reused for another).
+//! Picks the request's route (canonical host + judged path prefix) so that policy can match on
+//! it and forward knows its upstream. Refuses with 421 a request whose authority is not the name
+//! the client asked for in TLS SNI (a connection for one service must not be reused for
+//! another), and with 400 a path with `;` parameters on a route that does not allow them.
 
 use std::sync::Arc;
 
-use http::{Request, header};
+use http::Request;
 use hyper::body::Incoming;
 
 use super::check::Check;
-use crate::error::ProxyError;
+use crate::canonical::Canonical;
+use crate::error::{BadRequest, ProxyError};
+use crate::policy::path::PathParameters;
 use crate::server::ConnCtx;
 use crate::upstream::RouteTable;
 
-/// Set by this layer: the matched route (index into the shared table) and the request host.
+/// Set by this layer: the matched route (index into the shared table). The host it was matched
+/// by is the request's [`Canonical`] authority.
 #[derive(Clone, Debug)]
 pub struct RouteMatch {
     pub index: usize,
-    /// Host without port, lowercase.
-    pub host: Option<String>,
 }
 
 #[derive(Clone)]
@@ -34,33 +36,39 @@ impl Route {
         }
     }
 
-    fn resolve(&self, req: &Request<Incoming>) -> Result<RouteMatch, ProxyError> {
-        let host = request_host(req);
+    fn resolve<B>(&self, req: &Request<B>) -> Result<RouteMatch, ProxyError> {
+        let Some(canonical) = req.extensions().get::<Canonical>() else {
+            return Err(ProxyError::Internal(
+                "request reached route without a canonical authority",
+            ));
+        };
+        let host = canonical.authority.host();
         if self.require_sni_match
-            && let (Some(sni), Some(host)) = (
-                req.extensions().get::<Arc<ConnCtx>>().and_then(|c| c.sni.as_deref()),
-                host.as_deref(),
-            )
-            && !sni.eq_ignore_ascii_case(host)
+            && let Some(sni) = req.extensions().get::<Arc<ConnCtx>>().and_then(|c| c.sni.as_deref())
+            && !sni.trim_end_matches('.').eq_ignore_ascii_case(host)
         {
             return Err(ProxyError::MisdirectedRequest {
                 sni: sni.to_string(),
                 host: host.to_string(),
             });
         }
-        match self.routes.find(host.as_deref(), req.uri().path()) {
-            Some(index) => {
-                // `call` runs inside the request span opened by the trace layer.
-                if let Some(r) = self.routes.get(index) {
-                    tracing::Span::current().record("route", r.name.as_str());
-                }
-                Ok(RouteMatch { index, host })
-            }
-            None => Err(ProxyError::NoRoute {
-                host: host.unwrap_or_default(),
-                path: req.uri().path().to_string(),
-            }),
+        let path = canonical.judged_path(req.uri().path());
+        let Some((index, route)) = self
+            .routes
+            .find(Some(host), path)
+            .and_then(|i| self.routes.get(i).map(|r| (i, r)))
+        else {
+            return Err(ProxyError::NoRoute {
+                host: host.to_string(),
+                path: path.to_string(),
+            });
+        };
+        if canonical.path_without_parameters.is_some() && route.path_parameters == PathParameters::Refuse {
+            return Err(ProxyError::BadRequest(BadRequest::PathParameter));
         }
+        // `call` runs inside the request span opened by the trace layer.
+        tracing::Span::current().record("route", route.name.as_str());
+        Ok(RouteMatch { index })
     }
 }
 
@@ -83,19 +91,4 @@ impl Check for Route {
         req.extensions_mut().insert(m);
         Ok(())
     }
-}
-
-/// The request's host without port, lowercased: `:authority` for h2 (and absolute-form h1),
-/// else the Host header.
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?,
-    };
-    let host = match raw.rsplit_once(':') {
-        // Keep IPv6 literals (`[::1]:8443` → `[::1]`).
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
-        _ => raw,
-    };
-    Some(host.to_ascii_lowercase())
 }

@@ -1,43 +1,68 @@
-//! Makes the request safe to judge: removes identity headers the client sent (only ztgate sets
-//! them) and normalises the path, so routing, policy and the upstream all see the same path.
+//! Makes the request safe to judge, and derives the one canonical request
+//! ([`Canonical`]) that routing, policy, audit and the upstream all use:
+//! - removes client-sent fields only ztgate sets, or that upstreams would read as identity,
+//!   address, path or method (`upstream::headers::strip_client_headers`);
+//! - derives the one authority (`Host` / `:authority`, never two; `canonical::authority`);
+//! - normalises the path (`policy::path::normalize`) and notes its `;` parameters.
+//!
+//! What cannot be made canonical without guessing how the upstream reads it is refused with
+//! 400 and a reason code ([`BadRequest`]).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use hyper::body::Incoming;
 
 use super::check::Check;
-use crate::error::ProxyError;
-use crate::policy::path::{PathError, normalize};
-use crate::upstream::headers::strip_identity;
+use crate::canonical::{Canonical, authority};
+use crate::error::{BadRequest, ProxyError};
+use crate::policy::path::{normalize, without_parameters};
+use crate::upstream::headers::{HeadersConfig, Removed, strip_client_headers};
 
-#[derive(Clone, Copy, Default)]
-pub struct Sanitize;
+#[derive(Clone, Default)]
+pub struct Sanitize {
+    headers: Arc<HeadersConfig>,
+}
 
-impl Check for Sanitize {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
-        strip_identity(req.headers_mut());
-        normalize_uri(req.uri_mut())?;
-        if let Some(note) = req.extensions().get::<std::sync::Arc<crate::audit::record::Note>>() {
-            let _ = note.path.set(req.uri().path().to_string());
+impl Sanitize {
+    pub fn new(headers: Arc<HeadersConfig>) -> Self {
+        for r in Removed::ALL {
+            crate::telemetry::metrics::request_header_removed(r.as_str(), 0);
         }
-        Ok(())
+        Self { headers }
     }
 }
 
-fn normalize_uri(uri: &mut Uri) -> Result<(), ProxyError> {
-    let normalized = normalize(uri.path()).map_err(|e| {
-        ProxyError::BadRequest(match e {
-            PathError::NotAbsolute => "request target is not an absolute path",
-            PathError::BadEscape => "malformed percent-escape in path",
-            PathError::EncodedSeparator => "encoded '/' or '\\' in path",
-            PathError::Backslash => "'\\' in path",
-            PathError::EscapesRoot => "path escapes the root",
-            PathError::InvalidCharacter => "raw control, space or non-ASCII byte in path",
-        })
+impl Check for Sanitize {
+    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+        canonicalise(req, &self.headers).map_err(ProxyError::BadRequest)
+    }
+}
+
+/// The body type does not matter to any of this: generic so it can be tested without sockets.
+fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), BadRequest> {
+    strip_client_headers(req.headers_mut(), headers, |r| {
+        crate::telemetry::metrics::request_header_removed(r.as_str(), 1);
     })?;
-    let Cow::Owned(path) = normalized else {
+    let authority = authority(req.version(), req.uri(), req.headers())?;
+    normalize_uri(req.uri_mut())?;
+    let path_without_parameters = without_parameters(req.uri().path())?.map(String::into_boxed_str);
+    let canonical = Canonical {
+        authority,
+        path_without_parameters,
+    };
+    if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
+        let _ = note.path.set(canonical.judged_path(req.uri().path()).to_string());
+        let _ = note.host.set(canonical.authority.host().to_string());
+    }
+    req.extensions_mut().insert(canonical);
+    Ok(())
+}
+
+fn normalize_uri(uri: &mut Uri) -> Result<(), BadRequest> {
+    let Cow::Owned(path) = normalize(uri.path())? else {
         return Ok(());
     };
     let pq = match uri.query() {
@@ -45,8 +70,89 @@ fn normalize_uri(uri: &mut Uri) -> Result<(), ProxyError> {
         None => path,
     };
     let mut parts = std::mem::take(uri).into_parts();
-    parts.path_and_query =
-        Some(PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("path cannot be normalised"))?);
-    *uri = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("path cannot be normalised"))?;
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| BadRequest::TargetUnforwardable)?);
+    *uri = Uri::from_parts(parts).map_err(|_| BadRequest::TargetUnforwardable)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, Version, header};
+
+    fn request(version: Version, target: &str, hosts: &[&str]) -> Request<()> {
+        let mut req = Request::builder().version(version).uri(target).body(()).unwrap();
+        for h in hosts {
+            req.headers_mut()
+                .append(header::HOST, HeaderValue::from_str(h).unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn one_authority_and_one_path_are_derived() {
+        let mut req = request(Version::HTTP_11, "/x/../Admin;v=1/users?q=%2F", &["App.Internal.:8443"]);
+        req.headers_mut()
+            .insert("x_ztgate_identity", HeaderValue::from_static("forged"));
+        canonicalise(&mut req, &HeadersConfig::default()).unwrap();
+        let c = req.extensions().get::<Canonical>().unwrap();
+        assert_eq!(c.authority.host(), "app.internal");
+        assert_eq!(c.authority.value(), "app.internal:8443");
+        assert_eq!(req.uri().path(), "/Admin;v=1/users");
+        assert_eq!(req.uri().query(), Some("q=%2F"));
+        assert_eq!(c.judged_path(req.uri().path()), "/Admin/users");
+        assert!(!req.headers().contains_key("x_ztgate_identity"));
+    }
+
+    #[test]
+    fn ambiguous_requests_are_refused_with_their_reason() {
+        let cases: &[(Version, &str, &[&str], BadRequest)] = &[
+            (Version::HTTP_11, "/", &[], BadRequest::HostMissing),
+            (
+                Version::HTTP_11,
+                "/",
+                &["app.internal", "admin.internal"],
+                BadRequest::HostDuplicate,
+            ),
+            (
+                Version::HTTP_2,
+                "https://app.internal/",
+                &["admin.internal"],
+                BadRequest::AuthorityConflict,
+            ),
+            (
+                Version::HTTP_11,
+                "/",
+                &["user@admin.internal"],
+                BadRequest::AuthorityMalformed,
+            ),
+            (
+                Version::HTTP_11,
+                "/a%2Fb",
+                &["app.internal"],
+                BadRequest::PathEncodedSeparator,
+            ),
+            (
+                Version::HTTP_11,
+                "/admin%3Bx/users",
+                &["app.internal"],
+                BadRequest::PathParameter,
+            ),
+            (
+                Version::HTTP_11,
+                "/app/..;/admin",
+                &["app.internal"],
+                BadRequest::PathParameter,
+            ),
+        ];
+        for (version, target, hosts, want) in cases {
+            let mut req = request(*version, target, hosts);
+            assert_eq!(
+                canonicalise(&mut req, &HeadersConfig::default()),
+                Err(*want),
+                "{target} {hosts:?}"
+            );
+            assert!(req.extensions().get::<Canonical>().is_none());
+        }
+    }
 }

@@ -23,6 +23,24 @@ pub enum PathError {
     /// RFC 3986 paths are ASCII without controls or spaces; anything else must be percent-encoded.
     #[error("raw control, space or non-ASCII byte in path")]
     InvalidCharacter,
+    /// A `;` parameter that cannot be judged: `%3B` (servers disagree on whether it splits a
+    /// segment), or, where parameters are allowed, one on an empty, `.` or `..` segment
+    /// (`/..;x/admin` is `/../admin` to a Servlet container).
+    #[error("ambiguous ';' path parameter")]
+    Parameter,
+}
+
+/// How a route treats `;` path parameters (RFC 3986 §3.3), which Servlet containers remove
+/// from each segment before routing (`/admin;x=1/users` is `/admin/users` to Tomcat).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathParameters {
+    /// A path with a `;` is refused with 400 (the default): ztgate cannot know how the upstream
+    /// reads it.
+    #[default]
+    Refuse,
+    /// For upstreams that use matrix parameters: the path is forwarded as sent, and routing and
+    /// policy judge it with every parameter removed ([`without_parameters`]).
+    Allow,
 }
 
 /// Returns the normalised path; borrows when the input is already normal (the common case).
@@ -84,6 +102,32 @@ fn is_normal(path: &str) -> bool {
     !(dots && (1..=2).contains(&len))
 }
 
+/// The path as a Servlet container (Tomcat, Jetty, Spring) reads it: every `;…` parameter
+/// removed from each segment (RFC 3986 §3.3 leaves their meaning to the server). Takes a path
+/// [`normalize`] returned; `None` when it has no `;` (the common case, no allocation).
+///
+/// A parameter on an empty, `.` or `..` segment is refused ([`PathError::Parameter`]): removing
+/// it would create a dot segment or an empty one that the upstream resolves after judging.
+pub fn without_parameters(path: &str) -> Result<Option<String>, PathError> {
+    if !path.contains(';') {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').skip(1) {
+        let name = match seg.split_once(';') {
+            Some(("" | "." | "..", _)) => return Err(PathError::Parameter),
+            Some((name, _)) => name,
+            None => seg,
+        };
+        out.push('/');
+        out.push_str(name);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(Some(out))
+}
+
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     // `normalize` has refused every non-ASCII byte, so pushing bytes as chars is exact.
     let bytes = path.as_bytes();
@@ -104,6 +148,7 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         let v = (hi * 16 + lo) as u8;
         match v {
             b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+            b';' => return Err(PathError::Parameter),
             v if v.is_ascii_alphanumeric() || b"-._~".contains(&v) => out.push(v as char),
             v => {
                 out.push('%');
@@ -114,6 +159,21 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         i += 3;
     }
     Ok(out)
+}
+
+impl From<PathError> for crate::error::BadRequest {
+    fn from(e: PathError) -> Self {
+        use PathError as P;
+        match e {
+            P::NotAbsolute => crate::error::BadRequest::PathNotAbsolute,
+            P::BadEscape => crate::error::BadRequest::PathBadEscape,
+            P::EncodedSeparator => crate::error::BadRequest::PathEncodedSeparator,
+            P::Backslash => crate::error::BadRequest::PathBackslash,
+            P::EscapesRoot => crate::error::BadRequest::PathEscapesRoot,
+            P::InvalidCharacter => crate::error::BadRequest::PathInvalidCharacter,
+            P::Parameter => crate::error::BadRequest::PathParameter,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +240,20 @@ mod tests {
         let n = normalize("/x/../%DA%90//b").unwrap();
         assert_eq!(n, "/%DA%90/b");
         assert_eq!(normalize(&n).unwrap(), n);
+    }
+
+    #[test]
+    fn parameters_are_removed_per_segment_for_judging() {
+        assert_eq!(without_parameters("/admin/users"), Ok(None));
+        assert_eq!(without_parameters("/admin;x=1/users"), Ok(Some("/admin/users".into())));
+        assert_eq!(without_parameters("/a;jsessionid=1"), Ok(Some("/a".into())));
+        assert_eq!(without_parameters("/app/..;/admin"), Err(PathError::Parameter));
+        assert_eq!(without_parameters("/app/.;x/admin"), Err(PathError::Parameter));
+        assert_eq!(without_parameters("/;x/admin"), Err(PathError::Parameter));
+        // A raw `;` survives normalisation (the route decides); `%3B` is refused outright.
+        assert_eq!(normalize("/admin;x=1/users").as_deref(), Ok("/admin;x=1/users"));
+        assert_eq!(normalize("/admin%3Bx=1/users"), Err(PathError::Parameter));
+        assert_eq!(normalize("/admin%3bx/users"), Err(PathError::Parameter));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub const POSTURE_CACHE_TOTAL: &str = "ztgate_posture_cache_total";
 pub const POSTURE_DENIALS_TOTAL: &str = "ztgate_posture_denials_total";
 pub const POSTURE_RELOAD_TOTAL: &str = "ztgate_posture_reload_total";
 pub const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
+pub const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
+pub const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -79,6 +81,17 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(
+        BAD_REQUESTS_TOTAL,
+        "Requests refused with 400 as malformed or ambiguous, by reason code (docs/audit.md)."
+    );
+    for r in crate::error::BadRequest::ALL {
+        counter!(BAD_REQUESTS_TOTAL, "reason" => r.code()).absolute(0);
+    }
+    describe_counter!(
+        REQUEST_HEADERS_REMOVED_TOTAL,
+        "Client-sent header fields removed before judging, by reason (identity, default_list, configured, underscore)."
+    );
     describe_counter!(
         REQUESTS_TOTAL,
         "Requests answered, by route, decision (allow, deny, rate_limited, error) and status class (1xx..5xx)."
@@ -290,8 +303,8 @@ impl RequestMetrics {
             E::UpstreamUnavailable { .. } => self.upstream_connect.increment(1),
             E::UpstreamTimeout { .. } => self.upstream_timeout.increment(1),
             E::UpstreamFailed { .. } => self.upstream_failed.increment(1),
-            E::BadRequest(_)
-            | E::Denied { .. }
+            E::BadRequest(reason) => bad_request(*reason),
+            E::Denied { .. }
             | E::Unauthenticated { .. }
             | E::NoRoute { .. }
             | E::MisdirectedRequest { .. }
@@ -302,6 +315,17 @@ impl RequestMetrics {
             | E::Internal(_) => {}
         }
     }
+}
+
+/// A request was refused with 400 for `reason`.
+pub fn bad_request(reason: crate::error::BadRequest) {
+    counter!(BAD_REQUESTS_TOTAL, "reason" => reason.code()).increment(1);
+}
+
+/// A client-sent header field was removed (`reason` as in `upstream::headers::Removed`);
+/// `increment(0)` at start-up exports the series.
+pub fn request_header_removed(reason: &'static str, n: u64) {
+    counter!(REQUEST_HEADERS_REMOVED_TOTAL, "reason" => reason).increment(n);
 }
 
 pub fn handshake(result: &'static str) {

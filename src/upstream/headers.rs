@@ -65,19 +65,171 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes identity headers a client may have sent: they are set only by ztgate.
-pub fn strip_identity(headers: &mut HeaderMap) {
-    headers.remove(X_FORWARDED_CLIENT_CERT);
-    if headers.keys().any(|k| k.as_str().starts_with(ZTGATE_PREFIX)) {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(ZTGATE_PREFIX))
-            .cloned()
-            .collect();
-        for name in names {
-            headers.remove(name);
+/// What to do with a client header field whose name contains `_`. CGI, WSGI, PHP and Rack
+/// upstreams map `-` and `_` to the same variable (`HTTP_X_ZTGATE_IDENTITY`), so
+/// `X_Ztgate_Identity` would merge with the real `x-ztgate-identity`. Same choices as Envoy's
+/// `headers_with_underscores_action`; nginx drops them by default too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Underscores {
+    /// Remove the field and forward the rest (the default; counted).
+    #[default]
+    Drop,
+    /// Refuse the request with 400.
+    Reject,
+    /// Forward it unchanged (only for upstreams that keep `-` and `_` apart).
+    Allow,
+}
+
+/// `[headers]`: client-sent fields removed before judging and forwarding, and the optional
+/// RFC 7239 `Forwarded` field.
+#[derive(Debug, Clone, Default)]
+pub struct HeadersConfig {
+    pub with_underscores: Underscores,
+    /// Extra names removed from every request, on top of [`DEFAULT_STRIP`].
+    pub strip: Vec<HeaderName>,
+    /// Set `Forwarded: for=…;proto=https;host=…` (RFC 7239) on forwarded requests.
+    pub forwarded: bool,
+}
+
+/// Client-sent fields removed from every request by default: ztgate sets the real value, or
+/// upstream frameworks trust them for the client's address, certificate or user, or to serve
+/// another path or method than the one policy judged. docs/security.md lists why each is here.
+pub const DEFAULT_STRIP: &[&str] = &[
+    // Client address and the original request, as proxies report them.
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    // Client certificate, as TLS-terminating proxies pass it.
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-dn",
+    "x-ssl-client-verify",
+    "x-ssl-cert",
+    "ssl-client-cert",
+    // Authenticated user, as auth proxies pass it.
+    "x-remote-user",
+    "remote-user",
+    "x-authenticated-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    // Another path or method than the request line's (IIS/Symfony URL rewrite, method override).
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Why a client header field was removed (label of `ztgate_request_headers_removed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// `x-forwarded-client-cert` or `x-ztgate-*`: only ztgate sets them.
+    Identity,
+    /// On [`DEFAULT_STRIP`].
+    Default,
+    /// On `[headers] strip`.
+    Configured,
+    /// The name contains `_` ([`Underscores::Drop`]).
+    Underscore,
+}
+
+impl Removed {
+    pub const ALL: [Removed; 4] = [
+        Removed::Identity,
+        Removed::Default,
+        Removed::Configured,
+        Removed::Underscore,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Removed::Identity => "identity",
+            Removed::Default => "default_list",
+            Removed::Configured => "configured",
+            Removed::Underscore => "underscore",
         }
     }
+}
+
+/// Header fields ztgate needs to frame, route or identify a request: never on a strip list.
+pub fn is_protected(name: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TE,
+        header::EXPECT,
+    ]
+    .contains(name)
+}
+
+fn classify(name: &HeaderName, cfg: &HeadersConfig) -> Option<Removed> {
+    let s = name.as_str();
+    if s.starts_with(ZTGATE_PREFIX) || name == X_FORWARDED_CLIENT_CERT {
+        Some(Removed::Identity)
+    } else if DEFAULT_STRIP.contains(&s) {
+        Some(Removed::Default)
+    } else if cfg.strip.contains(name) {
+        Some(Removed::Configured)
+    } else if cfg.with_underscores != Underscores::Allow && s.contains('_') {
+        Some(Removed::Underscore)
+    } else {
+        None
+    }
+}
+
+/// Removes every client-sent field that ztgate sets itself or that upstreams could read as
+/// identity, address, path or method: one pass over the names, nothing allocated unless
+/// something is removed. Calls `removed` once per field removed.
+///
+/// # Errors
+/// [`BadRequest::HeaderUnderscore`](crate::error::BadRequest::HeaderUnderscore) for a name
+/// with `_` under [`Underscores::Reject`].
+pub fn strip_client_headers(
+    headers: &mut HeaderMap,
+    cfg: &HeadersConfig,
+    mut removed: impl FnMut(Removed),
+) -> Result<(), crate::error::BadRequest> {
+    if !headers.keys().any(|k| classify(k, cfg).is_some()) {
+        return Ok(());
+    }
+    let names: Vec<(HeaderName, Removed)> = headers
+        .keys()
+        .filter_map(|k| classify(k, cfg).map(|r| (k.clone(), r)))
+        .collect();
+    if cfg.with_underscores == Underscores::Reject && names.iter().any(|(_, r)| *r == Removed::Underscore) {
+        return Err(crate::error::BadRequest::HeaderUnderscore);
+    }
+    for (name, why) in names {
+        if let http::header::Entry::Occupied(e) = headers.entry(name) {
+            for _ in e.remove_entry_mult().1 {
+                removed(why);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The RFC 7239 `Forwarded` value ztgate sets: `for` the client's address (IPv6 quoted and in
+/// brackets, §6), `proto=https`, `host` the judged authority (quoted: `:` is not a token char).
+pub fn forwarded_value(client: std::net::IpAddr, authority: &str) -> Option<http::HeaderValue> {
+    let value = match client {
+        std::net::IpAddr::V4(ip) => format!("for={ip};proto=https;host=\"{authority}\""),
+        std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=https;host=\"{authority}\""),
+    };
+    http::HeaderValue::from_str(&value).ok()
 }
 
 #[cfg(test)]
@@ -111,15 +263,80 @@ mod tests {
         assert!(h.is_empty());
     }
 
+    fn strip(h: &mut HeaderMap, cfg: &HeadersConfig) -> Result<Vec<&'static str>, crate::error::BadRequest> {
+        let mut removed = Vec::new();
+        strip_client_headers(h, cfg, |r| removed.push(r.as_str()))?;
+        Ok(removed)
+    }
+
     #[test]
     fn client_identity_headers_are_all_removed() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_CLIENT_CERT, HeaderValue::from_static("By=evil"));
         h.insert(X_ZTGATE_IDENTITY, HeaderValue::from_static("spiffe://x/admin"));
-        h.insert("x-ztgate-user", HeaderValue::from_static("root"));
+        h.append("x-ztgate-user", HeaderValue::from_static("root"));
+        h.append("x-ztgate-user", HeaderValue::from_static("root2"));
         h.insert("x-app", HeaderValue::from_static("kept"));
-        strip_identity(&mut h);
+        let removed = strip(&mut h, &HeadersConfig::default()).unwrap();
+        assert_eq!(removed, ["identity"; 4]);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn forwarding_and_auth_claims_are_removed_by_default_and_the_list_extends() {
+        let mut h = HeaderMap::new();
+        for name in DEFAULT_STRIP {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("forged"));
+        }
+        h.insert("x-my-user", HeaderValue::from_static("root"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        let cfg = HeadersConfig {
+            strip: vec![HeaderName::from_static("x-my-user")],
+            ..HeadersConfig::default()
+        };
+        let removed = strip(&mut h, &cfg).unwrap();
+        assert_eq!(removed.len(), DEFAULT_STRIP.len() + 1);
+        assert_eq!(removed.iter().filter(|r| **r == "configured").count(), 1);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_rejected_or_allowed() {
+        let request = || {
+            let mut h = HeaderMap::new();
+            h.insert("x_ztgate_identity", HeaderValue::from_static("spiffe://x/admin"));
+            h.insert("x-app", HeaderValue::from_static("kept"));
+            h
+        };
+        let mut h = request();
+        assert_eq!(strip(&mut h, &HeadersConfig::default()).unwrap(), ["underscore"]);
+        assert!(!h.contains_key("x_ztgate_identity"));
+
+        let reject = HeadersConfig {
+            with_underscores: Underscores::Reject,
+            ..HeadersConfig::default()
+        };
+        assert_eq!(
+            strip(&mut request(), &reject),
+            Err(crate::error::BadRequest::HeaderUnderscore)
+        );
+
+        let allow = HeadersConfig {
+            with_underscores: Underscores::Allow,
+            ..HeadersConfig::default()
+        };
+        let mut h = request();
+        assert!(strip(&mut h, &allow).unwrap().is_empty());
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6_and_the_authority() {
+        let v4 = forwarded_value("192.0.2.7".parse().unwrap(), "app.internal:8443").unwrap();
+        assert_eq!(v4, "for=192.0.2.7;proto=https;host=\"app.internal:8443\"");
+        let v6 = forwarded_value("2001:db8::1".parse().unwrap(), "app.internal").unwrap();
+        assert_eq!(v6, "for=\"[2001:db8::1]\";proto=https;host=\"app.internal\"");
     }
 }

@@ -20,8 +20,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
+use crate::canonical::Canonical;
 use crate::config::{Config, UpstreamProtocol};
-use crate::error::{BoxError, ProxyBody, ProxyError};
+use crate::error::{BadRequest, BoxError, ProxyBody, ProxyError};
 use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
@@ -49,8 +50,31 @@ fn mark_client_body_error(e: BoxError) -> BoxError {
 }
 
 enum PooledClient {
-    Plain(Client<HttpConnector, UpstreamBody>),
-    Tls(Client<HttpsConnector<HttpConnector>, UpstreamBody>),
+    Plain(Client<FixedDest<HttpConnector>, UpstreamBody>),
+    Tls(Client<FixedDest<HttpsConnector<HttpConnector>>, UpstreamBody>),
+}
+
+/// Connects every request to the upstream's configured address, whatever authority the request
+/// URI names. For h2 upstreams the URI carries the judged authority (it becomes `:authority`);
+/// the socket, and the TLS server name, still come from the upstream's `url`.
+#[derive(Clone)]
+struct FixedDest<C> {
+    inner: C,
+    dest: Uri,
+}
+
+impl<C: tower::Service<Uri>> tower::Service<Uri> for FixedDest<C> {
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = C::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _requested: Uri) -> Self::Future {
+        self.inner.call(self.dest.clone())
+    }
 }
 
 struct Upstream {
@@ -77,6 +101,8 @@ struct Inner {
     max_body: u64,
     /// `[listener] request_timeout` (a route may override it).
     request_timeout: Option<Duration>,
+    /// `[headers] forwarded`: set RFC 7239 `Forwarded`.
+    set_forwarded: bool,
 }
 
 impl Forward {
@@ -94,6 +120,7 @@ impl Forward {
                 .timer(TokioTimer::new())
                 .http2_only(u.protocol == UpstreamProtocol::Http2);
             let https = u.url.scheme() == Some(&Scheme::HTTPS);
+            let dest = u.url.clone();
             let client = match (&u.ca, https) {
                 (Some(ca), true) => {
                     let tls = crate::tls::upstream_client_config(ca, u.client_cert.as_ref())?;
@@ -105,7 +132,7 @@ impl Forward {
                         UpstreamProtocol::Http1 => https.enable_http1().wrap_connector(http),
                         UpstreamProtocol::Http2 => https.enable_http2().wrap_connector(http),
                     };
-                    PooledClient::Tls(builder.build(connector))
+                    PooledClient::Tls(builder.build(FixedDest { inner: connector, dest }))
                 }
                 // An https upstream without `ca` has nothing to verify against: refuse rather
                 // than trust blindly. Validation guarantees `ca` is absent for http.
@@ -115,7 +142,7 @@ impl Forward {
                         path: u.name.clone().into(),
                     });
                 }
-                _ => PooledClient::Plain(builder.build(http)),
+                _ => PooledClient::Plain(builder.build(FixedDest { inner: http, dest })),
             };
             upstreams.push(Upstream {
                 name: u.name.clone(),
@@ -139,6 +166,7 @@ impl Forward {
                 latency: crate::telemetry::metrics::upstream_duration(),
                 max_body: cfg.listener.max_request_body.unwrap_or(u64::MAX),
                 request_timeout: cfg.listener.request_timeout,
+                set_forwarded: cfg.headers.forwarded,
             }),
         })
     }
@@ -162,10 +190,11 @@ impl tower::Service<Request<Incoming>> for Forward {
 impl Inner {
     async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
         let ext = req.extensions();
-        let (Some(conn), Some(request_id), Some(route)) = (
+        let (Some(conn), Some(request_id), Some(route), Some(canonical)) = (
             ext.get::<Arc<ConnCtx>>().cloned(),
             ext.get::<RequestId>().cloned(),
             ext.get::<RouteMatch>().and_then(|m| self.routes.get(m.index)),
+            ext.get::<Canonical>().cloned(),
         ) else {
             return Err(ProxyError::Internal(
                 "request reached forward without connection context or route",
@@ -205,25 +234,39 @@ impl Inner {
             }
         };
         let body = http_body_util::BodyExt::map_err(body, mark_client_body_error as fn(BoxError) -> BoxError);
-        // An h2 client's :authority (port included) becomes the Host an HTTP/1.1 upstream needs.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(h) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, h);
-        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The judged authority goes upstream, once: as `Host` to HTTP/1.1 (the URI only picks
+        // the pool), as `:authority` with no `host` field to h2 (RFC 9113 §8.3.1).
+        let authority = match upstream.version {
+            Version::HTTP_2 => Authority::try_from(canonical.authority.value().as_bytes())
+                .map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?,
+            _ => upstream.authority.clone(),
+        };
         parts.uri = Uri::builder()
             .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
+            .authority(authority)
             .path_and_query(path_and_query)
             .build()
-            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+            .map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?;
         parts.version = upstream.version;
         let h = &mut parts.headers;
+        // After this, the client's `Connection` options can no longer remove anything ztgate
+        // sets below (`Connection: host` must not drop Host).
         headers::strip_hop_by_hop(h, upgrade);
+        match upstream.version {
+            Version::HTTP_2 => {
+                h.remove(header::HOST);
+            }
+            _ => {
+                h.insert(header::HOST, canonical.authority.value().clone());
+            }
+        }
+        if self.set_forwarded
+            && let Ok(authority) = canonical.authority.value().to_str()
+            && let Some(v) = headers::forwarded_value(conn.peer_addr.ip(), authority)
+        {
+            h.insert(header::FORWARDED, v);
+        }
         // Sanitize already removed client-sent identity headers; these are ours.
         h.insert(headers::X_FORWARDED_CLIENT_CERT, conn.xfcc.clone());
         h.insert(headers::X_ZTGATE_IDENTITY, conn.identity_header.clone());
@@ -273,7 +316,7 @@ impl Inner {
             }
             Ok(Err(e)) if in_chain::<ClientBodyError>(&e) => {
                 debug!(error = %e, "client request body failed");
-                return Err(ProxyError::BadRequest("malformed or truncated request body"));
+                return Err(ProxyError::BadRequest(BadRequest::BodyMalformed));
             }
             Ok(Err(e)) => {
                 return Err(ProxyError::UpstreamFailed {

@@ -12,6 +12,7 @@ pub struct Route {
     pub pins: Option<crate::config::Pins>,
     pub user: crate::config::UserMode,
     pub request_timeout: Option<Option<std::time::Duration>>,
+    pub path_parameters: crate::policy::path::PathParameters,
 }
 
 #[derive(Debug)]
@@ -34,6 +35,7 @@ impl RouteTable {
                 pins: r.pins.clone(),
                 user: r.user,
                 request_timeout: r.request_timeout,
+                path_parameters: r.path_parameters,
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -102,6 +104,7 @@ mod tests {
             pins: None,
             user: crate::config::UserMode::Off,
             request_timeout: None,
+            path_parameters: crate::policy::path::PathParameters::Refuse,
         }
     }
 
