@@ -60,6 +60,9 @@ pub struct RequestRecord<'a> {
     pub route: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<&'a str>,
+    /// Whether the request was handed to an upstream connection (so the upstream may have seen
+    /// all or part of it). `false` for every request refused before forwarding.
+    pub reached_upstream: bool,
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

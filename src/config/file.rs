@@ -126,6 +126,7 @@ pub(crate) struct RawRoute {
     pub(crate) user: Option<Spanned<String>>,
     pub(crate) request_timeout: Option<Spanned<String>>,
     pub(crate) path_parameters: Option<Spanned<String>>,
+    pub(crate) buffer_request_body: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

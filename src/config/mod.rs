@@ -191,6 +191,9 @@ pub struct RouteConfig {
     pub request_timeout: Option<Option<Duration>>,
     /// Whether `;` path parameters are refused (the default) or judged without them.
     pub path_parameters: crate::policy::path::PathParameters,
+    /// Read request bodies up to this many bytes before forwarding anything, so a malformed
+    /// small body never reaches the upstream; `None`: stream as received.
+    pub buffer_request_body: Option<u64>,
 }
 
 /// Front proxies (identified by their own client certificate) allowed to forward a client's

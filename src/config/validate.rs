@@ -614,6 +614,23 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                     PathParameters::Refuse
                 }
             };
+            let buffer_request_body = match &r.buffer_request_body {
+                None => None,
+                Some(v) => match parse_size(v.get_ref()) {
+                    Ok(n) if n <= 64 * 1024 * 1024 => Some(n),
+                    Ok(_) => {
+                        c.push(
+                            v.span(),
+                            "buffer_request_body must be at most 64MiB (it is held in memory per request)",
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        c.push(v.span(), e);
+                        None
+                    }
+                },
+            };
             out.push(RouteConfig {
                 name: name.clone(),
                 host,
@@ -624,6 +641,7 @@ fn routes(c: &mut Collector<'_>, routes: &[Spanned<RawRoute>], upstreams: &[Span
                 user,
                 request_timeout,
                 path_parameters,
+                buffer_request_body,
             });
         }
     }

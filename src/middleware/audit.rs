@@ -138,6 +138,7 @@ where
                 path: note.path.get().map_or(raw_path.as_str(), String::as_str),
                 route: route.map(|r| r.name.as_str()),
                 upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),
+                reached_upstream: note.reached_upstream.load(std::sync::atomic::Ordering::Acquire),
                 decision,
                 rule,
                 reason,

@@ -1,6 +1,7 @@
 //! The innermost service: pick the route, rewrite the request for the upstream (identity headers,
 //! hop-by-hop removal) and forward it over a pooled keep-alive client.
 
+mod client_body;
 mod deadline;
 pub mod headers;
 mod route;
@@ -22,32 +23,18 @@ use tracing::debug;
 
 use crate::canonical::Canonical;
 use crate::config::{Config, UpstreamProtocol};
-use crate::error::{BadRequest, BoxError, ProxyBody, ProxyError};
+use crate::error::{BadRequest, ProxyBody, ProxyError};
 use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
 use crate::tls::TlsError;
+use client_body::{Buffered, ClientBody, ClientBodyError};
 pub use deadline::{Deadline, DeadlineExceeded};
 pub use route::RouteTable;
 
 /// The request body as sent upstream: the client's, cut off at `max_request_body` and at the
-/// request deadline, with the client's own body errors marked so they are answered 400, not
-/// blamed on the upstream.
-type UpstreamBody =
-    http_body_util::combinators::MapErr<Deadline<http_body_util::Limited<Incoming>>, fn(BoxError) -> BoxError>;
-
-/// The client's request body failed (malformed chunking, connection lost mid-body).
-#[derive(Debug, thiserror::Error)]
-#[error("client request body: {0}")]
-struct ClientBodyError(BoxError);
-
-fn mark_client_body_error(e: BoxError) -> BoxError {
-    if e.is::<http_body_util::LengthLimitError>() || e.is::<DeadlineExceeded>() {
-        e
-    } else {
-        Box::new(ClientBodyError(e))
-    }
-}
+/// request deadline, with the client's own body errors marked ([`client_body`]).
+type UpstreamBody = ClientBody<Buffered<Deadline<http_body_util::Limited<Incoming>>>>;
 
 enum PooledClient {
     Plain(Client<FixedDest<HttpConnector>, UpstreamBody>),
@@ -200,6 +187,7 @@ impl Inner {
                 "request reached forward without connection context or route",
             ));
         };
+        let note = ext.get::<Arc<crate::audit::record::Note>>().cloned();
         let Some(upstream) = self.upstreams.get(route.upstream) else {
             return Err(ProxyError::Internal("route names an upstream that does not exist"));
         };
@@ -233,7 +221,17 @@ impl Inner {
                 (body, Some(done))
             }
         };
-        let body = http_body_util::BodyExt::map_err(body, mark_client_body_error as fn(BoxError) -> BoxError);
+        let body = match route.buffer_request_body {
+            Some(limit) if !hyper::body::Body::is_end_stream(&body) => {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                match Buffered::read_ahead(body, limit).await {
+                    Ok(b) => b,
+                    Err(e) => return Err(client_body_refused(&e, self.max_body)),
+                }
+            }
+            _ => Buffered::passthrough(body),
+        };
+        let (body, body_failed) = ClientBody::new(body);
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         // The judged authority goes upstream, once: as `Host` to HTTP/1.1 (the URI only picks
         // the pool), as `:authority` with no `host` field to h2 (RFC 9113 §8.3.1).
@@ -287,6 +285,13 @@ impl Inner {
         };
         let outcome = tokio::time::timeout_at(head_by, fut).await;
         self.latency.record(sent.elapsed().as_secs_f64());
+        // Only a failed connect proves the upstream saw nothing; a timeout or a cut body may
+        // have left part of the request with it.
+        if !matches!(&outcome, Ok(Err(e)) if e.is_connect())
+            && let Some(note) = note
+        {
+            note.reached_upstream.store(true, Ordering::Release);
+        }
         let mut resp = match outcome {
             // The deadline passed while the client was still sending its body: the client's fault.
             Err(_) if body_done.as_ref().is_some_and(|d| !d.load(Ordering::Acquire)) => {
@@ -314,7 +319,10 @@ impl Inner {
             Ok(Err(e)) if in_chain::<http_body_util::LengthLimitError>(&e) => {
                 return Err(ProxyError::PayloadTooLarge { limit: self.max_body });
             }
-            Ok(Err(e)) if in_chain::<ClientBodyError>(&e) => {
+            Ok(Err(e))
+                if in_chain::<ClientBodyError>(&e)
+                    || body_failed.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) =>
+            {
                 debug!(error = %e, "client request body failed");
                 return Err(ProxyError::BadRequest(BadRequest::BodyMalformed));
             }
@@ -349,6 +357,19 @@ impl Inner {
                 None => Deadline::none(b),
             })
         }))
+    }
+}
+
+/// The answer to a client body that failed while being read ahead (nothing was forwarded).
+fn client_body_refused(e: &crate::error::BoxError, max_body: u64) -> ProxyError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        ProxyError::PayloadTooLarge { limit: max_body }
+    } else if e.is::<DeadlineExceeded>() {
+        crate::telemetry::metrics::request_timeout("request_body");
+        ProxyError::RequestTimeout
+    } else {
+        debug!(error = %e, "client request body failed while buffered");
+        ProxyError::BadRequest(BadRequest::BodyMalformed)
     }
 }
 

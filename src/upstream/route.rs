@@ -13,6 +13,7 @@ pub struct Route {
     pub user: crate::config::UserMode,
     pub request_timeout: Option<Option<std::time::Duration>>,
     pub path_parameters: crate::policy::path::PathParameters,
+    pub buffer_request_body: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -36,6 +37,7 @@ impl RouteTable {
                 user: r.user,
                 request_timeout: r.request_timeout,
                 path_parameters: r.path_parameters,
+                buffer_request_body: r.buffer_request_body,
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -105,6 +107,7 @@ mod tests {
             user: crate::config::UserMode::Off,
             request_timeout: None,
             path_parameters: crate::policy::path::PathParameters::Refuse,
+            buffer_request_body: None,
         }
     }
 

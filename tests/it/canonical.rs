@@ -404,3 +404,72 @@ async fn identity_forwarding_and_override_claims_never_reach_the_upstream() {
     assert!(log.lock().unwrap().is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_refused_midway_reaches_the_upstream_as_an_aborted_message() {
+    for protocol in ["http1", "http2"] {
+        let audit = tempfile::NamedTempFile::new().unwrap();
+        let (mut s, log) = start(
+            EXAMPLE_POLICY,
+            &format!("protocol = \"{protocol}\""),
+            "",
+            Some(audit.path()),
+        )
+        .await;
+        // The first chunk says 5 bytes and carries 10: ztgate has already streamed the head and
+        // the first 5 bytes upstream when the chunk parser fails.
+        for _ in 0..5 {
+            let status = raw_h1(
+                &s,
+                b"POST /app HTTP/1.1\r\nHost: app.internal\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdefghij\r\n0\r\n\r\n",
+            )
+            .await;
+            assert_eq!(status, 400, "{protocol}");
+        }
+        // Give the upstream time to see the end of each message, then: none complete.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = log.lock().unwrap().clone();
+        for got in &seen {
+            assert!(
+                got.body.is_err(),
+                "{protocol}: the upstream got a complete request: {got:?}"
+            );
+        }
+        s.stop().await;
+        let records = audit_records(audit.path());
+        assert_eq!(records.len(), 5);
+        for r in &records {
+            assert_eq!(r["reason"], "body-malformed");
+            assert!(r["reached_upstream"].is_boolean(), "{r}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_buffered_route_validates_small_bodies_before_anything_is_forwarded() {
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let route = "[[route]]\nname = \"upload\"\npath_prefix = \"/upload\"\nupstream = \"app\"\nbuffer_request_body = \"64KiB\"\n";
+    let (mut s, log) = start(EXAMPLE_POLICY, "", route, Some(audit.path())).await;
+    let bad = b"POST /upload HTTP/1.1\r\nHost: app.internal\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdefghij\r\n0\r\n\r\n";
+    assert_eq!(raw_h1(&s, bad).await, 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+    let good = b"POST /upload HTTP/1.1\r\nHost: app.internal\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n3\r\nfgh\r\n0\r\n\r\n";
+    assert_eq!(raw_h1(&s, good).await, 200);
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.as_deref().ok(), Some(&b"abcdefgh"[..]));
+    s.stop().await;
+    let records = audit_records(audit.path());
+    let summary: Vec<(u64, &str, bool)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap(),
+                r["reached_upstream"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(400, "body-malformed", false), (200, "allowed", true)]);
+}
