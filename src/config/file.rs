@@ -105,6 +105,7 @@ pub(crate) struct RawUpstream {
     pub(crate) url: Spanned<String>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) response_timeout: Option<Spanned<String>>,
+    pub(crate) pool_idle_timeout: Option<Spanned<String>>,
     pub(crate) protocol: Option<Spanned<String>>,
     /// CA bundle that verifies an `https://` upstream.
     pub(crate) ca: Option<Spanned<String>>,

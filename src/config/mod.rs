@@ -159,6 +159,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time until the upstream's response head arrives.
     pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept. Below the upstream's own keep-alive timeout,
+    /// ztgate closes first and never sends on a connection the upstream is closing.
+    pub pool_idle_timeout: Duration,
     pub protocol: UpstreamProtocol,
     pub ca: Option<PathBuf>,
     pub client_cert: Option<(PathBuf, PathBuf)>,

@@ -515,6 +515,11 @@ fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Option<UpstreamC
         .response_timeout
         .as_ref()
         .map_or(Some(Duration::from_secs(30)), |d| duration(c, d));
+    // Below Node's (5 s), uvicorn's (5 s) and Apache's (5 s) keep-alive timeouts.
+    let pool_idle_timeout = r
+        .pool_idle_timeout
+        .as_ref()
+        .map_or(Some(Duration::from_secs(4)), |d| duration(c, d));
     if r.name.get_ref().is_empty() {
         c.push(r.name.span(), "upstream name must not be empty");
     }
@@ -523,6 +528,7 @@ fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Option<UpstreamC
         url: url?,
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,
+        pool_idle_timeout: pool_idle_timeout?,
         protocol,
         ca: r.ca.as_ref().map(|p| non_empty_path(c, p)),
         client_cert,

@@ -45,6 +45,7 @@ pub const POSTURE_RELOAD_TOTAL: &str = "ztgate_posture_reload_total";
 pub const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
 pub const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
 pub const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
+pub const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -88,6 +89,11 @@ fn describe() {
     for r in crate::error::BadRequest::ALL {
         counter!(BAD_REQUESTS_TOTAL, "reason" => r.code()).absolute(0);
     }
+    describe_counter!(
+        UPSTREAM_RETRIES_TOTAL,
+        "Requests sent again on a fresh upstream connection, by reason (connection_closed: a pooled connection the upstream had closed)."
+    );
+    counter!(UPSTREAM_RETRIES_TOTAL, "reason" => "connection_closed").absolute(0);
     describe_counter!(
         REQUEST_HEADERS_REMOVED_TOTAL,
         "Client-sent header fields removed before judging, by reason (identity, default_list, configured, underscore)."
@@ -315,6 +321,11 @@ impl RequestMetrics {
             | E::Internal(_) => {}
         }
     }
+}
+
+/// A request was sent again on a fresh upstream connection.
+pub fn upstream_retry(reason: &'static str) {
+    counter!(UPSTREAM_RETRIES_TOTAL, "reason" => reason).increment(1);
 }
 
 /// A request was refused with 400 for `reason`.

@@ -39,6 +39,25 @@ impl<B: Body> ClientBody<B> {
     }
 }
 
+impl<B> ClientBody<Buffered<B>> {
+    /// The same body again, for a retry: only one that is known whole (empty, or read ahead to
+    /// its end), never one still streaming from the client.
+    pub(super) fn replay(&self) -> Option<Self> {
+        let b = &self.inner;
+        if b.rest.is_some() {
+            return None;
+        }
+        Some(Self {
+            inner: Buffered {
+                head: b.head.clone(),
+                trailers: b.trailers.clone(),
+                rest: None,
+            },
+            failed: None,
+        })
+    }
+}
+
 impl<B> Body for ClientBody<B>
 where
     B: Body<Error = BoxError> + Unpin,
@@ -83,12 +102,16 @@ pub(super) struct Buffered<B> {
 }
 
 impl<B> Buffered<B> {
-    /// No read-ahead: the body streams as it comes.
-    pub(super) fn passthrough(body: B) -> Self {
+    /// No read-ahead: the body streams as it comes. A body that is already at its end (a GET)
+    /// is held as "ended", so it can be replayed.
+    pub(super) fn passthrough(body: B) -> Self
+    where
+        B: Body,
+    {
         Self {
             head: None,
             trailers: None,
-            rest: Some(body),
+            rest: (!body.is_end_stream()).then_some(body),
         }
     }
 }

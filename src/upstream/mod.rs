@@ -1,6 +1,7 @@
 //! The innermost service: pick the route, rewrite the request for the upstream (identity headers,
 //! hop-by-hop removal) and forward it over a pooled keep-alive client.
 
+mod client;
 mod client_body;
 mod deadline;
 pub mod headers;
@@ -15,7 +16,6 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,6 +28,7 @@ use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
 use crate::tls::TlsError;
+use client::{FixedDest, PooledClient, Replay, UpstreamClient};
 use client_body::{Buffered, ClientBody, ClientBodyError};
 pub use deadline::{Deadline, DeadlineExceeded};
 pub use route::RouteTable;
@@ -36,40 +37,12 @@ pub use route::RouteTable;
 /// request deadline, with the client's own body errors marked ([`client_body`]).
 type UpstreamBody = ClientBody<Buffered<Deadline<http_body_util::Limited<Incoming>>>>;
 
-enum PooledClient {
-    Plain(Client<FixedDest<HttpConnector>, UpstreamBody>),
-    Tls(Client<FixedDest<HttpsConnector<HttpConnector>>, UpstreamBody>),
-}
-
-/// Connects every request to the upstream's configured address, whatever authority the request
-/// URI names. For h2 upstreams the URI carries the judged authority (it becomes `:authority`);
-/// the socket, and the TLS server name, still come from the upstream's `url`.
-#[derive(Clone)]
-struct FixedDest<C> {
-    inner: C,
-    dest: Uri,
-}
-
-impl<C: tower::Service<Uri>> tower::Service<Uri> for FixedDest<C> {
-    type Response = C::Response;
-    type Error = C::Error;
-    type Future = C::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, _requested: Uri) -> Self::Future {
-        self.inner.call(self.dest.clone())
-    }
-}
-
 struct Upstream {
     name: String,
     scheme: Scheme,
     authority: Authority,
     version: Version,
-    client: PooledClient,
+    client: UpstreamClient,
     response_timeout: Duration,
 }
 
@@ -102,10 +75,12 @@ impl Forward {
             http.enforce_http(false);
             let mut builder = Client::builder(TokioExecutor::new());
             builder
-                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_idle_timeout(u.pool_idle_timeout)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .http2_only(u.protocol == UpstreamProtocol::Http2);
+            let mut unpooled = builder.clone();
+            unpooled.pool_max_idle_per_host(0);
             let https = u.url.scheme() == Some(&Scheme::HTTPS);
             let dest = u.url.clone();
             let client = match (&u.ca, https) {
@@ -119,7 +94,14 @@ impl Forward {
                         UpstreamProtocol::Http1 => https.enable_http1().wrap_connector(http),
                         UpstreamProtocol::Http2 => https.enable_http2().wrap_connector(http),
                     };
-                    PooledClient::Tls(builder.build(FixedDest { inner: connector, dest }))
+                    let fresh = FixedDest {
+                        inner: connector.clone(),
+                        dest: dest.clone(),
+                    };
+                    UpstreamClient {
+                        pooled: PooledClient::Tls(builder.build(FixedDest { inner: connector, dest })),
+                        fresh: PooledClient::Tls(unpooled.build(fresh)),
+                    }
                 }
                 // An https upstream without `ca` has nothing to verify against: refuse rather
                 // than trust blindly. Validation guarantees `ca` is absent for http.
@@ -129,7 +111,13 @@ impl Forward {
                         path: u.name.clone().into(),
                     });
                 }
-                _ => PooledClient::Plain(builder.build(FixedDest { inner: http, dest })),
+                _ => UpstreamClient {
+                    pooled: PooledClient::Plain(builder.build(FixedDest {
+                        inner: http.clone(),
+                        dest: dest.clone(),
+                    })),
+                    fresh: PooledClient::Plain(unpooled.build(FixedDest { inner: http, dest })),
+                },
             };
             upstreams.push(Upstream {
                 name: u.name.clone(),
@@ -273,11 +261,8 @@ impl Inner {
         h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(headers::X_REQUEST_ID, request_id.0.clone());
         let up_req = Request::from_parts(parts, body);
-
-        let fut = match &upstream.client {
-            PooledClient::Plain(c) => c.request(up_req),
-            PooledClient::Tls(c) => c.request(up_req),
-        };
+        let replay = Replay::of(&up_req, || up_req.body().replay());
+        let fut = upstream.client.send(up_req, replay);
         let sent = tokio::time::Instant::now();
         let head_by = match deadline {
             Some(at) if at < sent + upstream.response_timeout => at,

@@ -5,6 +5,7 @@ mod canonical;
 mod cli;
 mod faults;
 mod hostile;
+mod intermediary;
 mod mtls;
 mod ops;
 mod policy;
