@@ -34,6 +34,20 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether the client's `TE` offers `trailers` (RFC 9110 §10.1.4), the token gRPC needs.
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
 /// Removes hop-by-hop headers, including any the `Connection` header names. With `keep_upgrade`
 /// the `Upgrade` header and a `Connection: upgrade` survive, so an upgrade can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -248,6 +262,16 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let mut h = HeaderMap::new();
+        assert!(!te_trailers(&h));
+        h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5, Trailers"));
+        assert!(te_trailers(&h));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailersx"));
+        assert!(!te_trailers(&h));
     }
 
     #[test]

@@ -236,12 +236,18 @@ impl Inner {
             .map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?;
         parts.version = upstream.version;
         let h = &mut parts.headers;
+        let te_trailers = upstream.version == Version::HTTP_2 && headers::te_trailers(h);
         // After this, the client's `Connection` options can no longer remove anything ztgate
         // sets below (`Connection: host` must not drop Host).
         headers::strip_hop_by_hop(h, upgrade);
         match upstream.version {
             Version::HTTP_2 => {
                 h.remove(header::HOST);
+                // `TE: trailers` is the one TE value h2 allows (RFC 9113 §8.2.2); gRPC servers
+                // refuse calls without it.
+                if te_trailers {
+                    h.insert(header::TE, HeaderValue::from_static("trailers"));
+                }
             }
             _ => {
                 h.insert(header::HOST, canonical.authority.value().clone());
@@ -321,6 +327,14 @@ impl Inner {
         };
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        // A 101 to a request that asked for no upgrade (ztgate removed the client's `Upgrade`,
+        // or there was none) cannot be relayed: the tunnel would be dead on arrival.
+        if switching && client_upgrade.is_none() {
+            return Err(ProxyError::UpstreamFailed {
+                upstream: upstream.name.clone(),
+                source: "upstream switched protocols without an upgrade request".into(),
+            });
+        }
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {

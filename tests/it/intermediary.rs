@@ -95,3 +95,33 @@ async fn a_short_pool_idle_timeout_closes_before_the_upstream_does() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_unsolicited_101_becomes_502_not_a_dead_tunnel() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let mut s = Server::start(Opts {
+        upstream_url: Some(url),
+        ..Opts::default()
+    })
+    .await;
+    // A plain GET, and one whose Upgrade ztgate removes (h2 has no Upgrade).
+    let reply = s.client().get(s.addr, "/app").await.unwrap();
+    assert_eq!(reply.status, 502, "{reply:?}");
+    let h2 = http::Request::get("/app").body(http_body_util::Empty::new()).unwrap();
+    let reply = s.client().send(s.addr, http::Version::HTTP_2, h2).await.unwrap();
+    assert_eq!(reply.status, 502, "{reply:?}");
+    s.stop().await;
+}

@@ -4,6 +4,7 @@ mod audit;
 mod canonical;
 mod cli;
 mod faults;
+mod grpc;
 mod hostile;
 mod intermediary;
 mod mtls;
