@@ -46,6 +46,7 @@ pub const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
 pub const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
 pub const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
 pub const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
+pub const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -94,6 +95,11 @@ fn describe() {
         "Requests sent again on a fresh upstream connection, by reason (connection_closed: a pooled connection the upstream had closed)."
     );
     counter!(UPSTREAM_RETRIES_TOTAL, "reason" => "connection_closed").absolute(0);
+    describe_counter!(
+        UPSTREAM_EARLY_CLOSES_TOTAL,
+        "Upstream connections that stopped reading before the request was sent whole (an early answer, then close or reset); the rest of the request body was discarded."
+    );
+    counter!(UPSTREAM_EARLY_CLOSES_TOTAL).absolute(0);
     describe_counter!(
         REQUEST_HEADERS_REMOVED_TOTAL,
         "Client-sent header fields removed before judging, by reason (identity, default_list, configured, underscore)."
@@ -321,6 +327,11 @@ impl RequestMetrics {
             | E::Internal(_) => {}
         }
     }
+}
+
+/// An upstream connection stopped reading before the request was sent whole.
+pub fn upstream_early_close() {
+    counter!(UPSTREAM_EARLY_CLOSES_TOTAL).increment(1);
 }
 
 /// A request was sent again on a fresh upstream connection.

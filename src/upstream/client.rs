@@ -29,17 +29,131 @@ pub(super) struct FixedDest<C> {
     pub(super) dest: Uri,
 }
 
-impl<C: tower::Service<Uri>> tower::Service<Uri> for FixedDest<C> {
-    type Response = C::Response;
+impl<C> tower::Service<Uri> for FixedDest<C>
+where
+    C: tower::Service<Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = PeerGoneWrites<C::Response>;
     type Error = C::Error;
-    type Future = C::Future;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, C::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, _requested: Uri) -> Self::Future {
-        self.inner.call(self.dest.clone())
+        let connecting = self.inner.call(self.dest.clone());
+        // Once per new upstream connection, not per request.
+        Box::pin(async move {
+            Ok(PeerGoneWrites {
+                inner: connecting.await?,
+                gone: false,
+            })
+        })
+    }
+}
+
+/// An upstream connection on which a write to a peer that has gone (reset, or closed for
+/// reading) is discarded instead of failing the connection.
+///
+/// Why: an upstream may answer before it has read the request body (401 to an upload) and close.
+/// hyper's HTTP/1 client fails the whole exchange on the first failed write, even when the
+/// answer is already waiting in the socket, and the client would get a 502 for a response that
+/// arrived. With the write side discarded, hyper goes on reading, hands over the response, and
+/// the connection ends at the read side's EOF or reset as it would anyway. Nothing is lost: the
+/// peer could not have received those bytes.
+pub(super) struct PeerGoneWrites<T> {
+    inner: T,
+    /// A write failed with the peer gone; later writes are discarded too.
+    gone: bool,
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for PeerGoneWrites<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for PeerGoneWrites<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.gone {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) if peer_gone(&e) => {
+                self.gone = true;
+                crate::telemetry::metrics::upstream_early_close();
+                Poll::Ready(Ok(buf.len()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.gone {
+            return Poll::Ready(Ok(()));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) if peer_gone(&e) => {
+                self.gone = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.gone {
+            return Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        if self.gone {
+            return Poll::Ready(Ok(total));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Err(e)) if peer_gone(&e) => {
+                self.gone = true;
+                crate::telemetry::metrics::upstream_early_close();
+                Poll::Ready(Ok(total))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: hyper_util::client::legacy::connect::Connection> hyper_util::client::legacy::connect::Connection
+    for PeerGoneWrites<T>
+{
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected()
     }
 }
 

@@ -125,3 +125,141 @@ async fn an_unsolicited_101_becomes_502_not_a_dead_tunnel() {
     assert_eq!(reply.status, 502, "{reply:?}");
     s.stop().await;
 }
+
+/// An upstream that answers `401` with `Connection: close` right after the request head and
+/// never reads the body (an auth check that refuses uploads early), then closes.
+async fn answers_before_reading_the_body() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tcp.read(&mut b).await {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 12\r\nconnection: close\r\n\r\nunauthorized",
+                    )
+                    .await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+const UPLOAD: usize = 8 * 1024 * 1024;
+
+/// PUTs 8 MiB over HTTP/1.1, writing the body while reading the answer; returns the status.
+async fn upload_h1(s: &Server, expect: bool) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let tls = s.client().tls_connect(tcp).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let head = format!(
+        "PUT /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: {UPLOAD}\r\n{}\r\n",
+        if expect { "Expect: 100-continue\r\n" } else { "" }
+    );
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        if expect {
+            // curl waits up to 1 s for a 100 before sending anyway.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..UPLOAD / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out)).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&out);
+    // Skip a `100 Continue` if one came first.
+    text.split("HTTP/1.1 ")
+        .filter_map(|r| r.get(..3)?.parse::<u16>().ok())
+        .find(|s| *s != 100)
+        .unwrap_or(0)
+}
+
+/// PUTs 8 MiB over h2; returns the status (0 when no response arrived).
+async fn upload_h2(s: &Server, expect: bool) -> u16 {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let tls = s.client().tls_connect_h2(tcp).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let body = Chunks(UPLOAD / (64 * 1024));
+    let mut req = http::Request::put(format!("https://localhost:{}/app", s.addr.port()))
+        .body(body)
+        .unwrap();
+    if expect {
+        req.headers_mut().insert("expect", "100-continue".parse().unwrap());
+    }
+    match tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            let _ = resp.into_body().collect().await;
+            status
+        }
+        _ => 0,
+    }
+}
+
+/// `n` chunks of 64 KiB, produced as fast as they are taken.
+struct Chunks(usize);
+
+impl hyper::body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.0 -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![
+            b'x';
+            64 * 1024
+        ])))))
+    }
+}
+
+#[tokio::test]
+async fn an_early_answer_during_an_upload_reaches_the_client() {
+    let mut s = Server::start(Opts {
+        upstream_url: Some(answers_before_reading_the_body().await),
+        ..Opts::default()
+    })
+    .await;
+    for expect in [false, true] {
+        let h1: Vec<u16> = futures_join(5, || upload_h1(&s, expect)).await;
+        assert_eq!(h1, [401; 5], "HTTP/1.1, expect {expect}");
+        let h2: Vec<u16> = futures_join(5, || upload_h2(&s, expect)).await;
+        assert_eq!(h2, [401; 5], "h2, expect {expect}");
+    }
+    s.stop().await;
+}
+
+async fn futures_join<F, Fut>(n: usize, f: F) -> Vec<u16>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(f().await);
+    }
+    out
+}
