@@ -83,7 +83,8 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
 
 /// A plain-HTTP upstream that answers every request with what it received: method, path and
 /// headers, one per line. `GET /slow/<ms>` waits that long first (for drain demos and tests);
-/// `/status/<code>` answers with that status; an upgrade request is accepted and echoes bytes.
+/// `/status/<code>` answers with that status; a WebSocket upgrade (RFC 6455) becomes a real
+/// WebSocket that echoes every message; any other upgrade is accepted and echoes raw bytes.
 pub async fn echo_upstream(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -98,9 +99,49 @@ pub async fn echo_upstream(listener: TcpListener) {
     }
 }
 
+/// Echoes every text and binary message until the client closes (pings are answered by
+/// tungstenite itself).
+async fn websocket_echo<S>(io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    while let Some(Ok(msg)) = ws.next().await {
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            break;
+        }
+    }
+}
+
 async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if crate::upstream::headers::is_upgrade(req.headers())
+        && let Some(key) = req.headers().get("sec-websocket-key")
+        && req
+            .headers()
+            .get(http::header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    {
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                websocket_echo(TokioIo::new(upgraded)).await;
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        h.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        if let Ok(v) = http::HeaderValue::from_str(&accept) {
+            h.insert("sec-websocket-accept", v);
+        }
+        return Ok(resp);
+    }
     if crate::upstream::headers::is_upgrade(req.headers()) {
-        // Accept any upgrade and echo raw bytes back: enough to show upgrades pass through.
+        // Accept any other upgrade and echo raw bytes back: enough to show upgrades pass through.
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {

@@ -263,3 +263,23 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn a_real_websocket_client_talks_to_the_demo_echo_through_ztgate() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut s = Server::start(Opts::default()).await;
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let tls = s.client().tls_connect(tcp).await;
+    let url = format!("wss://localhost:{}/ws", s.addr.port());
+    // tungstenite checks Sec-WebSocket-Accept: the handshake fails without a real one.
+    let (mut ws, resp) = tokio_tungstenite::client_async(url.as_str(), tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello through ztgate")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("hello through ztgate"));
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
+    ws.close(None).await.unwrap();
+    s.stop().await;
+}
