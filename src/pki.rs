@@ -39,6 +39,8 @@ pub struct CertAuthority {
 #[derive(Debug, Clone)]
 pub struct LeafSpec {
     pub common_name: String,
+    /// Subject O, written before the CN (the usual most-general-first DER order).
+    pub organization: Option<String>,
     pub dns: Vec<String>,
     pub ips: Vec<std::net::IpAddr>,
     pub uris: Vec<String>,
@@ -59,6 +61,7 @@ impl LeafSpec {
     pub fn client(cn: &str, spiffe_id: Option<&str>) -> Self {
         Self {
             common_name: cn.into(),
+            organization: None,
             dns: vec![],
             ips: vec![],
             uris: spiffe_id.map(|s| vec![s.to_string()]).unwrap_or_default(),
@@ -75,6 +78,7 @@ impl LeafSpec {
     pub fn server(cn: &str) -> Self {
         Self {
             common_name: cn.into(),
+            organization: None,
             dns: vec!["localhost".into()],
             ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
             uris: vec![],
@@ -126,6 +130,11 @@ impl CertAuthority {
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
+        // rcgen's default DN holds a CN already, which would keep the CN first.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(o) = &spec.organization {
+            params.distinguished_name.push(DnType::OrganizationName, o.as_str());
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, spec.common_name.as_str());

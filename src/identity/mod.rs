@@ -3,6 +3,7 @@
 //! [`PeerIdentity::from_der`] is a pure function over DER bytes: the TLS layer has already
 //! verified the chain, this only reads what the certificate says.
 
+pub mod dn;
 mod spiffe;
 mod xfcc;
 
@@ -28,8 +29,10 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     pub organizations: Vec<String>,
     pub organizational_units: Vec<String>,
-    /// Subject DN as x509-parser renders it (`CN=a, O=b`).
+    /// Subject DN as an RFC 4514 string ([`dn::render`]: most specific RDN first, `,` without
+    /// spaces, values escaped), e.g. `CN=client,O=Acme\, Inc.`.
     pub subject: String,
+    /// Issuer DN, rendered like `subject`: what policy `issuer` entries are compared with.
     pub issuer: String,
     /// Serial number, lowercase hex without separators.
     pub serial: String,
@@ -107,8 +110,8 @@ impl PeerIdentity {
             common_name,
             organizations,
             organizational_units,
-            subject: subject.to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: dn::render(subject),
+            issuer: dn::render(cert.issuer()),
             serial: hex(cert.raw_serial()),
             fingerprint_sha256: hex(&Sha256::digest(der)),
             spki_sha256: {

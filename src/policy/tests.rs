@@ -400,6 +400,11 @@ fn patterns_that_can_never_match_are_errors() {
         (r#"posture = { max_staleness = "1d" }"#, "unknown unit"),
         (r#"posture = {}"#, "requires nothing"),
         (r#"posture = true"#, "must be a table"),
+        (
+            r#"issuer = ["CN=corp CA, O=Corp"]"#,
+            "not an RFC 4514 distinguished name",
+        ),
+        (r#"issuer = ["cn=corp CA"]"#, "writes this DN as `CN=corp CA`"),
     ] {
         let got = problems(&format!("[[rule]]\nid = \"r\"\neffect = \"allow\"\n{cond}\n"));
         assert!(

@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod faults;
 mod hostile;
+mod identity;
 mod mtls;
 mod ops;
 mod policy;
