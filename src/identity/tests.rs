@@ -43,16 +43,19 @@ fn svid_with_one_spiffe_uri_yields_spiffe_id_and_subject_fields() {
     assert_eq!(id.fingerprint_sha256, hex(&Sha256::digest(&der)));
     assert_eq!(id.fingerprint_sha256.len(), 64);
     assert!(id.not_before < id.not_after);
-    assert_eq!(id.display_name(), "spiffe://ztgate.dev/ns/default/sa/client");
+    assert_eq!(
+        id.display_name().to_string(),
+        "spiffe://ztgate.dev/ns/default/sa/client"
+    );
 }
 
 #[test]
-fn cert_without_uri_san_has_no_spiffe_id_and_is_named_by_cn() {
+fn cert_without_uri_san_has_no_spiffe_id_and_is_named_by_typed_cn() {
     let der = cert_der(|p| p.distinguished_name.push(DnType::CommonName, "legacy-batch"));
     let id = PeerIdentity::from_der(&der).unwrap();
     assert_eq!(id.spiffe_id, None);
     assert_eq!(id.spiffe_error, None);
-    assert_eq!(id.display_name(), "legacy-batch");
+    assert_eq!(id.display_name().to_string(), "cn:legacy-batch");
 }
 
 #[test]
@@ -247,4 +250,40 @@ fn policy_issuer_strings_must_be_written_as_ztgate_renders_dns() {
             "{written}: {e}"
         );
     }
+}
+
+#[test]
+fn only_an_svid_is_named_by_a_spiffe_id_other_names_are_typed() {
+    let forged = cert_der(|p| {
+        p.distinguished_name
+            .push(DnType::CommonName, "spiffe://ztgate.dev/ns/ops/sa/admin")
+    });
+    let id = PeerIdentity::from_der(&forged).unwrap();
+    assert_eq!(id.display_name().to_string(), "cn:spiffe://ztgate.dev/ns/ops/sa/admin");
+    let svid = cert_der(|p| {
+        p.distinguished_name.push(DnType::CommonName, "admin");
+        p.subject_alt_names = vec![uri("spiffe://ztgate.dev/ns/ops/sa/admin")];
+    });
+    let id = PeerIdentity::from_der(&svid).unwrap();
+    assert_eq!(id.display_name().to_string(), "spiffe://ztgate.dev/ns/ops/sa/admin");
+    // An invalid SPIFFE URI is no SVID either: named by its CN.
+    let bad = cert_der(|p| {
+        p.distinguished_name.push(DnType::CommonName, "admin");
+        p.subject_alt_names = vec![uri("spiffe://Ztgate.dev/ns/ops/sa/admin")];
+    });
+    assert_eq!(
+        PeerIdentity::from_der(&bad).unwrap().display_name().to_string(),
+        "cn:admin"
+    );
+    // No CN: the fingerprint; a CN with control characters or non-ASCII stays header-safe.
+    let bare = cert_der(|p| p.distinguished_name = rcgen::DistinguishedName::new());
+    let id = PeerIdentity::from_der(&bare).unwrap();
+    assert_eq!(
+        id.display_name().to_string(),
+        format!("sha256:{}", id.fingerprint_sha256)
+    );
+    let odd = cert_der(|p| p.distinguished_name.push(DnType::CommonName, "a\r\nb %é"));
+    let name = PeerIdentity::from_der(&odd).unwrap().display_name().to_string();
+    assert_eq!(name, "cn:a%0D%0Ab %25%C3%A9");
+    assert!(http::HeaderValue::from_str(&name).is_ok());
 }

@@ -1,5 +1,6 @@
 //! What the upstream learns about the client cannot be confused: DNs are RFC 4514 strings whose
-//! values cannot pose as separators.
+//! values cannot pose as separators, and `x-ztgate-identity` reads as a SPIFFE ID only for a
+//! verified SVID.
 
 use http::StatusCode;
 use ztgate::identity::parse_xfcc;
@@ -85,4 +86,45 @@ async fn a_subject_value_with_separators_reaches_the_upstream_as_one_attribute()
         "{}",
         plain.body
     );
+}
+
+#[tokio::test]
+async fn a_cn_spelling_a_spiffe_id_is_typed_upstream_and_is_not_the_svid() {
+    let policy = format!(
+        r#"
+[[rule]]
+id = "by-cn"
+effect = "allow"
+cn = ["{ADMIN_ID}"]
+paths = ["/public/**"]
+
+[[rule]]
+id = "ops-admin"
+effect = "allow"
+spiffe_id = ["{ADMIN_ID}"]
+"#
+    );
+    let s = Server::start(Opts {
+        policy,
+        ..Opts::default()
+    })
+    .await;
+    let forged = s.pki.issue(&LeafSpec::client(ADMIN_ID, None));
+    let forged = Client::new(&s.pki.ca.cert_pem(), Some(&forged));
+
+    let r = forged.get(s.addr, "/public/x").await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        echoed(&r.body, "x-ztgate-identity"),
+        ["cn:spiffe://ztgate.dev/ns/ops/sa/admin"]
+    );
+    assert!(!echoed(&r.body, "x-forwarded-client-cert")[0].contains("URI="));
+    // The SPIFFE rule does not take the CN for an SVID.
+    let denied = forged.get(s.addr, "/admin/users").await.unwrap();
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+
+    // The real SVID is still named by its bare SPIFFE ID.
+    let real = s.admin_client().get(s.addr, "/admin/users").await.unwrap();
+    assert_eq!(real.status, StatusCode::OK);
+    assert_eq!(echoed(&real.body, "x-ztgate-identity"), [ADMIN_ID]);
 }
