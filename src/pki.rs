@@ -306,10 +306,18 @@ impl CertAuthority {
 
     /// A CRL revoking the given serials, valid for a week.
     pub fn crl_pem(&self, revoked: &[&[u8]]) -> Result<String, PkiError> {
+        self.crl_pem_until(revoked, 7 * 24 * 3600)
+    }
+
+    /// A CRL revoking the given serials whose nextUpdate is `next_update_secs` from now
+    /// (negative: a stale CRL). Its thisUpdate is five minutes ago, or a day before a past
+    /// nextUpdate.
+    pub fn crl_pem_until(&self, revoked: &[&[u8]], next_update_secs: i64) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc();
+        let next_update = now + Duration::seconds(next_update_secs);
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(7),
+            this_update: (now - Duration::minutes(5)).min(next_update - Duration::days(1)),
+            next_update,
             crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
             issuing_distribution_point: None,
             revoked_certs: revoked

@@ -2,11 +2,13 @@
 //! the client side used for `https://` upstreams.
 //!
 //! rustls' strict defaults are kept: `WebPkiClientVerifier` checks the chain, validity, the
-//! clientAuth EKU (when the certificate carries an EKU extension) and revocation.
+//! clientAuth EKU (when the certificate carries an EKU extension) and revocation, and a CRL past
+//! its nextUpdate fails closed (`enforce_revocation_expiration`).
 
 mod fetch;
 mod pem;
 pub mod revocation;
+mod verifier;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use crate::config::{CrlScope, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
 pub use pem::{load_certs, load_crls, load_key};
+pub use verifier::{RevocationAlerts, RevocationRefused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -91,8 +94,9 @@ pub struct ServerTls {
     pub server_uri: Option<String>,
     /// When the server certificate, the client CA and each CRL run out (for metrics).
     pub expiry: Vec<Expiry>,
-    /// The client certificate verifier inside `config`, kept to re-check open connections'
-    /// chains after a reload (a CRL that now revokes them, a CA that is gone).
+    /// The client certificate verifier inside `config` ([`RevocationAlerts`] around rustls'
+    /// WebPKI verifier), kept to re-check open connections' chains after a reload (a CRL that now
+    /// revokes them or has gone stale, a CA that is gone) and to verify forwarded chains.
     pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The client CA bundle: issuers for the online revocation checks.
     pub client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]>,
@@ -172,8 +176,10 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         }
     }
 
-    let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).with_crls(crls.into_iter().flatten());
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls.into_iter().flatten())
+        // A CRL past its nextUpdate may miss revocations: fail closed (`crl_expired`).
+        .enforce_revocation_expiration();
     if cfg.crl_scope == CrlScope::Leaf {
         verifier = verifier.only_check_end_entity_revocation();
     }
@@ -182,6 +188,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         crls: cfg.crls.clone(),
         source,
     })?;
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = Arc::new(RevocationAlerts(verifier));
 
     let server_uri = {
         let leaf = certs.first().ok_or_else(|| TlsError::Empty {
@@ -288,6 +295,8 @@ pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
             CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
                 "crl_expired"
             }
+            // What RevocationAlerts re-typed (the two arms above are for a bare WebPKI verifier).
+            CertificateError::Other(_) => RevocationRefused::from_rustls(tls).map_or("bad_certificate", |r| r.reason()),
             _ => "bad_certificate",
         },
         E::NoApplicationProtocol => "no_alpn",

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod crl_files;
 mod faults;
 mod hostile;
 mod identity;
