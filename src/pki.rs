@@ -102,7 +102,14 @@ pub struct Issued {
 }
 
 impl CertAuthority {
+    /// A CA valid from yesterday for ten years.
     pub fn new(common_name: &str) -> Result<Self, PkiError> {
+        Self::with_validity(common_name, -1, 3650)
+    }
+
+    /// A CA valid from `valid_from_days` to `valid_until_days` relative to now (negative: in the
+    /// past), to test expired trust anchors.
+    pub fn with_validity(common_name: &str, valid_from_days: i64, valid_until_days: i64) -> Result<Self, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -113,8 +120,8 @@ impl CertAuthority {
             KeyUsagePurpose::DigitalSignature,
         ];
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(1);
-        params.not_after = now + Duration::days(3650);
+        params.not_before = now + Duration::days(valid_from_days);
+        params.not_after = now + Duration::days(valid_until_days);
         params.serial_number = Some(random_serial()?);
         let copy = KeyPair::try_from(key.serialize_der())?;
         Ok(Self {

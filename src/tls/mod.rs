@@ -6,6 +6,7 @@
 //! its nextUpdate fails closed (`enforce_revocation_expiration`).
 
 mod fetch;
+mod freshness;
 mod pem;
 pub mod revocation;
 mod verifier;
@@ -20,6 +21,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{CrlScope, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
+pub use freshness::{StaleTrust, stale_trust};
 pub use pem::{load_certs, load_crls, load_key};
 pub use verifier::{RevocationAlerts, RevocationRefused};
 
@@ -123,7 +125,9 @@ pub enum ExpiryKind {
 
 #[derive(Debug, Clone)]
 pub struct Expiry {
-    /// `server`, `client_ca`, or the CRL's file name.
+    /// `server`, `client_ca` (the earliest notAfter among the bundle's CAs that are still
+    /// valid at load time; an expired CA left in the bundle verifies nothing, so it does not
+    /// count), or the CRL's file name.
     pub label: String,
     pub kind: ExpiryKind,
     /// Unix seconds.
@@ -137,12 +141,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
     let mut expiry = Vec::new();
     let client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]> = load_certs(&cfg.client_ca)?.into();
-    let ca_not_after = client_ca
-        .iter()
-        .filter_map(|c| crate::identity::PeerIdentity::from_der(c).ok())
-        .map(|c| c.not_after)
-        .min();
-    if let Some(at) = ca_not_after {
+    if let Some(at) = freshness::ca_expiry(&client_ca, freshness::unix_now()) {
         expiry.push(Expiry {
             label: "client_ca".into(),
             kind: ExpiryKind::Certificate,
