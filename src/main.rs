@@ -35,6 +35,18 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return fail_config(&e.to_string()),
             };
+            // Trust material that loads but no longer works: a stale CRL fails the check, an
+            // expired CA next to valid ones is a warning.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let (stale, expired): (Vec<_>, Vec<_>) = ztgate::tls::stale_trust(&cfg.tls, now)
+                .into_iter()
+                .partition(ztgate::tls::StaleTrust::is_problem);
+            for w in &expired {
+                eprintln!("{}: warning: {w}", w.path().display());
+            }
+            let stale: Vec<String> = stale.iter().map(|p| format!("{}: {p}", p.path().display())).collect();
             match app::prepare(&cfg, ztgate::audit::Auditor::disabled()) {
                 Ok(prepared) => {
                     let policy = prepared.policy.load();
@@ -47,6 +59,9 @@ fn main() -> ExitCode {
                             w.message
                         );
                     }
+                    if !stale.is_empty() {
+                        return fail_config(&stale.join("\n"));
+                    }
                     println!(
                         "{}: OK ({} upstream(s), {} route(s), policy {})",
                         config.display(),
@@ -56,7 +71,11 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(errors) => fail_config(&join(&errors)),
+                Err(errors) => {
+                    let mut all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    all.extend(stale);
+                    fail_config(&all.join("\n"))
+                }
             }
         }
         Command::Explain {

@@ -39,6 +39,8 @@ pub struct CertAuthority {
 #[derive(Debug, Clone)]
 pub struct LeafSpec {
     pub common_name: String,
+    /// Subject O, written before the CN (the usual most-general-first DER order).
+    pub organization: Option<String>,
     pub dns: Vec<String>,
     pub ips: Vec<std::net::IpAddr>,
     pub uris: Vec<String>,
@@ -59,6 +61,7 @@ impl LeafSpec {
     pub fn client(cn: &str, spiffe_id: Option<&str>) -> Self {
         Self {
             common_name: cn.into(),
+            organization: None,
             dns: vec![],
             ips: vec![],
             uris: spiffe_id.map(|s| vec![s.to_string()]).unwrap_or_default(),
@@ -75,6 +78,7 @@ impl LeafSpec {
     pub fn server(cn: &str) -> Self {
         Self {
             common_name: cn.into(),
+            organization: None,
             dns: vec!["localhost".into()],
             ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
             uris: vec![],
@@ -98,7 +102,14 @@ pub struct Issued {
 }
 
 impl CertAuthority {
+    /// A CA valid from yesterday for ten years.
     pub fn new(common_name: &str) -> Result<Self, PkiError> {
+        Self::with_validity(common_name, -1, 3650)
+    }
+
+    /// A CA valid from `valid_from_days` to `valid_until_days` relative to now (negative: in the
+    /// past), to test expired trust anchors.
+    pub fn with_validity(common_name: &str, valid_from_days: i64, valid_until_days: i64) -> Result<Self, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -109,8 +120,8 @@ impl CertAuthority {
             KeyUsagePurpose::DigitalSignature,
         ];
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(1);
-        params.not_after = now + Duration::days(3650);
+        params.not_before = now + Duration::days(valid_from_days);
+        params.not_after = now + Duration::days(valid_until_days);
         params.serial_number = Some(random_serial()?);
         let copy = KeyPair::try_from(key.serialize_der())?;
         Ok(Self {
@@ -126,6 +137,11 @@ impl CertAuthority {
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
+        // rcgen's default DN holds a CN already, which would keep the CN first.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(o) = &spec.organization {
+            params.distinguished_name.push(DnType::OrganizationName, o.as_str());
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, spec.common_name.as_str());
@@ -297,10 +313,18 @@ impl CertAuthority {
 
     /// A CRL revoking the given serials, valid for a week.
     pub fn crl_pem(&self, revoked: &[&[u8]]) -> Result<String, PkiError> {
+        self.crl_pem_until(revoked, 7 * 24 * 3600)
+    }
+
+    /// A CRL revoking the given serials whose nextUpdate is `next_update_secs` from now
+    /// (negative: a stale CRL). Its thisUpdate is five minutes ago, or a day before a past
+    /// nextUpdate.
+    pub fn crl_pem_until(&self, revoked: &[&[u8]], next_update_secs: i64) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc();
+        let next_update = now + Duration::seconds(next_update_secs);
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(7),
+            this_update: (now - Duration::minutes(5)).min(next_update - Duration::days(1)),
+            next_update,
             crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
             issuing_distribution_point: None,
             revoked_certs: revoked

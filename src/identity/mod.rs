@@ -3,9 +3,11 @@
 //! [`PeerIdentity::from_der`] is a pure function over DER bytes: the TLS layer has already
 //! verified the chain, this only reads what the certificate says.
 
+pub mod dn;
 mod spiffe;
 mod xfcc;
 
+use std::fmt;
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
@@ -28,8 +30,10 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     pub organizations: Vec<String>,
     pub organizational_units: Vec<String>,
-    /// Subject DN as x509-parser renders it (`CN=a, O=b`).
+    /// Subject DN as an RFC 4514 string ([`dn::render`]: most specific RDN first, `,` without
+    /// spaces, values escaped), e.g. `CN=client,O=Acme\, Inc.`.
     pub subject: String,
+    /// Issuer DN, rendered like `subject`: what policy `issuer` entries are compared with.
     pub issuer: String,
     /// Serial number, lowercase hex without separators.
     pub serial: String,
@@ -107,8 +111,8 @@ impl PeerIdentity {
             common_name,
             organizations,
             organizational_units,
-            subject: subject.to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: dn::render(subject),
+            issuer: dn::render(cert.issuer()),
             serial: hex(cert.raw_serial()),
             fingerprint_sha256: hex(&Sha256::digest(der)),
             spki_sha256: {
@@ -120,14 +124,46 @@ impl PeerIdentity {
         })
     }
 
-    /// The name this peer is known by in logs and in `x-ztgate-identity`: its SPIFFE ID, else
-    /// its subject CN, else its fingerprint.
-    pub fn display_name(&self) -> &str {
-        self.spiffe_id
-            .as_ref()
-            .map(SpiffeId::as_str)
-            .or(self.common_name.as_deref())
-            .unwrap_or(&self.fingerprint_sha256)
+    /// The name this peer is known by in `x-ztgate-identity`, logs and `explain`: typed by its
+    /// source, so that only a verified SVID reads as a SPIFFE ID (see [`IdentityName`]).
+    pub fn display_name(&self) -> IdentityName<'_> {
+        match (&self.spiffe_id, &self.common_name) {
+            (Some(id), _) => IdentityName::Spiffe(id),
+            (None, Some(cn)) => IdentityName::CommonName(cn),
+            (None, None) => IdentityName::Fingerprint(&self.fingerprint_sha256),
+        }
+    }
+}
+
+/// A peer's name, typed by where it came from. Its `Display` form is what `x-ztgate-identity`
+/// carries, and it is always a valid header value (printable ASCII):
+///
+/// - `spiffe://<trust-domain>/<path>`: the SPIFFE ID of an X.509-SVID (exactly one URI SAN, a
+///   valid SPIFFE ID), and only then;
+/// - `cn:<subject CN>`: no SVID, the subject common name, with control characters, non-ASCII
+///   bytes and `%` percent-encoded ([`header_safe`]);
+/// - `sha256:<64 lowercase hex digits>`: neither, the certificate's SHA-256 fingerprint.
+///
+/// A `cn:` or `sha256:` name can never start with `spiffe:`, whatever the certificate says, so
+/// an upstream that trusts `spiffe://` names cannot be handed one by a CN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityName<'a> {
+    /// A verified SVID's SPIFFE ID: `spiffe://...`.
+    Spiffe(&'a SpiffeId),
+    /// No SVID: the subject CN as the certificate has it (encoded on display): `cn:...`.
+    CommonName(&'a str),
+    /// Neither: the certificate's SHA-256 fingerprint, lowercase hex: `sha256:...`.
+    Fingerprint(&'a str),
+}
+
+impl fmt::Display for IdentityName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // SPIFFE IDs are validated to a header-safe character set.
+            Self::Spiffe(id) => f.write_str(id.as_str()),
+            Self::CommonName(cn) => write!(f, "cn:{}", header_safe(cn)),
+            Self::Fingerprint(hex) => write!(f, "sha256:{hex}"),
+        }
     }
 }
 

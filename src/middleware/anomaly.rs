@@ -96,7 +96,7 @@ where
 /// Logs, counts and audits one flag.
 pub async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
     metrics::anomaly(flag.kind.as_str());
-    warn!(anomaly = flag.kind.as_str(), detail = %flag.detail, client.id = conn.identity.display_name(), "anomaly");
+    warn!(anomaly = flag.kind.as_str(), detail = %flag.detail, client.id = %conn.identity.display_name(), "anomaly");
     #[derive(serde::Serialize)]
     struct AnomalyRecord<'a> {
         v: u32,

@@ -74,7 +74,10 @@ impl Check for TrustedHop {
         )
         .ok_or(refuse("forwarded-cert-invalid"))?;
         let forwarded = Arc::new(forwarded);
-        tracing::Span::current().record("client.forwarded", forwarded.identity.display_name());
+        tracing::Span::current().record(
+            "client.forwarded",
+            tracing::field::display(forwarded.identity.display_name()),
+        );
         if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
             let _ = note.forwarded.set(forwarded.clone());
         }

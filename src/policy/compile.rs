@@ -187,7 +187,11 @@ impl Ctx<'_, '_> {
         list!(raw.email, Email, |s: &str| Ok(s.to_string()));
         list!(raw.org, Org, |s: &str| Ok(s.to_string()));
         list!(raw.ou, Ou, |s: &str| Ok(s.to_string()));
-        list!(raw.issuer, Issuer, |s: &str| Ok(s.to_string()));
+        // Compared by string equality with the rendered issuer: an entry ztgate would never
+        // render is refused rather than left to match nothing (in a deny rule or `not`, that
+        // would quietly allow).
+        list!(raw.issuer, Issuer, |s: &str| crate::identity::dn::check_rendered(s)
+            .map(|()| s.to_string()));
         list!(raw.fingerprint, Fingerprint, fingerprint);
         if let Some(names) = &raw.group {
             if let Some(g) = &self.in_group {

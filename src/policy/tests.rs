@@ -188,6 +188,27 @@ fn principal_conditions_each_match_their_certificate_field() {
 }
 
 #[test]
+fn a_cn_spelling_a_spiffe_id_matches_no_spiffe_condition() {
+    let rule = |cond: &str| policy(&format!("[[rule]]\nid = \"r\"\neffect = \"allow\"\n{cond}\n"));
+    let real = peer(Some(ADMIN), Some("admin"));
+    let forged = peer(None, Some(ADMIN));
+    for cond in [
+        format!("spiffe_id = [\"{ADMIN}\"]"),
+        "spiffe_id = [\"spiffe://ztgate.dev/**\"]".to_string(),
+        "trust_domain = [\"ztgate.dev\"]".to_string(),
+    ] {
+        let p = rule(&cond);
+        assert!(decide(&p, &real, &get("/admin/x")).allowed, "{cond}");
+        assert!(!decide(&p, &forged, &get("/admin/x")).allowed, "{cond}");
+    }
+    // And in the example policy, the forged admin is not admin (nor client).
+    let p = policy(EXAMPLE);
+    assert!(decide(&p, &real, &get("/admin/users")).allowed);
+    assert!(!decide(&p, &forged, &get("/admin/users")).allowed);
+    assert_eq!(forged.display_name().to_string(), format!("cn:{ADMIN}"));
+}
+
+#[test]
 fn request_conditions_each_match_their_request_field() {
     let who = peer(Some(CLIENT), None);
     let mut with_header = HeaderMap::new();
@@ -400,6 +421,11 @@ fn patterns_that_can_never_match_are_errors() {
         (r#"posture = { max_staleness = "1d" }"#, "unknown unit"),
         (r#"posture = {}"#, "requires nothing"),
         (r#"posture = true"#, "must be a table"),
+        (
+            r#"issuer = ["CN=corp CA, O=Corp"]"#,
+            "not an RFC 4514 distinguished name",
+        ),
+        (r#"issuer = ["cn=corp CA"]"#, "writes this DN as `CN=corp CA`"),
     ] {
         let got = problems(&format!("[[rule]]\nid = \"r\"\neffect = \"allow\"\n{cond}\n"));
         assert!(

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::{ConnCtx, Server};
-use crate::identity::{PeerIdentity, header_safe, render_xfcc};
+use crate::identity::{PeerIdentity, render_xfcc};
 use crate::telemetry::metrics;
 
 pub(super) async fn handle(
@@ -92,7 +92,7 @@ pub(super) async fn handle(
             return;
         }
     };
-    tracing::Span::current().record("client.id", identity.display_name());
+    tracing::Span::current().record("client.id", tracing::field::display(identity.display_name()));
     if let Some(e) = &identity.spiffe_error {
         warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
     }
@@ -390,7 +390,8 @@ pub(crate) fn conn_ctx(
     server_uri: Option<&str>,
 ) -> Option<ConnCtx> {
     let xfcc = HeaderValue::from_str(&render_xfcc(&identity, server_uri)).ok()?;
-    let identity_header = HeaderValue::from_str(&header_safe(identity.display_name())).ok()?;
+    // Always printable ASCII (IdentityName), so this only fails on a bug: the caller closes.
+    let identity_header = HeaderValue::try_from(identity.display_name().to_string()).ok()?;
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok()?;
     let rate_key: Arc<str> = identity
         .spiffe_id

@@ -156,7 +156,7 @@ impl Connections {
             if !policy.may_allow(&ctx.identity) {
                 tracing::info!(
                     conn.id = ctx.id,
-                    client.id = ctx.identity.display_name(),
+                    client.id = %ctx.identity.display_name(),
                     "closing a connection whose identity the reloaded policy allows nowhere"
                 );
                 close.notify_one();

@@ -2,11 +2,14 @@
 //! the client side used for `https://` upstreams.
 //!
 //! rustls' strict defaults are kept: `WebPkiClientVerifier` checks the chain, validity, the
-//! clientAuth EKU (when the certificate carries an EKU extension) and revocation.
+//! clientAuth EKU (when the certificate carries an EKU extension) and revocation, and a CRL past
+//! its nextUpdate fails closed (`enforce_revocation_expiration`).
 
 mod fetch;
+mod freshness;
 mod pem;
 pub mod revocation;
+mod verifier;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,9 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{CrlScope, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
+pub use freshness::{StaleTrust, stale_trust};
 pub use pem::{load_certs, load_crls, load_key};
+pub use verifier::{RevocationAlerts, RevocationRefused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -91,8 +96,9 @@ pub struct ServerTls {
     pub server_uri: Option<String>,
     /// When the server certificate, the client CA and each CRL run out (for metrics).
     pub expiry: Vec<Expiry>,
-    /// The client certificate verifier inside `config`, kept to re-check open connections'
-    /// chains after a reload (a CRL that now revokes them, a CA that is gone).
+    /// The client certificate verifier inside `config` ([`RevocationAlerts`] around rustls'
+    /// WebPKI verifier), kept to re-check open connections' chains after a reload (a CRL that now
+    /// revokes them or has gone stale, a CA that is gone) and to verify forwarded chains.
     pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The client CA bundle: issuers for the online revocation checks.
     pub client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]>,
@@ -119,7 +125,9 @@ pub enum ExpiryKind {
 
 #[derive(Debug, Clone)]
 pub struct Expiry {
-    /// `server`, `client_ca`, or the CRL's file name.
+    /// `server`, `client_ca` (the earliest notAfter among the bundle's CAs that are still
+    /// valid at load time; an expired CA left in the bundle verifies nothing, so it does not
+    /// count), or the CRL's file name.
     pub label: String,
     pub kind: ExpiryKind,
     /// Unix seconds.
@@ -133,12 +141,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
     let mut expiry = Vec::new();
     let client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]> = load_certs(&cfg.client_ca)?.into();
-    let ca_not_after = client_ca
-        .iter()
-        .filter_map(|c| crate::identity::PeerIdentity::from_der(c).ok())
-        .map(|c| c.not_after)
-        .min();
-    if let Some(at) = ca_not_after {
+    if let Some(at) = freshness::ca_expiry(&client_ca, freshness::unix_now()) {
         expiry.push(Expiry {
             label: "client_ca".into(),
             kind: ExpiryKind::Certificate,
@@ -172,8 +175,10 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         }
     }
 
-    let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).with_crls(crls.into_iter().flatten());
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls.into_iter().flatten())
+        // A CRL past its nextUpdate may miss revocations: fail closed (`crl_expired`).
+        .enforce_revocation_expiration();
     if cfg.crl_scope == CrlScope::Leaf {
         verifier = verifier.only_check_end_entity_revocation();
     }
@@ -182,6 +187,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         crls: cfg.crls.clone(),
         source,
     })?;
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = Arc::new(RevocationAlerts(verifier));
 
     let server_uri = {
         let leaf = certs.first().ok_or_else(|| TlsError::Empty {
@@ -288,6 +294,8 @@ pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
             CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
                 "crl_expired"
             }
+            // What RevocationAlerts re-typed (the two arms above are for a bare WebPKI verifier).
+            CertificateError::Other(_) => RevocationRefused::from_rustls(tls).map_or("bad_certificate", |r| r.reason()),
             _ => "bad_certificate",
         },
         E::NoApplicationProtocol => "no_alpn",

@@ -161,6 +161,84 @@ fn check_reports_policy_and_certificate_problems_by_file() {
     );
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`, as `check` prints times.
+fn rfc3339(t: x509_parser::time::ASN1Time) -> String {
+    let t = t.to_datetime();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// A config whose `[tls]` lists `crl` (a file in the PKI dir) for `check`.
+fn config_with_crl(pki: &Pki, crl_pem: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let crl = pki.write("ca.crl.pem", crl_pem);
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let tls = format!("crls = [\"{}\"]", crl.display());
+    let cfg = config_toml(pki.dir.path(), &policy, &tls, "http://127.0.0.1:8080", "", "/");
+    (pki.write("ztgate.toml", &cfg), crl)
+}
+
+#[test]
+fn check_fails_on_a_crl_past_its_next_update_and_names_the_file_and_time() {
+    use x509_parser::prelude::FromDer;
+    let pki = Pki::new();
+    let (cfg, _) = config_with_crl(&pki, &pki.ca.crl_pem(&[]).unwrap());
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "a current CRL is fine: {}", text(&o));
+
+    let stale = pki.ca.crl_pem_until(&[], -3600).unwrap();
+    let (cfg, crl) = config_with_crl(&pki, &stale);
+    let der = crl_der(&stale);
+    let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let want = format!(
+        "{}: CRL of `CN=test CA` is past its nextUpdate {}: every handshake it covers is refused (crl_expired)",
+        crl.display(),
+        rfc3339(parsed.next_update().unwrap())
+    );
+    assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
+    assert!(!text(&o).contains(": OK ("), "{}", text(&o));
+}
+
+#[test]
+fn check_warns_about_an_expired_ca_in_the_bundle_and_fails_when_none_is_valid() {
+    use ztgate::pki::CertAuthority;
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let retired = CertAuthority::with_validity("retired CA", -400, -10).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(retired.der()).unwrap();
+    let expired_at = rfc3339(cert.validity().not_after);
+    let ca = pki.write("ca.pem", &format!("{}{}", pki.ca.cert_pem(), retired.cert_pem()));
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "a warning is not a failure: {}", text(&o));
+    let want = format!(
+        "{}: warning: CA `CN=retired CA` expired at {expired_at}: it verifies no client any more; remove it from the bundle",
+        ca.display()
+    );
+    assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
+    assert!(text(&o).contains(": OK ("), "{}", text(&o));
+
+    // Only expired CAs: nobody can connect.
+    pki.write("ca.pem", &retired.cert_pem());
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "{}: CA `CN=retired CA` expired at {expired_at} and no CA in the bundle is valid",
+            ca.display()
+        )),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn run_exits_64_on_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,9 +3,11 @@
 mod audit;
 mod canonical;
 mod cli;
+mod crl_files;
 mod faults;
 mod grpc;
 mod hostile;
+mod identity;
 mod intermediary;
 mod mtls;
 mod ops;

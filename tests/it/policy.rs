@@ -193,6 +193,26 @@ fn explain_names_the_deciding_rule_and_the_failed_condition() {
     assert!(bad.contains("400 bad request"), "{bad}");
 }
 
+#[test]
+fn explain_names_a_certificate_without_an_svid_by_its_typed_cn() {
+    let pki = Pki::new();
+    let forged = pki.issue(&ztgate::pki::LeafSpec::client(ADMIN_ID, None));
+    pki.write("forged.pem", &forged.cert_pem);
+    pki.write("admin.pem", &pki.admin.cert_pem);
+
+    let text = explain(&pki, "forged.pem", "https://localhost/admin/users", false);
+    assert!(text.starts_with(&format!("identity: cn:{ADMIN_ID}\n")), "{text}");
+    assert!(text.contains("decision: DENY (403)"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&explain(&pki, "forged.pem", "https://localhost/admin/users", true)).unwrap();
+    assert_eq!(json["identity"], format!("cn:{ADMIN_ID}"));
+    assert_eq!(json["status"], 403);
+
+    let real = explain(&pki, "admin.pem", "https://localhost/admin/users", false);
+    assert!(real.starts_with(&format!("identity: {ADMIN_ID}\n")), "{real}");
+    assert!(real.contains("decision: ALLOW"), "{real}");
+}
+
 #[tokio::test]
 async fn a_pinned_route_admits_only_the_pinned_key_or_certificate() {
     let pki = Pki::new();
