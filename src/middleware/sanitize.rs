@@ -47,6 +47,11 @@ fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), 
         crate::telemetry::metrics::request_header_removed(r.as_str(), 1);
     })?;
     let authority = authority(req.version(), req.uri(), req.headers())?;
+    // A WebSocket over h2 (RFC 8441 extended CONNECT) reaches the upstream as a `GET` upgrade:
+    // policy judges that method.
+    if crate::upstream::websocket::is_extended_connect(req) {
+        *req.method_mut() = http::Method::GET;
+    }
     normalize_uri(req.uri_mut())?;
     let path_without_parameters = without_parameters(req.uri().path())?.map(String::into_boxed_str);
     let canonical = Canonical {

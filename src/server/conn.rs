@@ -181,6 +181,8 @@ pub(super) async fn handle(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(server.listener.idle_timeout)
+        // RFC 8441: WebSockets over h2 (extended CONNECT).
+        .enable_connect_protocol()
         .max_concurrent_streams(256)
         .max_header_list_size(u32::try_from(server.listener.max_header_bytes).unwrap_or(u32::MAX));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));

@@ -6,6 +6,7 @@ mod client_body;
 mod deadline;
 pub mod headers;
 mod route;
+pub(crate) mod websocket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,7 +181,15 @@ impl Inner {
             return Err(ProxyError::Internal("route names an upstream that does not exist"));
         };
 
-        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        // An HTTP/1.1 upgrade, or a WebSocket over h2 (RFC 8441) that becomes one upstream.
+        let ws_over_h2 = websocket::is_extended_connect(&req);
+        if ws_over_h2 && upstream.version != Version::HTTP_11 {
+            return Err(ProxyError::UpstreamFailed {
+                upstream: upstream.name.clone(),
+                source: "a WebSocket over h2 needs an http1 upstream".into(),
+            });
+        }
+        let upgrade = ws_over_h2 || (req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers()));
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         // A declared length over the limit is refused before anything goes upstream; a streamed
@@ -240,6 +249,14 @@ impl Inner {
         // After this, the client's `Connection` options can no longer remove anything ztgate
         // sets below (`Connection: host` must not drop Host).
         headers::strip_hop_by_hop(h, upgrade);
+        let ws_key = if ws_over_h2 {
+            let key = websocket::to_upgrade_request(&mut parts.method, &mut parts.headers)
+                .map_err(|e| ProxyError::Internal(e))?;
+            Some(key)
+        } else {
+            None
+        };
+        let h = &mut parts.headers;
         match upstream.version {
             Version::HTTP_2 => {
                 h.remove(header::HOST);
@@ -335,6 +352,14 @@ impl Inner {
                 source: "upstream switched protocols without an upgrade request".into(),
             });
         }
+        if let (true, Some(key)) = (switching, &ws_key) {
+            if !websocket::accepts(resp.headers(), key) {
+                return Err(ProxyError::UpstreamFailed {
+                    upstream: upstream.name.clone(),
+                    source: "upstream's Sec-WebSocket-Accept does not answer the key".into(),
+                });
+            }
+        }
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
@@ -349,7 +374,13 @@ impl Inner {
                 }
             });
         }
-        headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        if switching && ws_key.is_some() {
+            let (mut head, body) = resp.into_parts();
+            websocket::to_connect_response(&mut head.status, &mut head.headers);
+            resp = Response::from_parts(head, body);
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        }
         Ok(resp.map(|b| {
             Either::Left(match deadline {
                 Some(at) => Deadline::until(b, at, deadline::Side::Response, None),

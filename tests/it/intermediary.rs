@@ -283,3 +283,66 @@ async fn a_real_websocket_client_talks_to_the_demo_echo_through_ztgate() {
     ws.close(None).await.unwrap();
     s.stop().await;
 }
+
+/// Opens a WebSocket over h2 (RFC 8441 extended CONNECT) through ztgate; returns the response
+/// status and, on 200, the tunnel.
+async fn websocket_over_h2(s: &Server, client: Client, path: &str) -> (u16, Option<hyper::upgrade::Upgraded>) {
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let tls = client.tls_connect_h2(tcp).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // The server's SETTINGS (ENABLE_CONNECT_PROTOCOL) must have arrived first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut req = http::Request::connect(format!("https://localhost:{}{path}", s.addr.port()))
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, None);
+    }
+    (status, Some(hyper::upgrade::on(&mut resp).await.unwrap()))
+}
+
+#[tokio::test]
+async fn websockets_over_h2_reach_an_http1_websocket_upstream_under_the_same_policy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let mut s = Server::start(Opts {
+        audit: Some(format!("file = \"{}\"", audit.path().display())),
+        ..Opts::default()
+    })
+    .await;
+    let (status, tunnel) = websocket_over_h2(&s, s.client(), "/ws").await;
+    assert_eq!(status, 200);
+    let io = hyper_util::rt::TokioIo::new(tunnel.unwrap());
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    drop(ws);
+    // The example policy keeps /admin for the admin, over h2 WebSockets too.
+    assert_eq!(websocket_over_h2(&s, s.client(), "/admin/ws").await.0, 403);
+    assert_eq!(websocket_over_h2(&s, s.admin_client(), "/admin/ws").await.0, 200);
+    s.stop().await;
+    let records = audit_records(audit.path());
+    let summary: Vec<(String, u64)> = records
+        .iter()
+        .map(|r| (r["path"].as_str().unwrap().to_string(), r["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/ws".to_string(), 200),
+            ("/admin/ws".to_string(), 403),
+            ("/admin/ws".to_string(), 200)
+        ]
+    );
+}
