@@ -250,8 +250,8 @@ impl Inner {
         // sets below (`Connection: host` must not drop Host).
         headers::strip_hop_by_hop(h, upgrade);
         let ws_key = if ws_over_h2 {
-            let key = websocket::to_upgrade_request(&mut parts.method, &mut parts.headers)
-                .map_err(|e| ProxyError::Internal(e))?;
+            let key =
+                websocket::to_upgrade_request(&mut parts.method, &mut parts.headers).map_err(ProxyError::Internal)?;
             Some(key)
         } else {
             None
@@ -352,13 +352,13 @@ impl Inner {
                 source: "upstream switched protocols without an upgrade request".into(),
             });
         }
-        if let (true, Some(key)) = (switching, &ws_key) {
-            if !websocket::accepts(resp.headers(), key) {
-                return Err(ProxyError::UpstreamFailed {
-                    upstream: upstream.name.clone(),
-                    source: "upstream's Sec-WebSocket-Accept does not answer the key".into(),
-                });
-            }
+        if let (true, Some(key)) = (switching, &ws_key)
+            && !websocket::accepts(resp.headers(), key)
+        {
+            return Err(ProxyError::UpstreamFailed {
+                upstream: upstream.name.clone(),
+                source: "upstream's Sec-WebSocket-Accept does not answer the key".into(),
+            });
         }
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
