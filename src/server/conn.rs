@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::{ConnCtx, Server};
@@ -162,30 +160,35 @@ pub(super) async fn handle(
         };
     drop(tls_state);
     let conn_ctx = ctx.clone();
-    let svc = server
-        .stack
-        .clone()
-        .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ctx.clone());
-            req
-        });
+    let svc = WithConn {
+        inner: server.stack.clone(),
+        ctx,
+    };
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.listener.header_read_timeout)
-        .max_buf_size(server.listener.max_header_bytes)
-        .max_headers(server.listener.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(server.listener.idle_timeout)
-        // RFC 8441: WebSockets over h2 (extended CONNECT).
-        .enable_connect_protocol()
-        .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(server.listener.max_header_bytes).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+    // ALPN has already chosen the protocol (RFC 9113 §3.3: h2 over TLS only by ALPN), so each
+    // connection is served by that protocol's own builder. hyper-util's auto builder would first
+    // sniff the version from the first bytes, with no timeout: a client that completed the
+    // handshake and sent nothing held its slot forever. Now `header_read_timeout` runs from the
+    // first moment on HTTP/1.1 (and the sniffing's cost is gone).
+    let svc = TowerToHyperService::new(svc);
+    let io = TokioIo::new(tls);
+    let conn = if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(server.listener.idle_timeout)
+            // RFC 8441: WebSockets over h2 (extended CONNECT).
+            .enable_connect_protocol()
+            .max_concurrent_streams(256)
+            .max_header_list_size(u32::try_from(server.listener.max_header_bytes).unwrap_or(u32::MAX));
+        HttpConn::H2(Box::pin(h2.serve_connection(io, svc)))
+    } else {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(server.listener.header_read_timeout)
+            .max_buf_size(server.listener.max_header_bytes)
+            .max_headers(server.listener.max_headers);
+        HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
+    };
     tokio::pin!(conn);
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
     // after the current response, h2 with GOAWAY), then bounded by the drain timeout.
@@ -200,7 +203,7 @@ pub(super) async fn handle(
         Err(Ok(())) => return,
         Err(Err(e)) => {
             debug!(error = %e, "connection ended with an error");
-            if let Some(refused) = refused_request(e.as_ref()) {
+            if let Some(refused) = refused_request(&e) {
                 audit_refused_request(&server, &conn_ctx, refused).await;
             }
             return;
@@ -219,12 +222,64 @@ pub(super) async fn handle(
     match tokio::time::timeout(grace, conn.as_mut()).await {
         Ok(Err(e)) => {
             debug!(error = %e, "connection ended with an error while closing");
-            if let Some(refused) = refused_request(e.as_ref()) {
+            if let Some(refused) = refused_request(&e) {
                 audit_refused_request(&server, &conn_ctx, refused).await;
             }
         }
         Ok(Ok(())) => {}
         Err(_) => debug!("connection did not finish within the drain timeout; cut"),
+    }
+}
+
+type Svc = TowerToHyperService<WithConn>;
+
+/// The stack for one connection: every request carries the connection's context.
+#[derive(Clone)]
+struct WithConn {
+    inner: crate::middleware::Stack,
+    ctx: Arc<ConnCtx>,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
+    type Response = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Response;
+    type Error = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Error;
+    type Future = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.ctx.clone());
+        self.inner.call(req)
+    }
+}
+type Io = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// One client connection's HTTP, by the protocol ALPN chose.
+enum HttpConn {
+    H1(std::pin::Pin<Box<hyper::server::conn::http1::UpgradeableConnection<Io, Svc>>>),
+    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<Io, Svc, TokioExecutor>>>),
+}
+
+impl HttpConn {
+    /// HTTP/1.1: close after the response in progress; h2: GOAWAY, then finish open streams.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            HttpConn::H1(c) => c.as_mut().graceful_shutdown(),
+            HttpConn::H2(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl std::future::Future for HttpConn {
+    type Output = Result<(), hyper::Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            HttpConn::H1(c) => c.as_mut().poll(cx),
+            HttpConn::H2(c) => c.as_mut().poll(cx),
+        }
     }
 }
 

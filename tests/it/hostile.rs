@@ -415,3 +415,56 @@ async fn requests_the_parser_refuses_are_audited_with_the_identity_and_counted()
         assert!(r["conn_id"].as_u64().is_some() && r["peer"].as_str().is_some(), "{r}");
     }
 }
+
+/// A client that completes the mTLS handshake and then sends nothing must not hold its slot:
+/// HTTP/1.1 has `header_read_timeout` from the first moment (hyper-util's version sniffing,
+/// which had no timeout, is skipped because ALPN already chose the protocol).
+#[tokio::test]
+async fn a_silent_client_after_the_handshake_is_closed_at_the_header_read_timeout() {
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let mut s = Server::start(Opts {
+        listener_extra: "header_read_timeout = \"1s\"".into(),
+        audit: Some(format!("file = \"{}\"", audit.path().display())),
+        ..Opts::default()
+    })
+    .await;
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut tls = s.client().tls_connect(tcp).await;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    // Wait for ztgate to close the connection (EOF or reset), sending nothing.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(closed, "a silent connection must be closed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // An idle keep-alive connection, after a first request, is bounded the same way.
+    let mut conn = s.client().connect_h1(s.addr).await;
+    assert_eq!(get_on(&mut conn, s.addr, "/app").await, StatusCode::OK);
+    assert!(
+        eventually(5, || {
+            let closed = conn.is_closed();
+            async move { closed }
+        })
+        .await,
+        "an idle keep-alive connection must be closed"
+    );
+    s.stop().await;
+    let reasons: Vec<String> = audit_records(audit.path())
+        .iter()
+        .filter(|r| r["kind"] == "protocol")
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["header-read-timeout", "header-read-timeout"]);
+}
