@@ -72,6 +72,12 @@ impl CanonicalAuthority {
     }
 }
 
+/// Marks a request whose HTTP/1.1 head had both `Content-Length` and `Transfer-Encoding`
+/// (request extension, set by the connection, refused by the sanitize layer): hyper's parser
+/// keeps only `Transfer-Encoding`, so the request itself no longer shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContentLengthWithTransferEncoding;
+
 /// The request as ztgate judges it, derived once by the sanitize layer (request extension):
 /// routing, the SNI check, policy, audit and the forwarded request all read this value.
 #[derive(Debug, Clone)]

@@ -86,6 +86,8 @@ pub enum BadRequest {
     PathParameter,
     /// A header name containing `_` with `headers_with_underscores = "reject"`.
     HeaderUnderscore,
+    /// HTTP/1.1 with both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.1).
+    ContentLengthWithTransferEncoding,
     /// The request body is malformed (bad chunking) or the client stopped sending it.
     BodyMalformed,
     /// The request target cannot be rebuilt for the upstream.
@@ -94,7 +96,7 @@ pub enum BadRequest {
 
 impl BadRequest {
     /// Every reason, for exporting each counter series from start-up.
-    pub const ALL: [BadRequest; 14] = [
+    pub const ALL: [BadRequest; 15] = [
         BadRequest::HostMissing,
         BadRequest::HostDuplicate,
         BadRequest::AuthorityConflict,
@@ -107,6 +109,7 @@ impl BadRequest {
         BadRequest::PathInvalidCharacter,
         BadRequest::PathParameter,
         BadRequest::HeaderUnderscore,
+        BadRequest::ContentLengthWithTransferEncoding,
         BadRequest::BodyMalformed,
         BadRequest::TargetUnforwardable,
     ];
@@ -126,6 +129,7 @@ impl BadRequest {
             BadRequest::PathInvalidCharacter => "path-invalid-character",
             BadRequest::PathParameter => "path-parameter",
             BadRequest::HeaderUnderscore => "header-underscore",
+            BadRequest::ContentLengthWithTransferEncoding => "content-length-with-transfer-encoding",
             BadRequest::BodyMalformed => "body-malformed",
             BadRequest::TargetUnforwardable => "target-unforwardable",
         }
@@ -146,6 +150,7 @@ impl BadRequest {
             BadRequest::PathInvalidCharacter => "raw control, space or non-ASCII byte in path",
             BadRequest::PathParameter => "';' path parameter on a route that does not allow them",
             BadRequest::HeaderUnderscore => "header name contains '_'",
+            BadRequest::ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
             BadRequest::BodyMalformed => "malformed or truncated request body",
             BadRequest::TargetUnforwardable => "request target cannot be forwarded",
         }

@@ -43,6 +43,13 @@ impl Check for Sanitize {
 
 /// The body type does not matter to any of this: generic so it can be tested without sockets.
 fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), BadRequest> {
+    if req
+        .extensions()
+        .get::<crate::canonical::ContentLengthWithTransferEncoding>()
+        .is_some()
+    {
+        return Err(BadRequest::ContentLengthWithTransferEncoding);
+    }
     strip_client_headers(req.headers_mut(), headers, |r| {
         crate::telemetry::metrics::request_header_removed(r.as_str(), 1);
     })?;

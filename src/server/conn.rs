@@ -160,9 +160,12 @@ pub(super) async fn handle(
         };
     drop(tls_state);
     let conn_ctx = ctx.clone();
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
     let svc = WithConn {
         inner: server.stack.clone(),
         ctx,
+        conflicts: conflicts.clone(),
     };
 
     // ALPN has already chosen the protocol (RFC 9113 §3.3: h2 over TLS only by ALPN), so each
@@ -171,8 +174,17 @@ pub(super) async fn handle(
     // handshake and sent nothing held its slot forever. Now `header_read_timeout` runs from the
     // first moment on HTTP/1.1 (and the sniffing's cost is gone).
     let svc = TowerToHyperService::new(svc);
-    let io = TokioIo::new(tls);
-    let conn = if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+    let conn = if let (false, Some(conflicts)) = (h2, conflicts) {
+        let framer = super::framing::Framer::new(server.listener.max_header_bytes, server.listener.max_headers);
+        let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts));
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(server.listener.header_read_timeout)
+            .max_buf_size(server.listener.max_header_bytes)
+            .max_headers(server.listener.max_headers);
+        HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
+    } else {
+        let io = TokioIo::new(tls);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .keep_alive_interval(server.listener.idle_timeout)
@@ -181,13 +193,6 @@ pub(super) async fn handle(
             .max_concurrent_streams(256)
             .max_header_list_size(u32::try_from(server.listener.max_header_bytes).unwrap_or(u32::MAX));
         HttpConn::H2(Box::pin(h2.serve_connection(io, svc)))
-    } else {
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(server.listener.header_read_timeout)
-            .max_buf_size(server.listener.max_header_bytes)
-            .max_headers(server.listener.max_headers);
-        HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
     };
     tokio::pin!(conn);
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
@@ -233,11 +238,14 @@ pub(super) async fn handle(
 
 type Svc = TowerToHyperService<WithConn>;
 
-/// The stack for one connection: every request carries the connection's context.
+/// The stack for one connection: every request carries the connection's context, and on
+/// HTTP/1.1 the mark of a head with both `Content-Length` and `Transfer-Encoding`.
 #[derive(Clone)]
 struct WithConn {
     inner: crate::middleware::Stack,
     ctx: Arc<ConnCtx>,
+    /// HTTP/1.1 only: what the framing follower saw (`server/framing.rs`).
+    conflicts: Option<Arc<super::framing::Conflicts>>,
 }
 
 impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
@@ -251,15 +259,23 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
 
     fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
         req.extensions_mut().insert(self.ctx.clone());
+        if self.conflicts.as_ref().is_some_and(|c| c.next_request_conflicts()) {
+            req.extensions_mut()
+                .insert(crate::canonical::ContentLengthWithTransferEncoding);
+        }
         self.inner.call(req)
     }
 }
-type Io = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// One client connection's HTTP, by the protocol ALPN chose.
 enum HttpConn {
-    H1(std::pin::Pin<Box<hyper::server::conn::http1::UpgradeableConnection<Io, Svc>>>),
-    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<Io, Svc, TokioExecutor>>>),
+    H1(
+        std::pin::Pin<
+            Box<hyper::server::conn::http1::UpgradeableConnection<TokioIo<super::framing::Watched<Tls>>, Svc>>,
+        >,
+    ),
+    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<TokioIo<Tls>, Svc, TokioExecutor>>>),
 }
 
 impl HttpConn {

@@ -2,6 +2,7 @@
 //! serving (`conn.rs`), and the signals that stop it (`shutdown.rs`).
 
 pub(crate) mod conn;
+mod framing;
 mod listener;
 pub mod proxy_protocol;
 pub mod registry;

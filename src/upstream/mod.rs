@@ -244,18 +244,14 @@ impl Inner {
             .build()
             .map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?;
         parts.version = upstream.version;
-        let h = &mut parts.headers;
-        let te_trailers = upstream.version == Version::HTTP_2 && headers::te_trailers(h);
+        let te_trailers = upstream.version == Version::HTTP_2 && headers::te_trailers(&parts.headers);
         // After this, the client's `Connection` options can no longer remove anything ztgate
         // sets below (`Connection: host` must not drop Host).
-        headers::strip_hop_by_hop(h, upgrade);
-        let ws_key = if ws_over_h2 {
-            let key =
-                websocket::to_upgrade_request(&mut parts.method, &mut parts.headers).map_err(ProxyError::Internal)?;
-            Some(key)
-        } else {
-            None
-        };
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let ws_key = ws_over_h2
+            .then(|| websocket::to_upgrade_request(&mut parts.method, &mut parts.headers))
+            .transpose()
+            .map_err(ProxyError::Internal)?;
         let h = &mut parts.headers;
         match upstream.version {
             Version::HTTP_2 => {
