@@ -57,19 +57,40 @@ impl CanonicalAuthority {
 
     /// Parses and canonicalises one authority (`Host` value or `:authority`).
     pub fn parse(raw: &[u8]) -> Result<Self, AuthorityError> {
-        let raw = std::str::from_utf8(raw).map_err(|_| AuthorityError::Malformed)?;
-        let (host, port) = split_host_port(raw)?;
-        let canonical_host = canonical_host(host)?;
-        let host_len = canonical_host.len();
-        let value = match (canonical_host, port) {
-            // The common case: already canonical, no port. Reuse the bytes.
-            (std::borrow::Cow::Borrowed(h), None) if h.len() == raw.len() => HeaderValue::from_str(raw),
-            (h, None) => HeaderValue::from_str(&h),
-            (h, Some(p)) => HeaderValue::from_str(&format!("{h}:{p}")),
+        let (rewritten, host_len) = canonicalise(raw)?;
+        let value = match rewritten {
+            Some(v) => HeaderValue::from_str(&v),
+            None => HeaderValue::from_bytes(raw),
         }
         .map_err(|_| AuthorityError::Malformed)?;
         Ok(Self { value, host_len })
     }
+
+    /// Like [`CanonicalAuthority::parse`] for a `Host` field; an already canonical value is kept
+    /// as it is (no copy).
+    pub fn from_host(value: &HeaderValue) -> Result<Self, AuthorityError> {
+        let (rewritten, host_len) = canonicalise(value.as_bytes())?;
+        let value = match rewritten {
+            Some(v) => HeaderValue::from_str(&v).map_err(|_| AuthorityError::Malformed)?,
+            None => value.clone(),
+        };
+        Ok(Self { value, host_len })
+    }
+}
+
+/// Checks `raw` as `host[:port]`; returns the canonical form when it differs from `raw`, and
+/// the host's length in it.
+fn canonicalise(raw: &[u8]) -> Result<(Option<String>, usize), AuthorityError> {
+    let raw = std::str::from_utf8(raw).map_err(|_| AuthorityError::Malformed)?;
+    let (host, port) = split_host_port(raw)?;
+    let canonical_host = canonical_host(host)?;
+    let host_len = canonical_host.len();
+    Ok(match (canonical_host, port) {
+        (std::borrow::Cow::Borrowed(h), None) if h.len() == raw.len() => (None, host_len),
+        (std::borrow::Cow::Borrowed(h), Some(_)) if h.len() == host.len() => (None, host_len),
+        (h, None) => (Some(h.into_owned()), host_len),
+        (h, Some(p)) => (Some(format!("{h}:{p}")), host_len),
+    })
 }
 
 /// Marks a request whose HTTP/1.1 head had both `Content-Length` and `Transfer-Encoding`
@@ -107,7 +128,7 @@ pub fn authority(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<Can
         .authority()
         .map(|a| CanonicalAuthority::parse(a.as_str().as_bytes()))
         .transpose()?;
-    let host = host.map(|h| CanonicalAuthority::parse(h.as_bytes())).transpose()?;
+    let host = host.map(CanonicalAuthority::from_host).transpose()?;
     match (target, host) {
         (Some(t), Some(h)) if t != h => Err(AuthorityError::Conflict),
         // HTTP/1.1 requires Host even with an absolute-form target (RFC 9112 §3.2).
@@ -119,9 +140,7 @@ pub fn authority(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<Can
 
 /// Splits `host[:port]`, refusing userinfo and a port that is not 1–5 digits ≤ 65535.
 fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), AuthorityError> {
-    if raw.contains('@') {
-        return Err(AuthorityError::Malformed);
-    }
+    // `@` (userinfo) is refused by the host check below: it is no host byte.
     let (host, port) = if raw.starts_with('[') {
         let end = raw.find(']').ok_or(AuthorityError::Malformed)?;
         match &raw[end + 1..] {
@@ -138,10 +157,7 @@ fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), AuthorityError> {
         }
     };
     if let Some(p) = port
-        && (p.is_empty()
-            || p.len() > 5
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || p.parse::<u32>().map_or(true, |n| n > 65535))
+        && (p.is_empty() || p.len() > 5 || p.parse::<u32>().map_or(true, |n| n > 65535) || p.starts_with('+'))
     {
         return Err(AuthorityError::Malformed);
     }
@@ -165,11 +181,21 @@ fn canonical_host(host: &str) -> Result<std::borrow::Cow<'_, str>, AuthorityErro
         };
     }
     let trimmed = host.strip_suffix('.').unwrap_or(host);
-    let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-    if trimmed.is_empty() || trimmed.starts_with('.') || trimmed.contains("..") || !trimmed.bytes().all(valid) {
+    // One pass (this runs for every request): allowed bytes, no empty label, any uppercase.
+    let (mut upper, mut prev_dot) = (false, true);
+    for b in trimmed.bytes() {
+        match b {
+            b'.' if prev_dot => return Err(AuthorityError::Malformed),
+            b'.' => prev_dot = true,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => prev_dot = false,
+            b'A'..=b'Z' => (upper, prev_dot) = (true, false),
+            _ => return Err(AuthorityError::Malformed),
+        }
+    }
+    if trimmed.is_empty() {
         return Err(AuthorityError::Malformed);
     }
-    Ok(if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+    Ok(if upper {
         std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(trimmed)

@@ -140,8 +140,8 @@ pub struct Note {
     /// The path routing and policy judged (normalised; without `;` parameters where a route
     /// allows them).
     pub path: OnceLock<String>,
-    /// The canonical host (lowercase, no port, no trailing dot).
-    pub host: OnceLock<String>,
+    /// The canonical authority; its host (lowercase, no port, no trailing dot) is recorded.
+    pub host: OnceLock<crate::canonical::CanonicalAuthority>,
     /// Set by forward once the request head was handed to the upstream connection.
     pub reached_upstream: std::sync::atomic::AtomicBool,
     pub route: OnceLock<usize>,

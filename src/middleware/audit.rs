@@ -134,7 +134,7 @@ where
                 identity: &note.forwarded.get().unwrap_or(&conn).audit_identity,
                 via: note.forwarded.get().map(|_| &*conn.audit_identity),
                 method: method.as_str(),
-                host: note.host.get().map(String::as_str),
+                host: note.host.get().map(crate::canonical::CanonicalAuthority::host),
                 path: note.path.get().map_or(raw_path.as_str(), String::as_str),
                 route: route.map(|r| r.name.as_str()),
                 upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),

@@ -67,7 +67,7 @@ fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), 
     };
     if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
         let _ = note.path.set(canonical.judged_path(req.uri().path()).to_string());
-        let _ = note.host.set(canonical.authority.host().to_string());
+        let _ = note.host.set(canonical.authority.clone());
     }
     req.extensions_mut().insert(canonical);
     Ok(())

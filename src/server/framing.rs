@@ -106,19 +106,31 @@ impl Framer {
                         if bytes.is_empty() {
                             break;
                         }
+                        // The common case: the whole head is in this read. Parse it in place.
+                        if let Some(at) = end_of_head(bytes) {
+                            let (head, rest) = bytes.split_at(at + 4);
+                            if let Some(c) = self.head(head) {
+                                conflict = conflict.or(Some(c));
+                            }
+                            bytes = rest;
+                            continue;
+                        }
                     }
+                    // A head split across reads: gather it.
                     let start = self.line.len().saturating_sub(3);
                     let take = bytes.len().min(self.max_head.saturating_sub(self.line.len()) + 1);
                     self.line.extend_from_slice(&bytes[..take]);
-                    match find(&self.line[start..], b"\r\n\r\n") {
+                    match end_of_head(&self.line[start..]) {
                         Some(at) => {
                             let end = start + at + 4;
                             let rest = self.line.len() - end;
                             bytes = &bytes[take - rest..];
-                            self.line.truncate(end);
-                            if let Some(c) = self.head() {
+                            let head = std::mem::take(&mut self.line);
+                            if let Some(c) = self.head(&head[..end]) {
                                 conflict = conflict.or(Some(c));
                             }
+                            // Keep the allocation for the next split head.
+                            self.line = head;
                             self.line.clear();
                         }
                         None if self.line.len() > self.max_head => self.state = State::Stopped,
@@ -175,14 +187,16 @@ impl Framer {
         }
     }
 
-    /// A complete head is in `self.line`: sets the body state, returns the head's index if it
-    /// has both fields.
-    fn head(&mut self) -> Option<u64> {
+    /// A complete `head`: sets the body state, returns the head's index if it has both fields.
+    fn head(&mut self, head: &[u8]) -> Option<u64> {
         let index = self.heads;
         self.heads += 1;
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
-        let mut req = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = req.parse(&self.line) else {
+        // Uninitialised slots on the stack: nothing to zero per request. A head with more
+        // fields than this stops the watch (hyper then applies `max_headers` itself).
+        let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let slots = &mut slots[..self.max_headers.min(MAX_FIELDS)];
+        let mut req = httparse::Request::new(&mut []);
+        let Ok(httparse::Status::Complete(_)) = req.parse_with_uninit_headers(head, slots) else {
             self.state = State::Stopped;
             return None;
         };
@@ -225,9 +239,15 @@ impl Framer {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Where `\r\n\r\n` starts in `bytes`: one `memchr` per line, no searcher to build.
+fn end_of_head(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', bytes)
+        .find(|&i| i >= 3 && &bytes[i - 3..=i] == b"\r\n\r\n")
+        .map(|i| i - 3)
 }
+
+/// Header fields followed per head (the default `max_headers`).
+const MAX_FIELDS: usize = 100;
 
 /// The client connection's read side, followed by a [`Framer`].
 pub(crate) struct Watched<T> {

@@ -189,11 +189,17 @@ pub fn is_protected(name: &HeaderName) -> bool {
     .contains(name)
 }
 
+/// A cheap first look: every name on [`DEFAULT_STRIP`] starts with `x-` or with one of these
+/// letters, which most request fields (`accept`, `host`, `user-agent`, `content-*`) do not.
+fn maybe_default_strip(name: &str) -> bool {
+    name.starts_with("x-") || matches!(name.as_bytes().first(), Some(b'f' | b't' | b's' | b'r'))
+}
+
 fn classify(name: &HeaderName, cfg: &HeadersConfig) -> Option<Removed> {
     let s = name.as_str();
     if s.starts_with(ZTGATE_PREFIX) || name == X_FORWARDED_CLIENT_CERT {
         Some(Removed::Identity)
-    } else if DEFAULT_STRIP.contains(&s) {
+    } else if maybe_default_strip(s) && DEFAULT_STRIP.contains(&s) {
         Some(Removed::Default)
     } else if cfg.strip.contains(name) {
         Some(Removed::Configured)
@@ -324,6 +330,15 @@ mod tests {
         assert_eq!(removed.iter().filter(|r| **r == "configured").count(), 1);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn the_first_look_lets_every_default_strip_name_through() {
+        for name in DEFAULT_STRIP {
+            assert!(maybe_default_strip(name), "{name}");
+        }
+        assert!(!maybe_default_strip("accept"));
+        assert!(!maybe_default_strip("user-agent"));
     }
 
     #[test]
