@@ -118,12 +118,7 @@ async fn raw_h1(s: &Server, bytes: &[u8]) -> u16 {
 
 /// Sends one h2 request with `:authority` = `authority` and the given extra fields.
 async fn h2(s: &Server, authority: &str, path: &str, fields: &[(&str, &str)]) -> u16 {
-    let tcp = TcpStream::connect(s.addr).await.unwrap();
-    let tls = s.client().tls_connect_h2(tcp).await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = s.client().h2_sender(s.addr).await;
     let mut req = Request::get(format!("https://{authority}{path}"))
         .version(Version::HTTP_2)
         .body(Empty::<Bytes>::new())

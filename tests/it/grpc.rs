@@ -9,7 +9,7 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::support::*;
 
@@ -119,12 +119,7 @@ mod frames {
 
 /// Calls `method` through ztgate; returns the HTTP status, the messages and `grpc-status`.
 async fn call(s: &Server, method: &str, msg: &[u8], timeout: Option<&str>) -> (u16, Vec<Bytes>, Option<String>) {
-    let tcp = TcpStream::connect(s.addr).await.unwrap();
-    let tls = s.client().tls_connect_h2(tcp).await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = s.client().h2_sender(s.addr).await;
     let mut req = Request::post(format!("https://localhost:{}{method}", s.addr.port()))
         .version(Version::HTTP_2)
         .header("content-type", "application/grpc")

@@ -191,13 +191,7 @@ async fn upload_h1(s: &Server, expect: bool) -> u16 {
 /// PUTs 8 MiB over h2; returns the status (0 when no response arrived).
 async fn upload_h2(s: &Server, expect: bool) -> u16 {
     use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let tls = s.client().tls_connect_h2(tcp).await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = s.client().h2_sender(s.addr).await;
     let body = Chunks(UPLOAD / (64 * 1024));
     let mut req = http::Request::put(format!("https://localhost:{}/app", s.addr.port()))
         .body(body)
@@ -287,13 +281,7 @@ async fn a_real_websocket_client_talks_to_the_demo_echo_through_ztgate() {
 /// Opens a WebSocket over h2 (RFC 8441 extended CONNECT) through ztgate; returns the response
 /// status and, on 200, the tunnel.
 async fn websocket_over_h2(s: &Server, client: Client, path: &str) -> (u16, Option<hyper::upgrade::Upgraded>) {
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let tls = client.tls_connect_h2(tcp).await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = client.h2_sender(s.addr).await;
     // The server's SETTINGS (ENABLE_CONNECT_PROTOCOL) must have arrived first.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut req = http::Request::connect(format!("https://localhost:{}{path}", s.addr.port()))

@@ -351,6 +351,22 @@ impl Client {
             .unwrap()
     }
 
+    /// An h2 connection (ALPN h2) to send requests with body type `B` on.
+    pub async fn h2_sender<B>(&self, addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = self.tls_connect_h2(tcp).await;
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
     /// Like [`Client::tls_connect`], but a refused handshake is an error, not a panic.
     pub async fn try_tls_connect(&self, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
         let mut config = (*self.config).clone();
