@@ -436,6 +436,16 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The value of one series (`name{labels}`) in a Prometheus text scrape; 0 when absent.
+/// Metrics are process-wide and `cargo test` runs tests in parallel threads of one process, so
+/// tests compare a series before and after (at least their own increments), never an absolute.
+pub fn counter(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The value of a header line in the echo upstream's body (`name: value`).
 pub fn echoed<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
     body.lines()
