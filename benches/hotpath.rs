@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
                 path: "/api/v1/payments/12345/refunds",
                 route: Some("payments"),
                 upstream: Some("payments"),
+                reached_upstream: true,
                 decision: "allow",
                 rule: Some("payments-readers"),
                 reason: "allowed",
