@@ -1,5 +1,8 @@
 //! A small certificate authority on rcgen: the dev PKI (`ztgate certs dev`) and the certificates
-//! the tests mint. ECDSA P-256 keys throughout.
+//! the tests mint. ECDSA P-256 keys throughout. [`raw`] writes what rcgen will not (defective
+//! certificates, other issuers' shapes).
+
+pub mod raw;
 
 use std::path::{Path, PathBuf};
 

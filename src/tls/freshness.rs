@@ -151,7 +151,7 @@ pub(super) fn unix_now() -> i64 {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC); the bare number if out of range.
-fn rfc3339(secs: i64) -> String {
+pub(super) fn rfc3339(secs: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(secs) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",

@@ -8,6 +8,7 @@
 mod fetch;
 mod freshness;
 mod pem;
+pub mod profile;
 pub mod revocation;
 mod verifier;
 
