@@ -125,6 +125,7 @@ fn setup() -> Setup {
         ocsp_responder: None,
         revocation_timeout: Duration::from_secs(3),
         reload_interval: Duration::from_secs(5),
+        profile: Default::default(),
     };
     let server = ztgate::tls::server_tls(&tls).unwrap().config;
     let clients = [("direct", &root), ("one_intermediate", &issuing)]
