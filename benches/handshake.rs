@@ -10,6 +10,10 @@
 //! shape) and `one_intermediate` (issued by an intermediate the client sends along).
 //! Handshakes per second on one core are 1 / the time shown.
 //!
+//! `profile_check/<chain>` times the client-certificate profile alone (`tls::profile::check_chain`
+//! on the chain the client sends, against the parsed `client_ca`): the part of the handshake's
+//! cost that the profile adds.
+//!
 //!     cargo bench --bench handshake -- count 1000 [one_intermediate]
 //!
 //! runs that many handshakes without criterion, for an instruction count free of clock noise:
@@ -25,6 +29,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use ztgate::config::{CrlScope, RevocationMode, TlsConfig};
 use ztgate::pki::{CertAuthority, Issued, LeafSpec};
+use ztgate::tls::profile::{ProfileConfig, TrustAnchors, check_chain};
 
 fn client_config(root: &CertAuthority, client: &Issued) -> Arc<ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -99,7 +104,10 @@ fn handshake(server_config: &Arc<ServerConfig>, client_config: &Arc<ClientConfig
 struct Setup {
     _dir: tempfile::TempDir,
     server: Arc<ServerConfig>,
-    clients: Vec<(&'static str, Arc<ClientConfig>)>,
+    /// Per chain shape: the client's config and the chain it presents (DER, leaf first).
+    clients: Vec<(&'static str, Arc<ClientConfig>, Vec<CertificateDer<'static>>)>,
+    /// `client_ca`, DER.
+    client_ca: Vec<CertificateDer<'static>>,
 }
 
 fn setup() -> Setup {
@@ -137,22 +145,37 @@ fn setup() -> Setup {
                     Some("spiffe://corp.example/ns/prod/sa/payments"),
                 ))
                 .unwrap();
-            (name, client_config(&root, &client))
+            let chain = CertificateDer::pem_slice_iter(client.chain_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+            (name, client_config(&root, &client), chain)
         })
         .collect();
     Setup {
         _dir: dir,
         server,
         clients,
+        client_ca: vec![CertificateDer::from(root.der().to_vec())],
     }
 }
 
 fn bench(c: &mut Criterion) {
     let s = setup();
     let mut g = c.benchmark_group("handshake");
-    for (name, client) in &s.clients {
+    for (name, client, _) in &s.clients {
         g.bench_function(*name, |b| {
             b.iter_custom(|iters| (0..iters).map(|_| handshake(&s.server, client)).sum())
+        });
+    }
+    g.finish();
+
+    let cfg = ProfileConfig::default();
+    let anchors = TrustAnchors::new(&s.client_ca, &cfg);
+    let now = i64::try_from(rustls::pki_types::UnixTime::now().as_secs()).unwrap();
+    let mut g = c.benchmark_group("profile_check");
+    for (name, _, chain) in &s.clients {
+        g.bench_function(*name, |b| {
+            b.iter(|| check_chain(black_box(&chain[0]), black_box(&chain[1..]), &anchors, &cfg, now).unwrap())
         });
     }
     g.finish();
@@ -166,7 +189,7 @@ fn main() {
         let n: usize = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(1000);
         let chain = args.get(i + 2).map_or("direct", String::as_str);
         let s = setup();
-        let (_, client) = s.clients.iter().find(|(name, _)| *name == chain).unwrap();
+        let (_, client, _) = s.clients.iter().find(|(name, _, _)| *name == chain).unwrap();
         for _ in 0..n {
             black_box(handshake(&s.server, client));
         }
