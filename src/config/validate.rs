@@ -466,13 +466,12 @@ fn profile(c: &mut Collector<'_>, p: &RawProfile) -> Option<ProfileConfig> {
                 ok = false;
             }
             Some(rule) => {
-                c.push(
-                    name.span(),
-                    format!(
-                        "`{}` cannot be relaxed: a chain that cannot be rebuilt is always refused",
-                        rule.name()
-                    ),
-                );
+                let why = if rule == Rule::EmailConstraint {
+                    "ztgate evaluates email name constraints in rustls' place, and relaxing would ignore them"
+                } else {
+                    "a chain that cannot be rebuilt is always refused"
+                };
+                c.push(name.span(), format!("`{}` cannot be relaxed: {why}", rule.name()));
                 ok = false;
             }
             None => {

@@ -138,7 +138,9 @@ pub struct Expiry {
 pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     let certs = load_certs(&cfg.cert)?;
     let key = load_key(&cfg.key)?;
-    let roots = load_roots(&cfg.client_ca)?;
+    let mut roots = load_roots(&cfg.client_ca)?;
+    // The profile evaluates the CAs' email name constraints, which WebPKI cannot.
+    roots.roots.iter_mut().for_each(profile::strip_email_constraints);
     let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
     let mut expiry = Vec::new();
     let client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]> = load_certs(&cfg.client_ca)?.into();

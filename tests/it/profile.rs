@@ -179,3 +179,40 @@ async fn a_spire_shaped_svid_is_served_and_a_non_conforming_one_is_not() {
     assert_eq!(echoed(&body, "x-ztgate-identity"), [CLIENT_ID]);
     assert_refused(&s, &svid(raw::cn("")), "profile_san_not_critical").await;
 }
+
+/// RFC 822 name constraints on a `client_ca` certificate: rustls refuses every certificate with an
+/// email address under them; ztgate evaluates them, and leaves the other name forms to rustls.
+#[tokio::test]
+async fn email_name_constraints_on_client_ca_admit_compliant_addresses_only() {
+    let ca = RawCa::root_with("Mail CA", |c| {
+        c.push_extension(
+            ext::NAME_CONSTRAINTS,
+            true,
+            ext::name_constraints(Some(&[ext::email(".corp.example"), ext::dns("corp.example")]), None),
+        )
+    })
+    .unwrap();
+    let s = Server::start_with(pki_trusting(&ca.cert_pem()), Opts::default()).await;
+    let with_sans = |sans: Vec<Vec<u8>>| {
+        raw::issue_client(&ca, "alice", None, &[], move |c| {
+            c.push_extension(ext::SUBJECT_ALT_NAME, false, ext::general_names(&sans));
+        })
+        .unwrap()
+    };
+    let alice = with_sans(vec![ext::email("alice@mail.corp.example"), ext::uri(CLIENT_ID)]);
+    let body = assert_served(&s, &alice).await;
+    assert_eq!(echoed(&body, "x-ztgate-identity"), [CLIENT_ID]);
+    assert_refused(
+        &s,
+        &with_sans(vec![ext::email("eve@evil.example")]),
+        "profile_email_constraint",
+    )
+    .await;
+    // The DNS subtree is still rustls' to enforce.
+    let err = client(&s, &with_sans(vec![ext::dns("api.evil.example")]))
+        .get(s.addr, "/app")
+        .await
+        .unwrap_err();
+    assert!(err.contains("AlertReceived"), "{err}");
+    assert!(metric(&s, "ztgate_tls_handshakes_total{result=\"bad_certificate\"} 1\n").await);
+}

@@ -14,13 +14,17 @@
 //! anchors' own checks run once per load ([`TrustAnchors::new`]), not per handshake; what is left
 //! per handshake is one x509-parser pass per presented certificate and a few byte comparisons.
 //!
+//! RFC 822 (email) name constraints, which WebPKI refuses outright, are evaluated here instead
+//! for the `client_ca` certificates (see `email.rs`): compliant addresses get in.
+//!
 //! A violation is a [`ProfileViolation`]; the verifier (`super::verifier`) sends it to the client
 //! as `certificate_unknown` and [`super::handshake_failure_reason`] names it by
 //! [`ProfileViolation::reason`] (`profile_*`) in the metric, the log and the audit record. Every
-//! rule but the path itself can be turned off by name (`[tls.profile] relax`); the chain's length
-//! is `[tls.profile] max_chain_depth`. docs/security.md lists the rules and which real PKIs need
+//! rule but the path itself and the email constraints can be turned off by name
+//! (`[tls.profile] relax`); the chain's length is `[tls.profile] max_chain_depth`. docs/security.md lists the rules and which real PKIs need
 //! which relaxation.
 
+mod email;
 mod facts;
 mod path;
 mod rules;
@@ -31,6 +35,8 @@ use std::fmt;
 
 use rustls::pki_types::CertificateDer;
 
+use self::email::EmailConstraints;
+pub use self::email::strip_from_anchor as strip_email_constraints;
 use self::facts::Facts;
 use crate::identity::dn;
 
@@ -74,6 +80,9 @@ pub enum Rule {
     Aia,
     /// A trust anchor (`client_ca` certificate) past its notAfter.
     AnchorExpired,
+    /// An email address outside a CA's RFC 822 name constraints (RFC 5280 §4.2.1.10). Never
+    /// relaxed: ztgate evaluates these in WebPKI's place.
+    EmailConstraint,
     /// More intermediates than `max_chain_depth`. Set by that key, not by `relax`.
     ChainDepth,
     /// The verified chain cannot be rebuilt. Never relaxed: a check that cannot run denies.
@@ -82,7 +91,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order [`check_chain`] applies them to one certificate.
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 21] = [
         Rule::Path,
         Rule::ChainDepth,
         Rule::Serial,
@@ -102,6 +111,7 @@ impl Rule {
         Rule::SanNotCritical,
         Rule::RsaKeySize,
         Rule::Aia,
+        Rule::EmailConstraint,
         Rule::AnchorExpired,
     ];
 
@@ -126,6 +136,7 @@ impl Rule {
             Rule::RsaKeySize => "rsa-key-size",
             Rule::Aia => "aia",
             Rule::AnchorExpired => "anchor-expired",
+            Rule::EmailConstraint => "email-constraint",
             Rule::ChainDepth => "chain-depth",
             Rule::Path => "path",
         }
@@ -152,14 +163,16 @@ impl Rule {
             Rule::RsaKeySize => "profile_rsa_key_size",
             Rule::Aia => "profile_aia",
             Rule::AnchorExpired => "profile_anchor_expired",
+            Rule::EmailConstraint => "profile_email_constraint",
             Rule::ChainDepth => "profile_chain_depth",
             Rule::Path => "profile_path",
         }
     }
 
-    /// Whether `[tls.profile] relax` may name it (all but `path` and `chain-depth`).
+    /// Whether `[tls.profile] relax` may name it (all but `path`, `chain-depth` and
+    /// `email-constraint`).
     pub fn relaxable(self) -> bool {
-        !matches!(self, Rule::Path | Rule::ChainDepth)
+        !matches!(self, Rule::Path | Rule::ChainDepth | Rule::EmailConstraint)
     }
 
     /// The rule `relax` names by `name`, if any (relaxable or not).
@@ -324,6 +337,17 @@ pub enum ProfileViolation {
     RsaKeySize { cert: CertRef, bits: usize },
     #[error("{cert} has an authorityInfoAccess extension that {what} (RFC 5280 §4.2.2.1)")]
     Aia { cert: CertRef, what: &'static str },
+    #[error(
+        "{cert} names the email address `{email}`, which {what} of {by}'s email name constraints (RFC 5280 §4.2.1.10)"
+    )]
+    EmailConstraint {
+        cert: CertRef,
+        /// The address, lossily as UTF-8.
+        email: String,
+        what: &'static str,
+        /// The CA whose constraints it breaks.
+        by: CertRef,
+    },
 }
 
 impl ProfileViolation {
@@ -350,6 +374,7 @@ impl ProfileViolation {
             Self::EmptyNameConstraints { .. } => Rule::EmptyNameConstraints,
             Self::RsaKeySize { .. } => Rule::RsaKeySize,
             Self::Aia { .. } => Rule::Aia,
+            Self::EmailConstraint { .. } => Rule::EmailConstraint,
         }
     }
 
@@ -379,7 +404,8 @@ impl ProfileViolation {
             | Self::EeNameConstraints { cert }
             | Self::EmptyNameConstraints { cert }
             | Self::RsaKeySize { cert, .. }
-            | Self::Aia { cert, .. } => Some(cert),
+            | Self::Aia { cert, .. }
+            | Self::EmailConstraint { cert, .. } => Some(cert),
         }
     }
 
@@ -409,6 +435,8 @@ struct Anchor {
     /// Unix seconds.
     not_after: i64,
     verdict: Result<(), ProfileViolation>,
+    /// Its RFC 822 name constraints, which the profile evaluates instead of WebPKI.
+    email: Option<EmailConstraints>,
 }
 
 impl TrustAnchors {
@@ -435,6 +463,7 @@ impl TrustAnchors {
                         key_id: f.ski_id().map(<[u8]>::to_vec),
                         subject_text: CertRef::new(Position::Anchor, f.subject),
                         not_after: f.not_after,
+                        email: f.nc.and_then(|nc| EmailConstraints::from_extension(nc.value)),
                     })
                 })
                 .collect(),
@@ -500,12 +529,54 @@ pub fn check_chain(
         };
         rules::check(f, role, at, &link, cfg)?;
     }
+    check_email(&presented, &path.certs, anchor)?;
     anchor.verdict.clone()?;
     if cfg.enforces(Rule::AnchorExpired) && anchor.not_after < now {
         return Err(ProfileViolation::AnchorExpired {
             cert: anchor.subject_text.clone(),
             not_after: anchor.not_after,
         });
+    }
+    Ok(())
+}
+
+/// Every CA's email name constraints, from the trust anchor down, onto every email address of
+/// each certificate below it (a self-issued intermediate excepted, RFC 5280 §6.1.3). Free when no
+/// CA on the path constrains email names, the usual case.
+fn check_email(presented: &[Facts<'_>], path: &[usize], anchor: &Anchor) -> Result<(), ProfileViolation> {
+    let mut constraints: Vec<(CertRef, EmailConstraints)> = Vec::new();
+    if let Some(c) = &anchor.email {
+        constraints.push((anchor.subject_text.clone(), c.clone()));
+    }
+    if constraints.is_empty() && path.iter().skip(1).all(|&i| presented[i].nc.is_none()) {
+        return Ok(());
+    }
+    for (k, &i) in path.iter().enumerate().rev() {
+        let f = &presented[i];
+        let at = if k == 0 {
+            Position::Leaf
+        } else {
+            Position::Intermediate(k)
+        };
+        if !constraints.is_empty() && (k == 0 || f.subject != f.issuer) {
+            for email in email::addresses(f.san.map(|s| s.value), f.subject) {
+                for (by, c) in &constraints {
+                    if let Some(what) = c.judge(email) {
+                        return Err(ProfileViolation::EmailConstraint {
+                            cert: CertRef::new(at, f.subject),
+                            email: String::from_utf8_lossy(email).into_owned(),
+                            what,
+                            by: by.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if k > 0
+            && let Some(c) = f.nc.and_then(|nc| EmailConstraints::from_extension(nc.value))
+        {
+            constraints.push((CertRef::new(at, f.subject), c));
+        }
     }
     Ok(())
 }
