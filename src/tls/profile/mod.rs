@@ -24,401 +24,22 @@
 //! (`[tls.profile] relax`); the chain's length is `[tls.profile] max_chain_depth`. docs/security.md lists the rules and which real PKIs need
 //! which relaxation.
 
+mod check;
 mod email;
 mod facts;
 mod path;
-mod rules;
+mod rule;
 #[cfg(test)]
 mod tests;
-
-use std::fmt;
+mod violation;
 
 use rustls::pki_types::CertificateDer;
 
 use self::email::EmailConstraints;
 pub use self::email::strip_from_anchor as strip_email_constraints;
 use self::facts::Facts;
-use crate::identity::dn;
-
-/// One rule of the profile, named as `[tls.profile] relax` lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rule {
-    /// An end-entity certificate asserting cA=TRUE or keyCertSign (RFC 5280 §4.2.1.9, §4.2.1.3).
-    EeIsCa,
-    /// A serial number that is zero, negative or longer than 20 octets (RFC 5280 §4.1.2.2).
-    Serial,
-    /// A critical extension ztgate does not understand, on any certificate (RFC 5280 §4.2).
-    UnknownCriticalExt,
-    /// An extension present twice (RFC 5280 §4.2).
-    DuplicateExt,
-    /// A CA certificate without basicConstraints cA=TRUE marked critical (RFC 5280 §4.2.1.9).
-    CaBasicConstraints,
-    /// A CA certificate whose keyUsage is missing or lacks keyCertSign (RFC 5280 §4.2.1.3).
-    CaKeyUsage,
-    /// A CA certificate with an empty subject (RFC 5280 §4.1.2.6).
-    CaSubject,
-    /// No authorityKeyIdentifier keyIdentifier on a certificate that is not self-signed
-    /// (RFC 5280 §4.2.1.1).
-    AkiMissing,
-    /// A CA certificate without subjectKeyIdentifier (RFC 5280 §4.2.1.2).
-    SkiMissing,
-    /// An authorityKeyIdentifier that is not its issuer's subjectKeyIdentifier (RFC 5280 §4.2.1.1).
-    KeyIdMismatch,
-    /// A critical authorityKeyIdentifier or subjectKeyIdentifier (RFC 5280 §4.2.1.1, §4.2.1.2).
-    KeyIdCritical,
-    /// A subjectAltName with no name in it (RFC 5280 §4.2.1.6).
-    SanEmpty,
-    /// An empty subject without a critical subjectAltName (RFC 5280 §4.1.2.6, §4.2.1.6).
-    SanNotCritical,
-    /// Name constraints on an end-entity certificate (RFC 5280 §4.2.1.10).
-    EeNameConstraints,
-    /// Name constraints with neither permitted nor excluded subtrees (RFC 5280 §4.2.1.10).
-    EmptyNameConstraints,
-    /// An RSA modulus shorter than 2048 bits or not a multiple of 8 bits.
-    RsaKeySize,
-    /// An authorityInfoAccess extension that is critical, empty or unreadable (RFC 5280 §4.2.2.1).
-    Aia,
-    /// A trust anchor (`client_ca` certificate) past its notAfter.
-    AnchorExpired,
-    /// An email address outside a CA's RFC 822 name constraints (RFC 5280 §4.2.1.10). Never
-    /// relaxed: ztgate evaluates these in WebPKI's place.
-    EmailConstraint,
-    /// More intermediates than `max_chain_depth`. Set by that key, not by `relax`.
-    ChainDepth,
-    /// The verified chain cannot be rebuilt. Never relaxed: a check that cannot run denies.
-    Path,
-}
-
-impl Rule {
-    /// Every rule, in the order [`check_chain`] applies them to one certificate.
-    pub const ALL: [Rule; 21] = [
-        Rule::Path,
-        Rule::ChainDepth,
-        Rule::Serial,
-        Rule::DuplicateExt,
-        Rule::UnknownCriticalExt,
-        Rule::EeIsCa,
-        Rule::EeNameConstraints,
-        Rule::CaBasicConstraints,
-        Rule::CaKeyUsage,
-        Rule::CaSubject,
-        Rule::SkiMissing,
-        Rule::EmptyNameConstraints,
-        Rule::AkiMissing,
-        Rule::KeyIdCritical,
-        Rule::KeyIdMismatch,
-        Rule::SanEmpty,
-        Rule::SanNotCritical,
-        Rule::RsaKeySize,
-        Rule::Aia,
-        Rule::EmailConstraint,
-        Rule::AnchorExpired,
-    ];
-
-    /// The name `[tls.profile] relax` takes (kebab-case).
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::EeIsCa => "ee-is-ca",
-            Rule::Serial => "serial",
-            Rule::UnknownCriticalExt => "unknown-critical-ext",
-            Rule::DuplicateExt => "duplicate-ext",
-            Rule::CaBasicConstraints => "ca-basic-constraints",
-            Rule::CaKeyUsage => "ca-key-usage",
-            Rule::CaSubject => "ca-subject",
-            Rule::AkiMissing => "aki-missing",
-            Rule::SkiMissing => "ski-missing",
-            Rule::KeyIdMismatch => "key-id-mismatch",
-            Rule::KeyIdCritical => "key-id-critical",
-            Rule::SanEmpty => "san-empty",
-            Rule::SanNotCritical => "san-not-critical",
-            Rule::EeNameConstraints => "ee-name-constraints",
-            Rule::EmptyNameConstraints => "empty-name-constraints",
-            Rule::RsaKeySize => "rsa-key-size",
-            Rule::Aia => "aia",
-            Rule::AnchorExpired => "anchor-expired",
-            Rule::EmailConstraint => "email-constraint",
-            Rule::ChainDepth => "chain-depth",
-            Rule::Path => "path",
-        }
-    }
-
-    /// The handshake reason label (metric, log, audit): `profile_` and the name in snake_case.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Rule::EeIsCa => "profile_ee_is_ca",
-            Rule::Serial => "profile_serial",
-            Rule::UnknownCriticalExt => "profile_unknown_critical_ext",
-            Rule::DuplicateExt => "profile_duplicate_ext",
-            Rule::CaBasicConstraints => "profile_ca_basic_constraints",
-            Rule::CaKeyUsage => "profile_ca_key_usage",
-            Rule::CaSubject => "profile_ca_subject",
-            Rule::AkiMissing => "profile_aki_missing",
-            Rule::SkiMissing => "profile_ski_missing",
-            Rule::KeyIdMismatch => "profile_key_id_mismatch",
-            Rule::KeyIdCritical => "profile_key_id_critical",
-            Rule::SanEmpty => "profile_san_empty",
-            Rule::SanNotCritical => "profile_san_not_critical",
-            Rule::EeNameConstraints => "profile_ee_name_constraints",
-            Rule::EmptyNameConstraints => "profile_empty_name_constraints",
-            Rule::RsaKeySize => "profile_rsa_key_size",
-            Rule::Aia => "profile_aia",
-            Rule::AnchorExpired => "profile_anchor_expired",
-            Rule::EmailConstraint => "profile_email_constraint",
-            Rule::ChainDepth => "profile_chain_depth",
-            Rule::Path => "profile_path",
-        }
-    }
-
-    /// Whether `[tls.profile] relax` may name it (all but `path`, `chain-depth` and
-    /// `email-constraint`).
-    pub fn relaxable(self) -> bool {
-        !matches!(self, Rule::Path | Rule::ChainDepth | Rule::EmailConstraint)
-    }
-
-    /// The rule `relax` names by `name`, if any (relaxable or not).
-    pub fn from_name(name: &str) -> Option<Rule> {
-        Rule::ALL.into_iter().find(|r| r.name() == name)
-    }
-
-    fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-}
-
-/// A set of [`Rule`]s (the relaxed ones).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RuleSet(u32);
-
-impl RuleSet {
-    pub fn insert(&mut self, rule: Rule) {
-        self.0 |= rule.bit();
-    }
-
-    pub fn contains(self, rule: Rule) -> bool {
-        self.0 & rule.bit() != 0
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
-
-impl FromIterator<Rule> for RuleSet {
-    fn from_iter<I: IntoIterator<Item = Rule>>(iter: I) -> Self {
-        let mut set = RuleSet::default();
-        for r in iter {
-            set.insert(r);
-        }
-        set
-    }
-}
-
-/// `[tls.profile]`: how strict the profile is. `Default` is the strict profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProfileConfig {
-    /// Most intermediate CAs allowed between a client certificate and its trust anchor
-    /// (`0..=6`; WebPKI itself stops at 6). Default [`ProfileConfig::DEFAULT_MAX_CHAIN_DEPTH`].
-    pub max_chain_depth: u8,
-    /// Rules turned off (`relax`); never [`Rule::Path`] or [`Rule::ChainDepth`].
-    pub relaxed: RuleSet,
-}
-
-impl ProfileConfig {
-    /// Four intermediates: deeper than any of SPIRE (nested servers), cert-manager, Vault or
-    /// step-ca build by default (one or two), shallower than WebPKI's six.
-    pub const DEFAULT_MAX_CHAIN_DEPTH: u8 = 4;
-    /// WebPKI refuses longer chains itself (`MAX_SUB_CA_COUNT`).
-    pub const MAX_CHAIN_DEPTH_LIMIT: u8 = 6;
-
-    /// Whether `rule` is checked.
-    pub fn enforces(&self, rule: Rule) -> bool {
-        !self.relaxed.contains(rule)
-    }
-}
-
-impl Default for ProfileConfig {
-    fn default() -> Self {
-        Self {
-            max_chain_depth: Self::DEFAULT_MAX_CHAIN_DEPTH,
-            relaxed: RuleSet::default(),
-        }
-    }
-}
-
-/// Where a certificate sits on the verified path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
-    /// The client's own (end-entity) certificate.
-    Leaf,
-    /// An intermediate CA, counted from the leaf (1 issued the leaf).
-    Intermediate(usize),
-    /// The `client_ca` certificate the path ends at.
-    Anchor,
-}
-
-/// The certificate a violation is about: its place and its subject (an RFC 4514 DN).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertRef {
-    pub at: Position,
-    pub subject: String,
-}
-
-impl CertRef {
-    fn new(at: Position, subject_der: &[u8]) -> Self {
-        use x509_parser::prelude::FromDer;
-        let subject = x509_parser::x509::X509Name::from_der(subject_der)
-            .map(|(_, n)| dn::render(&n))
-            .unwrap_or_default();
-        Self { at, subject }
-    }
-}
-
-impl fmt::Display for CertRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.at {
-            Position::Leaf => f.write_str("the client certificate")?,
-            Position::Intermediate(n) => write!(f, "intermediate CA {n}")?,
-            Position::Anchor => f.write_str("the trust anchor")?,
-        }
-        if self.subject.is_empty() {
-            f.write_str(" (empty subject)")
-        } else {
-            write!(f, " `{}`", self.subject)
-        }
-    }
-}
-
-/// Why the profile refused a chain: one variant per [`Rule`], with the certificate it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProfileViolation {
-    #[error("the verified chain cannot be rebuilt from what the client sent and client_ca: {why}")]
-    Path { why: &'static str },
-    #[error(
-        "the chain has {intermediates} intermediate CA(s) between the client certificate and its trust anchor; [tls.profile] max_chain_depth allows {max}"
-    )]
-    ChainDepth { intermediates: usize, max: u8 },
-    #[error("{cert} expired at {at}: an expired trust anchor verifies no client", at = super::freshness::rfc3339(*.not_after))]
-    AnchorExpired {
-        cert: CertRef,
-        /// Unix seconds.
-        not_after: i64,
-    },
-    #[error("{cert} is an end-entity certificate asserting {what} (RFC 5280 §4.2.1.9, §4.2.1.3)")]
-    EeIsCa { cert: CertRef, what: &'static str },
-    #[error("{cert} has a serial number that is {what} (RFC 5280 §4.1.2.2: positive, at most 20 octets)")]
-    Serial { cert: CertRef, what: &'static str },
-    #[error("{cert} has a critical extension ztgate does not understand: {oid} (RFC 5280 §4.2)")]
-    UnknownCriticalExt { cert: CertRef, oid: String },
-    #[error("{cert} carries extension {oid} more than once (RFC 5280 §4.2)")]
-    DuplicateExt { cert: CertRef, oid: String },
-    #[error("{cert} is a CA whose basicConstraints {what} (RFC 5280 §4.2.1.9: present, critical, cA TRUE)")]
-    CaBasicConstraints { cert: CertRef, what: &'static str },
-    #[error("{cert} is a CA whose keyUsage {what} (RFC 5280 §4.2.1.3)")]
-    CaKeyUsage { cert: CertRef, what: &'static str },
-    #[error("{cert} is a CA with an empty subject (RFC 5280 §4.1.2.6)")]
-    CaSubject { cert: CertRef },
-    #[error("{cert} has no authorityKeyIdentifier keyIdentifier and is not self-signed (RFC 5280 §4.2.1.1)")]
-    AkiMissing { cert: CertRef },
-    #[error("{cert} is a CA without subjectKeyIdentifier (RFC 5280 §4.2.1.2)")]
-    SkiMissing { cert: CertRef },
-    #[error("{cert} has an authorityKeyIdentifier that is not its issuer's subjectKeyIdentifier (RFC 5280 §4.2.1.1)")]
-    KeyIdMismatch { cert: CertRef },
-    #[error("{cert} marks its {which} critical (RFC 5280 §4.2.1.1, §4.2.1.2: non-critical)")]
-    KeyIdCritical { cert: CertRef, which: &'static str },
-    #[error("{cert} has a subjectAltName with no name in it (RFC 5280 §4.2.1.6)")]
-    SanEmpty { cert: CertRef },
-    #[error("{cert} has an empty subject and {what} (RFC 5280 §4.1.2.6: the subjectAltName must then be critical)")]
-    SanNotCritical { cert: CertRef, what: &'static str },
-    #[error("{cert} is an end-entity certificate with name constraints (RFC 5280 §4.2.1.10)")]
-    EeNameConstraints { cert: CertRef },
-    #[error("{cert} has name constraints with no permitted and no excluded subtree (RFC 5280 §4.2.1.10)")]
-    EmptyNameConstraints { cert: CertRef },
-    #[error("{cert} has an RSA key of {bits} bits (ztgate requires at least 2048, a multiple of 8)")]
-    RsaKeySize { cert: CertRef, bits: usize },
-    #[error("{cert} has an authorityInfoAccess extension that {what} (RFC 5280 §4.2.2.1)")]
-    Aia { cert: CertRef, what: &'static str },
-    #[error(
-        "{cert} names the email address `{email}`, which {what} of {by}'s email name constraints (RFC 5280 §4.2.1.10)"
-    )]
-    EmailConstraint {
-        cert: CertRef,
-        /// The address, lossily as UTF-8.
-        email: String,
-        what: &'static str,
-        /// The CA whose constraints it breaks.
-        by: CertRef,
-    },
-}
-
-impl ProfileViolation {
-    /// The rule broken.
-    pub fn rule(&self) -> Rule {
-        match self {
-            Self::Path { .. } => Rule::Path,
-            Self::ChainDepth { .. } => Rule::ChainDepth,
-            Self::AnchorExpired { .. } => Rule::AnchorExpired,
-            Self::EeIsCa { .. } => Rule::EeIsCa,
-            Self::Serial { .. } => Rule::Serial,
-            Self::UnknownCriticalExt { .. } => Rule::UnknownCriticalExt,
-            Self::DuplicateExt { .. } => Rule::DuplicateExt,
-            Self::CaBasicConstraints { .. } => Rule::CaBasicConstraints,
-            Self::CaKeyUsage { .. } => Rule::CaKeyUsage,
-            Self::CaSubject { .. } => Rule::CaSubject,
-            Self::AkiMissing { .. } => Rule::AkiMissing,
-            Self::SkiMissing { .. } => Rule::SkiMissing,
-            Self::KeyIdMismatch { .. } => Rule::KeyIdMismatch,
-            Self::KeyIdCritical { .. } => Rule::KeyIdCritical,
-            Self::SanEmpty { .. } => Rule::SanEmpty,
-            Self::SanNotCritical { .. } => Rule::SanNotCritical,
-            Self::EeNameConstraints { .. } => Rule::EeNameConstraints,
-            Self::EmptyNameConstraints { .. } => Rule::EmptyNameConstraints,
-            Self::RsaKeySize { .. } => Rule::RsaKeySize,
-            Self::Aia { .. } => Rule::Aia,
-            Self::EmailConstraint { .. } => Rule::EmailConstraint,
-        }
-    }
-
-    /// The handshake reason label (metric, log, audit), e.g. `profile_serial`.
-    pub fn reason(&self) -> &'static str {
-        self.rule().reason()
-    }
-
-    /// The certificate the violation is about (`None` for the path and its length).
-    pub fn cert(&self) -> Option<&CertRef> {
-        match self {
-            Self::Path { .. } | Self::ChainDepth { .. } => None,
-            Self::AnchorExpired { cert, .. }
-            | Self::EeIsCa { cert, .. }
-            | Self::Serial { cert, .. }
-            | Self::UnknownCriticalExt { cert, .. }
-            | Self::DuplicateExt { cert, .. }
-            | Self::CaBasicConstraints { cert, .. }
-            | Self::CaKeyUsage { cert, .. }
-            | Self::CaSubject { cert }
-            | Self::AkiMissing { cert }
-            | Self::SkiMissing { cert }
-            | Self::KeyIdMismatch { cert }
-            | Self::KeyIdCritical { cert, .. }
-            | Self::SanEmpty { cert }
-            | Self::SanNotCritical { cert, .. }
-            | Self::EeNameConstraints { cert }
-            | Self::EmptyNameConstraints { cert }
-            | Self::RsaKeySize { cert, .. }
-            | Self::Aia { cert, .. }
-            | Self::EmailConstraint { cert, .. } => Some(cert),
-        }
-    }
-
-    /// The violation inside a rustls error (as the verifier wraps it), if that is what it is.
-    pub fn from_rustls(e: &rustls::Error) -> Option<&Self> {
-        match e {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(inner))) => {
-                inner.downcast_ref()
-            }
-            _ => None,
-        }
-    }
-}
+pub use self::rule::{ProfileConfig, Rule, RuleSet};
+pub use self::violation::{CertRef, Position, ProfileViolation};
 
 /// The `client_ca` bundle as the profile sees it, built once per (re)load: each CA's subject,
 /// key and key identifier to find it by, its notAfter, and its verdict under the static rules
@@ -452,12 +73,12 @@ impl TrustAnchors {
                     // A trust anchor has no issuer on the path: self-signed is checked by its
                     // own signature, and its key identifiers must then agree with each other.
                     let self_signed = f.subject == f.issuer && facts::signed_by(f.der, f.spki);
-                    let link = rules::Link {
+                    let link = check::Link {
                         self_signed,
                         issuer_key_id: if self_signed { f.ski_id() } else { None },
                     };
                     Some(Anchor {
-                        verdict: rules::check(&f, rules::Role::Ca, Position::Anchor, &link, cfg),
+                        verdict: check::check(&f, check::Role::Ca, Position::Anchor, &link, cfg),
                         subject: f.subject.to_vec(),
                         spki: f.spki.to_vec(),
                         key_id: f.ski_id().map(<[u8]>::to_vec),
@@ -519,15 +140,15 @@ pub fn check_chain(
             Some(&p) => (presented[p].spki, presented[p].ski_id()),
             None => (anchor.spki.as_slice(), anchor.key_id.as_deref()),
         };
-        let link = rules::Link {
+        let link = check::Link {
             self_signed: f.subject == f.issuer && f.spki == issuer_spki,
             issuer_key_id,
         };
         let (role, at) = match k {
-            0 => (rules::Role::EndEntity, Position::Leaf),
-            k => (rules::Role::Ca, Position::Intermediate(k)),
+            0 => (check::Role::EndEntity, Position::Leaf),
+            k => (check::Role::Ca, Position::Intermediate(k)),
         };
-        rules::check(f, role, at, &link, cfg)?;
+        check::check(f, role, at, &link, cfg)?;
     }
     check_email(&presented, &path.certs, anchor)?;
     anchor.verdict.clone()?;
