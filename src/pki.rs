@@ -1,5 +1,8 @@
 //! A small certificate authority on rcgen: the dev PKI (`ztgate certs dev`) and the certificates
-//! the tests mint. ECDSA P-256 keys throughout.
+//! the tests mint. ECDSA P-256 keys throughout. [`raw`] writes what rcgen will not (defective
+//! certificates, other issuers' shapes).
+
+pub mod raw;
 
 use std::path::{Path, PathBuf};
 
@@ -28,11 +31,15 @@ pub enum PkiError {
     Random(String),
 }
 
-/// A self-signed CA that can issue leaf certificates and CRLs.
+/// A CA that can issue leaf certificates, intermediate CAs and CRLs: self-signed (a root) or
+/// issued by another [`CertAuthority`] (an intermediate).
 pub struct CertAuthority {
     issuer: CertifiedIssuer<'static, KeyPair>,
     /// The same key, for what rcgen does not sign itself (OCSP responses).
     key: KeyPair,
+    /// PEM of this CA's certificate followed by the intermediates above it, root excluded: what
+    /// a client whose certificate this CA issued sends after its own.
+    chain_pem: String,
 }
 
 /// What a leaf certificate should say. Validity is relative to now, in days.
@@ -95,7 +102,11 @@ impl LeafSpec {
 /// A leaf certificate and its key, PEM-encoded.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The certificate alone.
     pub cert_pem: String,
+    /// The certificate followed by the intermediates up to (not including) the root: what the
+    /// client presents. Equal to `cert_pem` for a certificate issued by a root.
+    pub chain_pem: String,
     pub key_pem: String,
     pub der: Vec<u8>,
     pub serial: Vec<u8>,
@@ -111,22 +122,29 @@ impl CertAuthority {
     /// past), to test expired trust anchors.
     pub fn with_validity(common_name: &str, valid_from_days: i64, valid_until_days: i64) -> Result<Self, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now + Duration::days(valid_from_days);
-        params.not_after = now + Duration::days(valid_until_days);
-        params.serial_number = Some(random_serial()?);
+        let params = ca_params(common_name, valid_from_days, valid_until_days)?;
         let copy = KeyPair::try_from(key.serialize_der())?;
         Ok(Self {
             issuer: CertifiedIssuer::self_signed(params, key)?,
             key: copy,
+            chain_pem: String::new(),
+        })
+    }
+
+    /// An intermediate CA issued by this one, valid from yesterday for five years (within its
+    /// issuer's validity as a real CA would cut it). Certificates it issues carry the chain up
+    /// to the root in [`Issued::chain_pem`].
+    pub fn intermediate(&self, common_name: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = ca_params(common_name, -1, 5 * 365)?;
+        params.use_authority_key_identifier_extension = true;
+        let copy = KeyPair::try_from(key.serialize_der())?;
+        let issuer = CertifiedIssuer::signed_by(params, key, &self.issuer)?;
+        let chain_pem = format!("{}{}", issuer.pem(), self.chain_pem);
+        Ok(Self {
+            issuer,
+            key: copy,
+            chain_pem,
         })
     }
 
@@ -181,6 +199,7 @@ impl CertAuthority {
         params.serial_number = Some(serial.clone());
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
+            chain_pem: format!("{}{}", cert.pem(), self.chain_pem),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             der: cert.der().to_vec(),
@@ -340,6 +359,25 @@ impl CertAuthority {
         };
         Ok(params.signed_by(&self.issuer)?.pem()?)
     }
+}
+
+/// A CA certificate's parameters: critical basicConstraints cA=TRUE, keyUsage keyCertSign,
+/// cRLSign and digitalSignature (critical), a subjectKeyIdentifier (rcgen writes it for CAs), a
+/// random positive serial: what RFC 5280 §4.2.1 asks of a CA and ztgate's profile checks.
+fn ca_params(common_name: &str, valid_from_days: i64, valid_until_days: i64) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now + Duration::days(valid_from_days);
+    params.not_after = now + Duration::days(valid_until_days);
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
 }
 
 /// The DER of an AuthorityInfoAccess extension naming one OCSP responder.

@@ -76,6 +76,8 @@ pub(crate) struct RawTls {
     pub(crate) ocsp: Option<Spanned<String>>,
     pub(crate) ocsp_responder: Option<Spanned<String>>,
     pub(crate) revocation_timeout: Option<Spanned<String>>,
+    /// `[tls.profile]`: the client-certificate profile's strictness.
+    pub(crate) profile: Option<RawProfile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,4 +221,13 @@ pub(crate) struct RawAnomaly {
 pub(crate) struct RawRate {
     pub(crate) requests_per_second: i64,
     pub(crate) burst: Option<i64>,
+}
+
+/// `[tls.profile]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProfile {
+    pub(crate) max_chain_depth: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(crate) relax: Vec<Spanned<String>>,
 }

@@ -110,6 +110,8 @@ pub struct TlsConfig {
     /// How often the certificate, key, CA and CRL files are checked for changes (SIGHUP reloads
     /// at once).
     pub reload_interval: Duration,
+    /// `[tls.profile]`: the RFC 5280 checks on every verified client chain.
+    pub profile: crate::tls::profile::ProfileConfig,
 }
 
 /// A CRL to fetch over HTTP on a schedule.

@@ -10,8 +10,8 @@ use http::Uri;
 use toml::Spanned;
 
 use super::file::{
-    RawAnomaly, RawAudit, RawConfig, RawHeaders, RawListener, RawPosture, RawRate, RawRoute, RawTls, RawUpstream,
-    RawUserAuth,
+    RawAnomaly, RawAudit, RawConfig, RawHeaders, RawListener, RawPosture, RawProfile, RawRate, RawRoute, RawTls,
+    RawUpstream, RawUserAuth,
 };
 use super::{
     AdminConfig, Config, CrlScope, CrlSource, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
@@ -20,6 +20,7 @@ use super::{
 use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
 use crate::policy::path::PathParameters;
+use crate::tls::profile::{ProfileConfig, Rule};
 use crate::upstream::headers::{HeadersConfig, Underscores};
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
@@ -414,7 +415,12 @@ fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
         None => Some(Duration::from_secs(3)),
         Some(d) => duration(c, d),
     };
+    let profile = t
+        .profile
+        .as_ref()
+        .map_or(Some(ProfileConfig::default()), |p| profile(c, p));
     Some(TlsConfig {
+        profile: profile?,
         crl_discovery: crl_discovery?,
         ocsp: ocsp?,
         ocsp_responder: ocsp_responder?,
@@ -427,6 +433,64 @@ fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
         crl_sources: crl_sources?,
         crl_fetch_interval: crl_fetch_interval?,
         crl_scope,
+    })
+}
+
+/// `[tls.profile]`: `max_chain_depth` within what WebPKI verifies, `relax` naming known rules
+/// (a typo gets the closest name).
+fn profile(c: &mut Collector<'_>, p: &RawProfile) -> Option<ProfileConfig> {
+    let mut ok = true;
+    let max_chain_depth = match &p.max_chain_depth {
+        None => ProfileConfig::DEFAULT_MAX_CHAIN_DEPTH,
+        Some(v) => match u8::try_from(*v.get_ref()) {
+            Ok(n) if n <= ProfileConfig::MAX_CHAIN_DEPTH_LIMIT => n,
+            _ => {
+                c.push(
+                    v.span(),
+                    format!(
+                        "max_chain_depth must be 0..={} (intermediate CAs between a client certificate and its trust anchor; rustls verifies no deeper chain)",
+                        ProfileConfig::MAX_CHAIN_DEPTH_LIMIT
+                    ),
+                );
+                ok = false;
+                0
+            }
+        },
+    };
+    let mut relaxed = Vec::new();
+    for name in &p.relax {
+        match Rule::from_name(name.get_ref()) {
+            Some(rule) if rule.relaxable() => relaxed.push(rule),
+            Some(Rule::ChainDepth) => {
+                c.push(name.span(), "`chain-depth` is not relaxed: set max_chain_depth instead");
+                ok = false;
+            }
+            Some(rule) => {
+                let why = if rule == Rule::EmailConstraint {
+                    "ztgate evaluates email name constraints in rustls' place, and relaxing would ignore them"
+                } else {
+                    "a chain that cannot be rebuilt is always refused"
+                };
+                c.push(name.span(), format!("`{}` cannot be relaxed: {why}", rule.name()));
+                ok = false;
+            }
+            None => {
+                let names: Vec<&str> = Rule::ALL.iter().filter(|r| r.relaxable()).map(|r| r.name()).collect();
+                let hint = match crate::diag::closest(name.get_ref(), &names) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("known rules: {}", names.join(", ")),
+                };
+                c.push(
+                    name.span(),
+                    format!("unknown profile rule `{}` ({hint})", name.get_ref()),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| ProfileConfig {
+        max_chain_depth,
+        relaxed: relaxed.into_iter().collect(),
     })
 }
 

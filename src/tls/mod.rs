@@ -3,11 +3,13 @@
 //!
 //! rustls' strict defaults are kept: `WebPkiClientVerifier` checks the chain, validity, the
 //! clientAuth EKU (when the certificate carries an EKU extension) and revocation, and a CRL past
-//! its nextUpdate fails closed (`enforce_revocation_expiration`).
+//! its nextUpdate fails closed (`enforce_revocation_expiration`). ztgate's RFC 5280 profile
+//! ([`profile`]) then refuses what WebPKI lets through but no CA should issue.
 
 mod fetch;
 mod freshness;
 mod pem;
+pub mod profile;
 pub mod revocation;
 mod verifier;
 
@@ -23,7 +25,7 @@ use crate::config::{CrlScope, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
 pub use freshness::{StaleTrust, stale_trust};
 pub use pem::{load_certs, load_crls, load_key};
-pub use verifier::{RevocationAlerts, RevocationRefused};
+pub use verifier::{ClientVerifier, RevocationRefused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -96,8 +98,8 @@ pub struct ServerTls {
     pub server_uri: Option<String>,
     /// When the server certificate, the client CA and each CRL run out (for metrics).
     pub expiry: Vec<Expiry>,
-    /// The client certificate verifier inside `config` ([`RevocationAlerts`] around rustls'
-    /// WebPKI verifier), kept to re-check open connections' chains after a reload (a CRL that now
+    /// The client certificate verifier inside `config` ([`ClientVerifier`]: rustls' WebPKI
+    /// verifier and ztgate's profile), kept to re-check open connections' chains after a reload (a CRL that now
     /// revokes them or has gone stale, a CA that is gone) and to verify forwarded chains.
     pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The client CA bundle: issuers for the online revocation checks.
@@ -125,9 +127,8 @@ pub enum ExpiryKind {
 
 #[derive(Debug, Clone)]
 pub struct Expiry {
-    /// `server`, `client_ca` (the earliest notAfter among the bundle's CAs that are still
-    /// valid at load time; an expired CA left in the bundle verifies nothing, so it does not
-    /// count), or the CRL's file name.
+    /// `server`, `client_ca:<CA>` (one per CA of the bundle, see `freshness::ca_expiries`), or
+    /// the CRL's file name.
     pub label: String,
     pub kind: ExpiryKind,
     /// Unix seconds.
@@ -137,13 +138,15 @@ pub struct Expiry {
 pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     let certs = load_certs(&cfg.cert)?;
     let key = load_key(&cfg.key)?;
-    let roots = load_roots(&cfg.client_ca)?;
+    let mut roots = load_roots(&cfg.client_ca)?;
+    // The profile evaluates the CAs' email name constraints, which WebPKI cannot.
+    roots.roots.iter_mut().for_each(profile::strip_email_constraints);
     let crls = cfg.crls.iter().map(|p| load_crls(p)).collect::<Result<Vec<_>, _>>()?;
     let mut expiry = Vec::new();
     let client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]> = load_certs(&cfg.client_ca)?.into();
-    if let Some(at) = freshness::ca_expiry(&client_ca, freshness::unix_now()) {
+    for (label, at) in freshness::ca_expiries(&client_ca) {
         expiry.push(Expiry {
-            label: "client_ca".into(),
+            label,
             kind: ExpiryKind::Certificate,
             at,
         });
@@ -187,7 +190,13 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         crls: cfg.crls.clone(),
         source,
     })?;
-    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = Arc::new(RevocationAlerts(verifier));
+    let anchors = profile::TrustAnchors::new(&client_ca, &cfg.profile);
+    for v in anchors.problems() {
+        // `ztgate check` fails on these; a running ztgate says so at every (re)load.
+        tracing::warn!(path = %cfg.client_ca.display(), reason = v.reason(), "client_ca: {v}; no client chaining to it is accepted");
+    }
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+        Arc::new(ClientVerifier::new(verifier, anchors, cfg.profile));
 
     let server_uri = {
         let leaf = certs.first().ok_or_else(|| TlsError::Empty {
@@ -294,8 +303,12 @@ pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
             CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
                 "crl_expired"
             }
-            // What RevocationAlerts re-typed (the two arms above are for a bare WebPKI verifier).
-            CertificateError::Other(_) => RevocationRefused::from_rustls(tls).map_or("bad_certificate", |r| r.reason()),
+            // What ClientVerifier re-typed (the two arms above are for a bare WebPKI verifier)
+            // or refused by the profile.
+            CertificateError::Other(_) => RevocationRefused::from_rustls(tls)
+                .map(RevocationRefused::reason)
+                .or_else(|| profile::ProfileViolation::from_rustls(tls).map(profile::ProfileViolation::reason))
+                .unwrap_or("bad_certificate"),
             _ => "bad_certificate",
         },
         E::NoApplicationProtocol => "no_alpn",

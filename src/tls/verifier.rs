@@ -1,13 +1,16 @@
-//! The client certificate verifier: rustls' `WebPkiClientVerifier`, with revocation-data
-//! failures reported as what they are.
+//! The client certificate verifier: rustls' `WebPkiClientVerifier`, then ztgate's RFC 5280
+//! profile over the chain it verified, with revocation-data failures reported as what they are.
 //!
 //! rustls maps "a CRL is past its nextUpdate" and "no CRL covers this certificate" to the TLS
 //! alert `unknown_ca` (as OpenSSL does), which sends the client's operator looking at their CA.
 //! Neither is about the client's certificate: it is ztgate's revocation data that is stale or
-//! missing. [`RevocationAlerts`] turns both into `CertificateError::Other` carrying a
+//! missing. [`ClientVerifier`] turns both into `CertificateError::Other` carrying a
 //! [`RevocationRefused`], which rustls sends as `certificate_unknown` (RFC 8446 §6.2: "some other
 //! (unspecified) issue arose in processing the certificate") and
 //! [`super::handshake_failure_reason`] still names precisely.
+//!
+//! A chain WebPKI accepts then goes through [`super::profile::check_chain`]; a violation is sent
+//! the same way (`certificate_unknown`, carrying the [`ProfileViolation`], reason `profile_*`).
 
 use std::sync::Arc;
 
@@ -15,6 +18,8 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme};
+
+use super::profile::{self, ProfileConfig, ProfileViolation, TrustAnchors};
 
 /// Why the verifier refused a chain for want of usable revocation data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,10 +56,32 @@ impl RevocationRefused {
     }
 }
 
-/// Delegates everything to the wrapped verifier and re-types its revocation-data errors (see the
-/// module docs).
+/// Delegates everything to the wrapped verifier, re-types its revocation-data errors, and checks
+/// what it verified against the profile (see the module docs).
 #[derive(Debug)]
-pub struct RevocationAlerts(pub Arc<dyn ClientCertVerifier>);
+pub struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// `client_ca`, as the profile judged it at load.
+    anchors: TrustAnchors,
+    profile: ProfileConfig,
+}
+
+impl ClientVerifier {
+    /// `inner` verifies against the same `client_ca` bundle `anchors` was read from.
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, anchors: TrustAnchors, profile: ProfileConfig) -> Self {
+        Self {
+            inner,
+            anchors,
+            profile,
+        }
+    }
+}
+
+/// A profile violation as rustls sends it: `certificate_unknown`, the violation kept inside for
+/// [`super::handshake_failure_reason`].
+fn refused(v: ProfileViolation) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(v))))
+}
 
 fn retype(e: Error) -> Error {
     let refused = match &e {
@@ -72,17 +99,17 @@ fn retype(e: Error) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refused))))
 }
 
-impl ClientCertVerifier for RevocationAlerts {
+impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.0.offer_client_auth()
+        self.inner.offer_client_auth()
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.0.client_auth_mandatory()
+        self.inner.client_auth_mandatory()
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        self.inner.root_hint_subjects()
     }
 
     fn verify_client_cert(
@@ -91,9 +118,13 @@ impl ClientCertVerifier for RevocationAlerts {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.0
+        let verified = self
+            .inner
             .verify_client_cert(end_entity, intermediates, now)
-            .map_err(retype)
+            .map_err(retype)?;
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        profile::check_chain(end_entity, intermediates, &self.anchors, &self.profile, now).map_err(refused)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -102,7 +133,7 @@ impl ClientCertVerifier for RevocationAlerts {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -111,15 +142,15 @@ impl ClientCertVerifier for RevocationAlerts {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 
     fn requires_raw_public_keys(&self) -> bool {
-        self.0.requires_raw_public_keys()
+        self.inner.requires_raw_public_keys()
     }
 }
 
@@ -175,6 +206,23 @@ mod tests {
             RevocationRefused::from_rustls(&expired),
             Some(&RevocationRefused::CrlExpired { next_update: Some(100) })
         );
+    }
+
+    #[test]
+    fn profile_violations_become_certificate_unknown_and_keep_their_reason() {
+        let v = ProfileViolation::ChainDepth {
+            intermediates: 5,
+            max: 4,
+        };
+        let e = refused(v.clone());
+        assert_eq!(alert(&e), Some(AlertDescription::CertificateUnknown));
+        assert_eq!(ProfileViolation::from_rustls(&e), Some(&v));
+        assert_eq!(RevocationRefused::from_rustls(&e), None);
+        assert_eq!(reason(e), "profile_chain_depth");
+        // A revocation refusal is not taken for a profile violation.
+        let crl = retype(Error::InvalidCertificate(CertificateError::UnknownRevocationStatus));
+        assert_eq!(ProfileViolation::from_rustls(&crl), None);
+        assert_eq!(reason(crl), "unknown_revocation_status");
     }
 
     #[test]

@@ -239,6 +239,69 @@ fn check_warns_about_an_expired_ca_in_the_bundle_and_fails_when_none_is_valid() 
     );
 }
 
+/// A config for `check` with `tls_extra` in `[tls]`.
+fn config_with_tls(pki: &Pki, tls_extra: &str) -> std::path::PathBuf {
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, tls_extra, "http://127.0.0.1:8080", "", "/");
+    pki.write("ztgate.toml", &cfg)
+}
+
+#[test]
+fn check_fails_on_a_client_ca_that_breaks_the_profile_unless_the_rule_is_relaxed() {
+    use ztgate::pki::raw::{RawCa, ext};
+    let pki = Pki::new();
+    // What `openssl req -x509` makes with OpenSSL 3's default v3_ca section: no keyUsage.
+    let openssl = RawCa::root_with("OpenSSL CA", |c| c.remove_extension(ext::KEY_USAGE)).unwrap();
+    let ca = pki.write("ca.pem", &format!("{}{}", pki.ca.cert_pem(), openssl.cert_pem()));
+    let cfg = config_with_tls(&pki, "");
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let want = format!(
+        "{}: the trust anchor `CN=OpenSSL CA` is a CA whose keyUsage is missing (RFC 5280 §4.2.1.3): no client chaining to it is accepted (profile_ca_key_usage); reissue the CA, or accept it with [tls.profile] relax = [\"ca-key-usage\"]",
+        ca.display()
+    );
+    assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
+
+    let cfg = config_with_tls(&pki, "[tls.profile]\nrelax = [\"ca-key-usage\"]");
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    // ztgate's own CAs (rcgen, `ztgate certs dev`) conform.
+    pki.write("ca.pem", &pki.ca.cert_pem());
+    let o = ztgate(&["check", "--config", config_with_tls(&pki, "").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn check_names_the_closest_profile_rule_and_the_allowed_chain_depth() {
+    let pki = Pki::new();
+    let good = config_with_tls(
+        &pki,
+        "[tls.profile]\nmax_chain_depth = 2\nrelax = [\"ca-key-usage\", \"aki-missing\"]",
+    );
+    let o = ztgate(&["check", "--config", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let cfg = config_with_tls(
+        &pki,
+        "[tls.profile]\nmax_chain_depth = 9\nrelax = [\"ca-keyusage\", \"path\", \"chain-depth\"]",
+    );
+    let bad = std::fs::read_to_string(&cfg).unwrap();
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    let depth = line_of("max_chain_depth");
+    let relax = line_of("relax");
+    for want in [
+        format!(":{depth}:19: max_chain_depth must be 0..=6"),
+        format!(":{relax}:10: unknown profile rule `ca-keyusage` (did you mean `ca-key-usage`?)"),
+        format!(":{relax}:25: `path` cannot be relaxed"),
+        format!(":{relax}:33: `chain-depth` is not relaxed: set max_chain_depth instead"),
+    ] {
+        assert!(out.contains(&want), "want {want}\n got {out}");
+    }
+}
+
 #[test]
 fn run_exits_64_on_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();

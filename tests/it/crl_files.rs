@@ -108,21 +108,25 @@ async fn no_crl_covering_the_chain_is_unknown_revocation_status_with_certificate
 }
 
 #[tokio::test]
-async fn an_expired_ca_left_in_the_bundle_does_not_drive_the_ca_expiry_gauge() {
+async fn an_expired_ca_left_in_the_bundle_does_not_hide_the_valid_cas_expiry_gauge() {
     let pki = Pki::new();
     let expired = CertAuthority::with_validity("retired CA", -400, -10).unwrap();
-    // The expired CA first: before, the bundle's earliest notAfter was reported.
+    // The expired CA first: once, the bundle's earliest notAfter was its only series.
     pki.write("ca.pem", &format!("{}{}", expired.cert_pem(), pki.ca.cert_pem()));
     let s = Server::start_with(pki, Opts::default()).await;
     assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
-    let needle = "ztgate_certificate_expiry_seconds{cert=\"client_ca\"} ";
-    assert!(metric(&s, needle).await);
+    let value = |m: &str, needle: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(needle))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in {m}"))
+    };
+    let valid = "ztgate_certificate_expiry_seconds{cert=\"client_ca:test CA\"} ";
+    assert!(metric(&s, valid).await);
     let m = s.metrics().await;
-    let value: f64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix(needle))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    // The valid test CA runs ten years; the retired one ended ten days ago.
-    assert!(value > 3000.0 * 86_400.0, "client_ca expiry {value}");
+    // One series per CA: the valid test CA runs ten years, the retired one ended ten days ago.
+    assert!(value(&m, valid) > 3000.0 * 86_400.0, "{m}");
+    let retired = value(&m, "ztgate_certificate_expiry_seconds{cert=\"client_ca:retired CA\"} ");
+    assert!((retired + 10.0 * 86_400.0).abs() < 600.0, "{retired}");
+    assert!(!m.contains("cert=\"client_ca\""), "no bundle-wide series any more: {m}");
 }

@@ -13,6 +13,7 @@ mod mtls;
 mod ops;
 mod policy;
 mod posture;
+mod profile;
 mod proxy;
 mod revocation;
 mod shutdown;

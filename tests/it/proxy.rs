@@ -233,7 +233,8 @@ async fn health_and_readiness_endpoints_answer() {
         .expect("server expiry");
     let left: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(left > 300.0 * 86400.0, "{line}");
-    assert!(m.contains(r#"ztgate_certificate_expiry_seconds{cert="client_ca"}"#));
+    // One series per client CA, named by its CN.
+    assert!(m.contains(r#"ztgate_certificate_expiry_seconds{cert="client_ca:test CA"}"#));
 }
 
 #[tokio::test]

@@ -287,7 +287,8 @@ pub struct Reply {
     pub body: String,
 }
 
-/// An mTLS client. `cert = None` presents no client certificate.
+/// An mTLS client. `cert = None` presents no client certificate; a certificate is presented with
+/// its chain (`Issued::chain_pem`).
 pub struct Client {
     config: Arc<rustls::ClientConfig>,
 }
@@ -305,7 +306,9 @@ impl Client {
         let mut config = match cert {
             Some(c) => builder
                 .with_client_auth_cert(
-                    vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap()],
+                    CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
+                        .map(Result::unwrap)
+                        .collect(),
                     PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
                 )
                 .unwrap(),
