@@ -196,7 +196,7 @@ pub fn rsa_spki(bits: usize) -> Vec<u8> {
     let len = bits.div_ceil(8);
     let mut n = vec![0x5au8; len];
     if let Some(first) = n.first_mut() {
-        let top = (bits - 1) % 8;
+        let top = bits.saturating_sub(1) % 8;
         *first = (1u8 << top) | ((0x5a_u8) & ((1u8 << top) - 1));
     }
     if let Some(last) = n.last_mut() {
