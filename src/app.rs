@@ -34,6 +34,8 @@ pub enum AppError {
     CrlFetch(#[from] crate::tls::CrlFetchError),
     #[error("{0}")]
     Posture(#[from] crate::posture::PostureError),
+    #[error("user tokens: {0}")]
+    UserJwks(#[from] crate::jwt::JwksError),
     #[error(
         "policy {0} states posture requirements but the config has no [posture] provider (every such rule would deny)"
     )]
@@ -131,7 +133,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 reloadables.push(crate::posture::Reloadable::User(u.clone()));
             }
             let policy = PolicyStore::new(policy);
-            let request_metrics = metrics::RequestMetrics::register(routes.names());
+            let request_metrics = crate::middleware::metrics::RequestMetrics::register(routes.names());
             let penalty = cfg.anomaly.as_ref().and_then(|a| a.tighten.map(|(rate, _)| rate));
             let limits = Arc::new(crate::ratelimit::Limits::new(
                 cfg.rate_limit,
@@ -179,6 +181,11 @@ const CRL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// Runs ztgate on bound listeners until `shutdown` completes, then drains.
 pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), Vec<AppError>> {
     let handle = metrics::install();
+    metrics::zero(
+        metrics::BAD_REQUESTS_TOTAL,
+        "reason",
+        crate::error::BadRequest::ALL.map(crate::error::BadRequest::code),
+    );
     // A fetched CRL whose file does not exist yet is downloaded before anything else: without
     // it the listener cannot verify revocation, and ztgate does not start without that.
     let fetcher = Arc::new(crate::tls::CrlFetcher::new(

@@ -42,7 +42,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub log: LogConfig,
     /// What happens to client-sent header fields (`[headers]`).
-    pub headers: crate::upstream::headers::HeadersConfig,
+    pub headers: crate::headers::HeadersConfig,
 }
 
 #[derive(Debug, Clone)]

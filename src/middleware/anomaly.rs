@@ -15,7 +15,8 @@ use super::BoxFuture;
 use crate::anomaly::{Detector, Flag};
 use crate::audit::Auditor;
 use crate::audit::record::{Identity, Note, SCHEMA_VERSION, timestamp};
-use crate::error::{ProxyBody, ProxyError};
+use crate::error::{Outcome, ProxyError};
+use crate::body::ProxyBody;
 use crate::server::ConnCtx;
 use crate::telemetry::metrics;
 
@@ -79,10 +80,7 @@ where
         Box::pin(async move {
             let result = fut.await;
             if let Some(stats) = &conn.anomaly {
-                let denied = matches!(
-                    result,
-                    Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. })
-                );
+                let denied = Outcome::of(&result) == Outcome::Deny;
                 let route = note.as_ref().and_then(|n| n.route.get().copied());
                 for flag in detector.request(stats, route, denied, now_ms()) {
                     report(&auditor, &conn, &flag).await;

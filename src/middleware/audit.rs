@@ -14,7 +14,8 @@ use tower::{Layer, Service};
 use super::{BoxFuture, RequestId};
 use crate::audit::Auditor;
 use crate::audit::record::{Note, Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
-use crate::error::{ProxyBody, ProxyError};
+use crate::error::{Outcome, ProxyError};
+use crate::body::ProxyBody;
 use crate::server::ConnCtx;
 use crate::upstream::RouteTable;
 
@@ -96,33 +97,19 @@ where
             };
             let route = note.route.get().and_then(|i| layer.routes.get(*i));
             let verdict = note.verdict.get();
-            let (decision, rule, reason, status, bytes) = match &result {
+            let decision = Outcome::of(&result);
+            let (rule, reason, status, bytes) = match &result {
                 Ok(resp) => {
                     let bytes = resp
                         .headers()
                         .get(header::CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
-                    let rule = verdict.and_then(|v| v.0.as_deref());
-                    ("allow", rule, "allowed", resp.status().as_u16(), bytes)
+                    (verdict.and_then(|v| v.0.as_deref()), "allowed", resp.status().as_u16(), bytes)
                 }
-                Err(ProxyError::Denied { rule, reason }) => ("deny", rule.as_deref(), *reason, 403, None),
-                Err(ProxyError::Unauthenticated { reason }) => ("deny", None, *reason, 401, None),
-                // The rule is set when a rule's own rate limit refused (the global and route
-                // limits run before the policy, so they have none).
-                Err(e @ ProxyError::RateLimited { .. }) => (
-                    "rate_limited",
-                    verdict.and_then(|v| v.0.as_deref()),
-                    e.reason(),
-                    429,
-                    None,
-                ),
-                Err(e) => (
-                    "error",
-                    verdict.and_then(|v| v.0.as_deref()),
-                    e.reason(),
-                    e.status().as_u16(),
-                    None,
-                ),
+                Err(ProxyError::Denied { rule, reason }) => (rule.as_deref(), *reason, 403, None),
+                // A rule's own rate limit sets the verdict's rule (the global and route limits
+                // run before the policy, so they have none).
+                Err(e) => (verdict.and_then(|v| v.0.as_deref()), e.reason(), e.status().as_u16(), None),
             };
             let record = RequestRecord {
                 v: SCHEMA_VERSION,
@@ -139,7 +126,7 @@ where
                 route: route.map(|r| r.name.as_str()),
                 upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),
                 reached_upstream: note.reached_upstream.load(std::sync::atomic::Ordering::Acquire),
-                decision,
+                decision: decision.as_str(),
                 rule,
                 reason,
                 shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),

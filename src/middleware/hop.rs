@@ -24,7 +24,7 @@ use crate::error::ProxyError;
 use crate::identity::{PeerIdentity, parse_xfcc};
 use crate::server::ConnCtx;
 use crate::tls::ServerTls;
-use crate::upstream::headers::X_FORWARDED_CLIENT_CERT;
+use crate::headers::X_FORWARDED_CLIENT_CERT;
 
 #[derive(Clone)]
 pub struct TrustedHop {

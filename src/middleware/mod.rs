@@ -28,9 +28,10 @@ use http::{HeaderValue, Response};
 use tower::ServiceBuilder;
 
 use crate::audit::Auditor;
-use crate::error::{ProxyBody, ProxyError};
+use crate::error::ProxyError;
+use crate::body::ProxyBody;
 use crate::reload::PolicyStore;
-use crate::telemetry::metrics::RequestMetrics;
+use crate::middleware::metrics::RequestMetrics;
 use crate::upstream::{Forward, RouteTable};
 use check::{CheckLayer, Checked};
 
@@ -82,7 +83,7 @@ pub struct Parts {
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
     pub trusted_hop: Option<crate::config::TrustedHopConfig>,
     /// `[headers]`: client fields removed before judging.
-    pub headers: Arc<crate::upstream::headers::HeadersConfig>,
+    pub headers: Arc<crate::headers::HeadersConfig>,
     /// The live TLS state (the trusted hop verifies forwarded chains with its verifier).
     pub tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }

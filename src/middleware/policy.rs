@@ -13,7 +13,7 @@ use crate::error::ProxyError;
 use crate::policy::RequestFacts;
 use crate::reload::PolicyStore;
 use crate::server::ConnCtx;
-use crate::telemetry::metrics::RequestMetrics;
+use crate::middleware::metrics::RequestMetrics;
 use crate::upstream::RouteTable;
 
 #[derive(Clone)]

@@ -12,7 +12,8 @@ use tower::{Layer, Service};
 
 use super::BoxFuture;
 use crate::audit::record::Note;
-use crate::error::{ProxyBody, ProxyError};
+use crate::error::ProxyError;
+use crate::body::ProxyBody;
 use crate::posture::{DeviceIdSource, Lookup, PostureFacts, PostureProvider, PostureResult, Query, Unavailable};
 use crate::reload::PolicyStore;
 use crate::server::ConnCtx;

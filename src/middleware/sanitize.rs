@@ -1,7 +1,7 @@
 //! Makes the request safe to judge, and derives the one canonical request
 //! ([`Canonical`]) that routing, policy, audit and the upstream all use:
 //! - removes client-sent fields only ztgate sets, or that upstreams would read as identity,
-//!   address, path or method (`upstream::headers::strip_client_headers`);
+//!   address, path or method (`headers::strip_client_headers`);
 //! - derives the one authority (`Host` / `:authority`, never two; `canonical::authority`);
 //! - normalises the path (`policy::path::normalize`) and notes its `;` parameters.
 //!
@@ -19,7 +19,7 @@ use super::check::Check;
 use crate::canonical::{Canonical, authority};
 use crate::error::{BadRequest, ProxyError};
 use crate::policy::path::{normalize, without_parameters};
-use crate::upstream::headers::{HeadersConfig, Removed, strip_client_headers};
+use crate::headers::{HeadersConfig, Removed, strip_client_headers};
 
 #[derive(Clone, Default)]
 pub struct Sanitize {
@@ -52,7 +52,8 @@ fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), 
     }
     strip_client_headers(req.headers_mut(), headers, |r| {
         crate::telemetry::metrics::request_header_removed(r.as_str(), 1);
-    })?;
+    })
+    .map_err(|_| BadRequest::HeaderUnderscore)?;
     let authority = authority(req.version(), req.uri(), req.headers())?;
     // A WebSocket over h2 (RFC 8441 extended CONNECT) reaches the upstream as a `GET` upgrade:
     // policy judges that method.

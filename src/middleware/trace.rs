@@ -14,8 +14,9 @@ use tower::{Layer, Service};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::RequestId;
-use crate::error::{ProxyBody, ProxyError};
-use crate::upstream::headers::X_REQUEST_ID;
+use crate::error::{Outcome, ProxyError};
+use crate::body::ProxyBody;
+use crate::headers::X_REQUEST_ID;
 
 #[derive(Clone, Default)]
 pub struct TraceLayer {
@@ -92,26 +93,14 @@ where
                         .as_ref()
                         .map_or_else(|e| e.status().as_u16(), |r| r.status().as_u16()),
                 );
-                span.record(
-                    "decision",
-                    match &result {
-                        Ok(_) => "allow",
-                        Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. }) => "deny",
-                        Err(ProxyError::RateLimited { .. }) => "rate_limited",
-                        Err(_) => "error",
-                    },
-                );
+                span.record("decision", Outcome::of(&result).as_str());
                 let mut resp = match result {
                     Ok(resp) => resp,
                     Err(err) => {
-                        match &err {
-                            ProxyError::Denied { .. }
-                            | ProxyError::Unauthenticated { .. }
-                            | ProxyError::NoRoute { .. }
-                            | ProxyError::BadRequest(_) => {
-                                info!(error = %err, "request rejected");
-                            }
-                            _ => warn!(error = %err, "request failed"),
+                        if err.is_rejection() {
+                            info!(error = %err, "request rejected");
+                        } else {
+                            warn!(error = %err, "request failed");
                         }
                         err.into_response(&id)
                     }

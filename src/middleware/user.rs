@@ -16,7 +16,7 @@ use crate::error::ProxyError;
 use crate::server::ConnCtx;
 use crate::telemetry::metrics;
 use crate::upstream::RouteTable;
-use crate::upstream::headers::X_ZTGATE_USER;
+use crate::headers::X_ZTGATE_USER;
 use crate::user::{User, UserAuth, UserError};
 
 #[derive(Clone)]
@@ -68,5 +68,5 @@ impl Check for UserCheck {
 
 fn refuse(e: UserError) -> ProxyError {
     metrics::user_auth(e.as_str());
-    ProxyError::Unauthenticated { reason: e.as_str() }
+    ProxyError::Unauthenticated(e)
 }

@@ -17,7 +17,7 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::jwks::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
+use crate::jwt::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
 use super::{
     DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Timestamp, Unavailable,
 };

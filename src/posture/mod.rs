@@ -9,7 +9,6 @@
 
 pub mod assertion;
 pub mod inventory;
-pub mod jwks;
 pub mod service;
 
 use std::future::Future;
@@ -254,8 +253,8 @@ pub enum ProviderConfig {
 pub enum PostureError {
     #[error("device inventory {path}: {message}")]
     Inventory { path: PathBuf, message: String },
-    #[error("posture JWKS {path}: {message}")]
-    Jwks { path: PathBuf, message: String },
+    #[error("posture {0}")]
+    Jwks(#[from] crate::jwt::JwksError),
     #[error("posture service client: {0}")]
     Client(String),
 }

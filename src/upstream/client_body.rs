@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::DeadlineExceeded;
-use crate::error::BoxError;
+use crate::body::DeadlineExceeded;
+use crate::body::BoxError;
 
 /// The client's request body failed (malformed chunking, connection lost mid-body).
 #[derive(Debug, thiserror::Error)]

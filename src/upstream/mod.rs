@@ -3,8 +3,6 @@
 
 mod client;
 mod client_body;
-mod deadline;
-pub mod headers;
 mod route;
 pub(crate) mod websocket;
 
@@ -24,14 +22,16 @@ use tracing::debug;
 
 use crate::canonical::Canonical;
 use crate::config::{Config, UpstreamProtocol};
-use crate::error::{BadRequest, ProxyBody, ProxyError};
+use crate::error::{BadRequest, ProxyError};
+use crate::body::ProxyBody;
 use crate::middleware::route::RouteMatch;
 use crate::middleware::{BoxFuture, RequestId};
 use crate::server::ConnCtx;
 use crate::tls::TlsError;
 use client::{FixedDest, PooledClient, Replay, UpstreamClient};
 use client_body::{Buffered, ClientBody, ClientBodyError};
-pub use deadline::{Deadline, DeadlineExceeded};
+use crate::body::{Deadline, DeadlineExceeded, Side};
+use crate::headers;
 pub use route::RouteTable;
 
 /// The request body as sent upstream: the client's, cut off at `max_request_body` and at the
@@ -214,7 +214,7 @@ impl Inner {
             None => (Deadline::none(limited), None),
             Some(at) => {
                 let done = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&limited)));
-                let body = Deadline::until(limited, at, deadline::Side::Request, Some(done.clone()));
+                let body = Deadline::until(limited, at, Side::Request, Some(done.clone()));
                 (body, Some(done))
             }
         };
@@ -379,7 +379,7 @@ impl Inner {
         }
         Ok(resp.map(|b| {
             Either::Left(match deadline {
-                Some(at) => Deadline::until(b, at, deadline::Side::Response, None),
+                Some(at) => Deadline::until(b, at, Side::Response, None),
                 None => Deadline::none(b),
             })
         }))
@@ -387,7 +387,7 @@ impl Inner {
 }
 
 /// The answer to a client body that failed while being read ahead (nothing was forwarded).
-fn client_body_refused(e: &crate::error::BoxError, max_body: u64) -> ProxyError {
+fn client_body_refused(e: &crate::body::BoxError, max_body: u64) -> ProxyError {
     if e.is::<http_body_util::LengthLimitError>() {
         ProxyError::PayloadTooLarge { limit: max_body }
     } else if e.is::<DeadlineExceeded>() {
