@@ -363,10 +363,7 @@ mod tests {
             with_underscores: Underscores::Reject,
             ..HeadersConfig::default()
         };
-        assert_eq!(
-            strip(&mut request(), &reject),
-            Err(UnderscoreRejected)
-        );
+        assert_eq!(strip(&mut request(), &reject), Err(UnderscoreRejected));
 
         let allow = HeadersConfig {
             with_underscores: Underscores::Allow,

@@ -12,7 +12,6 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 
-
 /// Why a token was refused; the code is what audit records show.
 /// A JWKS file that cannot be used: unreadable, not a JWKS document, or without one usable key.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ pub mod body;
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod ctx;
 pub mod demo;
 pub mod diag;
 pub mod error;

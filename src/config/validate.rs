@@ -19,9 +19,9 @@ use super::{
 };
 use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
+use crate::headers::{HeadersConfig, Underscores};
 use crate::policy::path::PathParameters;
 use crate::tls::profile::{ProfileConfig, Rule};
-use crate::headers::{HeadersConfig, Underscores};
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let mut c = Collector::new(text);

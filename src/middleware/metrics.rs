@@ -1,7 +1,6 @@
 //! Counts every response by status class and records its latency. Sits outside the checks, so
 //! rejections are counted with the status the client sees.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -10,7 +9,7 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::audit::record::Note;
+use crate::ctx::RequestCtx;
 use ::metrics::{Counter, Histogram, counter, histogram};
 
 use crate::body::ProxyBody;
@@ -59,12 +58,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
         let start = Instant::now();
         let metrics = self.metrics.clone();
-        // Inner layers record what they learn (route, verdict) here; audit reads it too.
-        let note = Arc::new(Note::default());
-        req.extensions_mut().insert(note.clone());
+        // Inner layers record the route here.
+        let ctx = RequestCtx::of(&req).ok().cloned();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
@@ -77,7 +75,7 @@ where
                 }
             };
             metrics.response(
-                note.route.get().copied(),
+                ctx.as_ref().and_then(|c| c.route.get().copied()),
                 outcome,
                 status,
                 start.elapsed().as_secs_f64(),

@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::RequestId;
-use crate::error::{Outcome, ProxyError};
 use crate::body::ProxyBody;
+use crate::ctx::{ConnCtx, RequestCtx, RequestId};
+use crate::error::{Outcome, ProxyError};
 use crate::headers::X_REQUEST_ID;
 
 #[derive(Clone, Default)]
@@ -78,7 +78,14 @@ where
             decision = tracing::field::Empty,
             http.status = tracing::field::Empty,
         );
-        req.extensions_mut().insert(RequestId(id.clone()));
+        // The connection's context, put there by the server, becomes part of the request's.
+        let Some(conn) = req.extensions_mut().remove::<Arc<ConnCtx>>() else {
+            let err = ProxyError::Internal("request has no connection context");
+            warn!(error = %err, "request failed");
+            return Box::pin(std::future::ready(Ok(err.into_response(&id))));
+        };
+        req.extensions_mut()
+            .insert(Arc::new(RequestCtx::new(RequestId(id.clone()), conn)));
         let fut = {
             let _guard = span.enter();
             self.inner.call(req)

@@ -160,10 +160,6 @@ impl Unavailable {
 /// The outcome of one lookup; inserted into the request for the policy to judge.
 pub type PostureResult = Result<Arc<DevicePosture>, Unavailable>;
 
-/// Request extension: the device's posture as the posture layer found it.
-#[derive(Debug, Clone)]
-pub struct PostureFacts(pub PostureResult);
-
 pub type LookupFuture = Pin<Box<dyn Future<Output = PostureResult> + Send>>;
 
 /// A lookup answered at once (inventory, cache hit, assertion) or one that has to wait (a

@@ -6,6 +6,7 @@
 //! its nextUpdate fails closed (`enforce_revocation_expiration`). ztgate's RFC 5280 profile
 //! ([`profile`]) then refuses what WebPKI lets through but no CA should issue.
 
+mod config;
 mod fetch;
 mod freshness;
 mod pem;
@@ -21,7 +22,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{CrlScope, TlsConfig};
+pub use config::{CrlScope, CrlSource, RevocationMode, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
 pub use freshness::{StaleTrust, stale_trust};
 pub use pem::{load_certs, load_crls, load_key};

@@ -1,5 +1,7 @@
 //! Wiring: load TLS and policy, build the stack, bind, serve, drain.
 
+pub mod admin;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +13,15 @@ use tracing::{info, warn};
 use crate::audit::Auditor;
 use crate::config::Config;
 use crate::middleware;
+use crate::middleware::forward::{Forward, ForwardSettings};
+use crate::policy::PolicyStore;
 use crate::policy::{Policy, PolicyError};
-use crate::reload::{self, PolicyStore};
+use crate::reload;
 use crate::server::{self, Server};
-use crate::telemetry::{self, admin, metrics};
+use crate::telemetry::{self, metrics};
 use crate::tls::{self, TlsError};
-use crate::upstream::{Forward, RouteTable};
+use crate::upstream::{RouteTable, Upstreams};
+pub use admin::AdminConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -89,7 +94,15 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     let tls = tls::server_tls(&cfg.tls).map_err(|e| errors.push(e.into())).ok();
     let policy = Policy::load(&cfg.policy.file).map_err(|e| errors.push(e.into())).ok();
     let routes = Arc::new(RouteTable::new(&cfg.routes));
-    let forward = Forward::new(cfg, routes.clone())
+    let forward = Upstreams::new(&cfg.upstreams)
+        .map(|upstreams| {
+            let settings = ForwardSettings {
+                max_request_body: cfg.listener.max_request_body,
+                request_timeout: cfg.listener.request_timeout,
+                set_forwarded: cfg.headers.forwarded,
+            };
+            Forward::new(upstreams, routes.clone(), settings)
+        })
         .map_err(|e| errors.push(e.into()))
         .ok();
     let posture = cfg
