@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use crate::config::TlsConfig;
 use crate::policy::PolicyStore;
 use crate::server::Server;
 use crate::telemetry::metrics;
+use crate::tls::{CrlSource, TlsConfig};
 
 /// What identifies a version of the file without reading it: follows symlinks, and includes the
 /// inode, so kubelet's `..data` symlink swap is seen even when size and mtime are unchanged.
@@ -108,7 +108,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
     let loaded = tokio::task::spawn_blocking(move || crate::tls::server_tls(&cfg)).await;
     match loaded {
         Ok(Ok(tls)) => {
-            metrics::expiry(&tls.expiry);
+            crate::tls::export_expiry(&tls.expiry);
             let closed = server.install_tls(tls);
             metrics::tls_reload(true);
             info!(closed, "certificates, client CA and CRLs reloaded");
@@ -131,7 +131,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
 /// written to its file, which the TLS watcher reloads; failures keep the current file.
 pub async fn fetch_crls(
     fetcher: Arc<crate::tls::CrlFetcher>,
-    sources: Vec<crate::config::CrlSource>,
+    sources: Vec<CrlSource>,
     interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) {

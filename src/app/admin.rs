@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -172,10 +171,4 @@ pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), ProbeE
             url: url.to_string(),
             timeout,
         })?
-}
-
-/// `[admin]`: where the admin listener (health, metrics) binds.
-#[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub address: SocketAddr,
 }

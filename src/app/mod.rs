@@ -21,7 +21,6 @@ use crate::server::{self, Server};
 use crate::telemetry::{self, metrics};
 use crate::tls::{self, TlsError};
 use crate::upstream::{RouteTable, Upstreams};
-pub use admin::AdminConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -318,9 +317,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             loop {
                 tokio::select! {
                                         _ = tick.tick() => {
-                        metrics::expiry(&server.tls.load().expiry);
+                        tls::export_expiry(&server.tls.load().expiry);
                         if let Some(rev) = &server.revocation {
-                            metrics::expiry(&rev.expiry());
+                            tls::export_expiry(&rev.expiry());
                         }
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();

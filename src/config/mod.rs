@@ -7,13 +7,13 @@
 mod file;
 mod validate;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::diag::Diagnostics;
 // Each section's validated type belongs to the part of ztgate that uses it; this module
 // composes them (and only app-level code imports it).
-pub use crate::app::AdminConfig;
 pub use crate::identity::TrustedHopConfig;
 pub use crate::policy::PolicyConfig;
 pub use crate::server::{ListenerConfig, ProxyProtocolConfig};
@@ -49,6 +49,12 @@ pub struct Config {
     pub log: LogConfig,
     /// What happens to client-sent header fields (`[headers]`).
     pub headers: crate::headers::HeadersConfig,
+}
+
+/// `[admin]`: where the admin listener (health, metrics) binds.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]

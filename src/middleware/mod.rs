@@ -79,7 +79,7 @@ pub struct Parts {
     pub limits: Arc<crate::ratelimit::Limits>,
     pub posture: Option<posture::PostureSetup>,
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
-    pub trusted_hop: Option<crate::config::TrustedHopConfig>,
+    pub trusted_hop: Option<crate::identity::TrustedHopConfig>,
     /// `[headers]`: client fields removed before judging.
     pub headers: Arc<crate::headers::HeadersConfig>,
     /// The live TLS state (the trusted hop verifies forwarded chains with its verifier).

@@ -324,7 +324,7 @@ fn cert_deadline(not_after: i64) -> tokio::time::Instant {
 /// Reads the PROXY protocol header (from a trusted source only) and returns the client address
 /// it carries, or the socket's own for a LOCAL header. Errors are the reason label.
 async fn proxied_peer(
-    pp: &crate::config::ProxyProtocolConfig,
+    pp: &super::ProxyProtocolConfig,
     stream: &mut TcpStream,
     socket_peer: SocketAddr,
     deadline: tokio::time::Instant,

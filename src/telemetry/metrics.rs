@@ -338,21 +338,6 @@ pub fn handshake_duration(seconds: f64) {
     histogram!(HANDSHAKE_DURATION).record(seconds);
 }
 
-/// Sets the expiry gauges from absolute times (Unix seconds).
-pub fn expiry(entries: &[crate::tls::Expiry]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    for e in entries {
-        let left = (e.at - now) as f64;
-        match e.kind {
-            crate::tls::ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
-            crate::tls::ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
-            crate::tls::ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
-        }
-    }
-}
-
 /// Handles for one posture provider's metrics, registered once.
 #[derive(Clone)]
 pub struct PostureMetrics {

@@ -317,3 +317,21 @@ pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
         _ => "protocol",
     }
 }
+
+/// Sets the expiry gauges (`ztgate_certificate_expiry_seconds`, `ztgate_crl_next_update_seconds`,
+/// `ztgate_crl_age_seconds`) from absolute times (Unix seconds).
+pub fn export_expiry(entries: &[Expiry]) {
+    use crate::telemetry::metrics::{CERT_EXPIRY, CRL_AGE, CRL_NEXT_UPDATE};
+    use ::metrics::gauge;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for e in entries {
+        let left = (e.at - now) as f64;
+        match e.kind {
+            ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
+            ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
+            ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
+        }
+    }
+}
