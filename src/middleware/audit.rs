@@ -142,10 +142,9 @@ where
                 bytes,
                 duration_us: started.elapsed().as_micros() as u64,
             };
-            match serde_json::to_vec(&record) {
-                Ok(bytes) => layer.auditor.record(bytes).await,
-                // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
-                Err(_) => return Err(ProxyError::Internal("audit record could not be serialized")),
+            // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
+            if layer.auditor.emit(&record).await.is_err() {
+                return Err(ProxyError::Internal("audit record could not be serialized"));
             }
             result
         })
