@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::warn;
 
@@ -54,10 +53,11 @@ pub struct Anomaly<S> {
     layer: AnomalyLayer,
 }
 
-impl<S> Service<Request<Incoming>> for Anomaly<S>
+impl<B, S> Service<Request<B>> for Anomaly<S>
 where
     // The inner future is already boxed: the pass-through path hands it on as it is.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -67,7 +67,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
         let (Some(detector), Ok(ctx)) = (self.layer.detector.clone(), RequestCtx::of(&req)) else {
             return self.inner.call(req);
         };

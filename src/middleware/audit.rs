@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, header};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
@@ -53,10 +52,11 @@ pub struct Audit<S> {
     layer: AuditLayer,
 }
 
-impl<S> Service<Request<Incoming>> for Audit<S>
+impl<B, S> Service<Request<B>> for Audit<S>
 where
     // The inner future is already boxed: the pass-through path hands it on as it is.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -66,7 +66,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
         if !self.layer.auditor.enabled() {
             return self.inner.call(req);
         }

@@ -105,3 +105,6 @@ pub fn stack(p: Parts) -> Stack {
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderName, Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
@@ -57,7 +56,7 @@ pub struct Posture<S> {
     layer: PostureLayer,
 }
 
-fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
+fn record<B>(req: &mut Request<B>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
     let unavailable = result.as_ref().err().map(|u| u.as_str());
     if let Some(m) = m {
         m.check(unavailable);
@@ -68,9 +67,10 @@ fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static
     }
 }
 
-impl<S> Service<Request<Incoming>> for Posture<S>
+impl<B, S> Service<Request<B>> for Posture<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
         + Clone
         + Send
         + 'static,
@@ -83,7 +83,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
         let Some(setup) = &self.layer.setup else {
             return self.inner.call(req);
         };
