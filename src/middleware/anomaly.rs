@@ -20,19 +20,19 @@ use crate::error::{Outcome, ProxyError};
 use crate::telemetry::metrics;
 
 /// Milliseconds on a monotonic clock (the detector only compares times).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 #[derive(Clone)]
-pub struct AnomalyLayer {
+pub(crate) struct AnomalyLayer {
     detector: Option<Arc<Detector>>,
     auditor: Auditor,
 }
 
 impl AnomalyLayer {
-    pub fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
+    pub(crate) fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
         Self { detector, auditor }
     }
 }
@@ -90,7 +90,7 @@ where
 }
 
 /// Logs, counts and audits one flag.
-pub async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
+pub(crate) async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
     metrics::anomaly(flag.kind.as_str());
     warn!(anomaly = flag.kind.as_str(), detail = %flag.detail, client.id = %conn.identity.display_name(), "anomaly");
     #[derive(serde::Serialize)]

@@ -19,7 +19,7 @@ use crate::error::{Outcome, ProxyError};
 use crate::upstream::RouteTable;
 
 #[derive(Clone)]
-pub struct AuditLayer {
+pub(crate) struct AuditLayer {
     auditor: Auditor,
     routes: Arc<RouteTable>,
     /// Upstream names by index, for the record.
@@ -27,7 +27,7 @@ pub struct AuditLayer {
 }
 
 impl AuditLayer {
-    pub fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
+    pub(crate) fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
         Self {
             auditor,
             routes,

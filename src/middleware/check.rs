@@ -19,7 +19,7 @@ pub trait Check: Clone + Send + Sync + 'static {
 }
 
 #[derive(Clone)]
-pub struct CheckLayer<C>(pub C);
+pub(crate) struct CheckLayer<C>(pub C);
 
 impl<C: Clone, S> Layer<S> for CheckLayer<C> {
     type Service = Checked<C, S>;

@@ -19,7 +19,7 @@ use crate::telemetry::metrics::PostureMetrics;
 
 /// The configured provider and how to name devices.
 #[derive(Clone)]
-pub struct PostureSetup {
+pub(crate) struct PostureSetup {
     pub provider: Arc<dyn PostureProvider>,
     pub device_id: DeviceIdSource,
     /// A header that carries posture to ztgate only (the assertion): removed before forwarding.
@@ -27,14 +27,14 @@ pub struct PostureSetup {
 }
 
 #[derive(Clone)]
-pub struct PostureLayer {
+pub(crate) struct PostureLayer {
     setup: Option<PostureSetup>,
     policy: Arc<PolicyStore>,
     metrics: Option<PostureMetrics>,
 }
 
 impl PostureLayer {
-    pub fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
+    pub(crate) fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
         let metrics = setup.as_ref().map(|s| PostureMetrics::register(s.provider.name()));
         Self { setup, policy, metrics }
     }

@@ -197,7 +197,7 @@ async fn rate_limit_lets_the_burst_through_then_answers_429_with_retry_after() {
     }
     let err = call(&mut svc, routed("/orders", CLIENT)).await.unwrap_err();
     assert!(matches!(err, ProxyError::RateLimited { retry_after_secs: 1 }), "{err}");
-    let resp = err.into_response(&HeaderValue::from_static("id"));
+    let resp = err.to_response(&HeaderValue::from_static("id"));
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
     // Another identity has its own budget.
@@ -238,7 +238,7 @@ async fn user_check_passes_routes_without_users_and_answers_401_without_a_bearer
         matches!(err, ProxyError::Unauthenticated(crate::user::UserError::Missing)),
         "{err}"
     );
-    let resp = err.into_response(&HeaderValue::from_static("id"));
+    let resp = err.to_response(&HeaderValue::from_static("id"));
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"ztgate\"");
     let mut basic = routed("/users/1", CLIENT);
