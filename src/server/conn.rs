@@ -82,6 +82,20 @@ pub(super) async fn handle(
         warn!("handshake completed without a client certificate; closing");
         return;
     };
+    // The handshake was verified under the trust current when it started; a reload may have
+    // installed another while it was in flight. Judge the chain by the trust current now.
+    let tls_state = match trusted_now(&server, tls_state, &chain) {
+        Ok(state) => state,
+        Err(e) => {
+            let reason = crate::tls::verification_failure_reason(&e);
+            metrics::handshake(reason);
+            warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+            audit_handshake(&server, id, peer, reason).await;
+            let mut tls = tls;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        }
+    };
     let identity = match PeerIdentity::from_der(leaf) {
         Ok(identity) => identity,
         Err(e) => {
@@ -139,6 +153,7 @@ pub(super) async fn handle(
         _ => (not_after, "cert_expired"),
     };
     let ctx = Arc::new(ctx);
+    let ctx_chain = chain.clone();
     let registration =
         match server
             .connections
@@ -158,7 +173,20 @@ pub(super) async fn handle(
                 return;
             }
         };
-    drop(tls_state);
+    // A reload that swept the registry before this connection registered cannot have seen it;
+    // one that stored its trust after `trusted_now` above and swept after registering has. So
+    // the trust is read again now that the connection is registered: any later reload's sweep
+    // finds it.
+    if let Err(e) = trusted_now(&server, tls_state, &ctx_chain) {
+        let reason = crate::tls::verification_failure_reason(&e);
+        metrics::handshake(reason);
+        warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+        drop(registration);
+        audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
+        let mut tls = tls;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return;
+    }
     let conn_ctx = ctx.clone();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
@@ -296,6 +324,24 @@ impl std::future::Future for HttpConn {
             HttpConn::H1(c) => c.as_mut().poll(cx),
             HttpConn::H2(c) => c.as_mut().poll(cx),
         }
+    }
+}
+
+/// The TLS state whose trust `chain` holds now. The handshake verified it under `seen`; each
+/// state a reload has installed since is asked again (a pointer swap is the trust generation:
+/// every reload stores a new `Arc`), until the current one has judged it.
+fn trusted_now(
+    server: &Server,
+    mut seen: Arc<crate::tls::ServerTls>,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<crate::tls::ServerTls>, rustls::Error> {
+    loop {
+        let current = server.tls.load_full();
+        if Arc::ptr_eq(&current, &seen) {
+            return Ok(seen);
+        }
+        current.still_trusted(chain)?;
+        seen = current;
     }
 }
 
