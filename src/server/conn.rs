@@ -190,24 +190,28 @@ pub(super) async fn handle(
     let conn_ctx = ctx.clone();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
+    let activity = super::idle::Activity::new(tokio::time::Instant::now());
     let svc = WithConn {
         inner: server.stack.clone(),
         ctx,
         conflicts: conflicts.clone(),
+        activity: activity.clone(),
     };
 
     // ALPN has already chosen the protocol (RFC 9113 §3.3: h2 over TLS only by ALPN), so each
     // connection is served by that protocol's own builder. hyper-util's auto builder would first
     // sniff the version from the first bytes, with no timeout: a client that completed the
-    // handshake and sent nothing held its slot forever. Now `header_read_timeout` runs from the
-    // first moment on HTTP/1.1 (and the sniffing's cost is gone).
+    // handshake and sent nothing held its slot forever. Now the idle bounds (`idle.rs`) run
+    // from the first moment (and the sniffing's cost is gone).
     let svc = TowerToHyperService::new(svc);
     let conn = if let (false, Some(conflicts)) = (h2, conflicts) {
         let framer = super::framing::Framer::new(server.listener.max_header_bytes, server.listener.max_headers);
-        let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts));
+        let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts, activity.clone()));
         let mut h1 = hyper::server::conn::http1::Builder::new();
+        // hyper's header timer would run from the moment it waits for a head, keep-alive pause
+        // included (its default is 30 s once a timer is set): off, ztgate's own bounds apply.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(server.listener.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(server.listener.max_header_bytes)
             .max_headers(server.listener.max_headers);
         HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
@@ -225,11 +229,25 @@ pub(super) async fn handle(
     tokio::pin!(conn);
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
     // after the current response, h2 with GOAWAY), then bounded by the drain timeout.
-    let close = tokio::select! {
-        r = conn.as_mut() => Err(r),
-        _ = drain.wait_for(|d| *d) => Ok(Close::Drain),
-        () = registration.close.notified() => Ok(Close::NoLongerTrusted),
-        () = tokio::time::sleep_until(deadline) => Ok(Close::Deadline(deadline_reason)),
+    let bounds = super::idle::Bounds {
+        first_request: server.listener.first_request_timeout,
+        keepalive: server.listener.keepalive_timeout,
+        header_read: server.listener.header_read_timeout,
+    };
+    let idle = tokio::time::sleep_until(activity.check(tokio::time::Instant::now(), &bounds).at());
+    tokio::pin!(idle);
+    let close = loop {
+        tokio::select! {
+            r = conn.as_mut() => break Err(r),
+            _ = drain.wait_for(|d| *d) => break Ok(Close::Drain),
+            () = registration.close.notified() => break Ok(Close::NoLongerTrusted),
+            () = tokio::time::sleep_until(deadline) => break Ok(Close::Deadline(deadline_reason)),
+            () = activity.head_started() => idle.as_mut().reset(tokio::time::Instant::now()),
+            () = idle.as_mut() => match activity.check(tokio::time::Instant::now(), &bounds) {
+                super::idle::Verdict::Expired(why) => break Ok(Close::Idle(why)),
+                super::idle::Verdict::Wait(at) => idle.as_mut().reset(at),
+            },
+        }
     };
     let close = match close {
         Ok(close) => close,
@@ -248,6 +266,17 @@ pub(super) async fn handle(
         Close::Deadline(reason) => {
             metrics::connections_closed(reason, 1);
             debug!(reason, "closing the connection");
+        }
+        Close::Idle(why) => {
+            let reason = why.reason();
+            debug!(reason, "closing an idle connection");
+            audit_refused_request(&server, &conn_ctx, (reason, None)).await;
+            if why == super::idle::IdleClose::HeaderRead {
+                // Half a head: nothing to finish gracefully (hyper closed it the same way).
+                metrics::protocol_error(why.label());
+                return;
+            }
+            metrics::connections_closed(why.label(), 1);
         }
     }
     conn.as_mut().graceful_shutdown();
@@ -274,12 +303,16 @@ struct WithConn {
     ctx: Arc<ConnCtx>,
     /// HTTP/1.1 only: what the framing follower saw (`server/framing.rs`).
     conflicts: Option<Arc<super::framing::Conflicts>>,
+    /// Requests in flight, for the idle bounds (`server/idle.rs`).
+    activity: Arc<super::idle::Activity>,
 }
 
+type StackFuture = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+
 impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
-    type Response = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Response;
+    type Response = http::Response<super::idle::Tracked<crate::error::ProxyBody>>;
     type Error = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Error;
-    type Future = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+    type Future = super::idle::TrackedFuture<StackFuture>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -291,7 +324,8 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
             req.extensions_mut()
                 .insert(crate::canonical::ContentLengthWithTransferEncoding);
         }
-        self.inner.call(req)
+        let busy = self.activity.begin();
+        super::idle::TrackedFuture::new(self.inner.call(req), busy)
     }
 }
 type Tls = tokio_rustls::server::TlsStream<TcpStream>;
@@ -353,6 +387,8 @@ enum Close {
     NoLongerTrusted,
     /// The certificate's notAfter (`cert_expired`) or `max_connection_age` (`max_age`).
     Deadline(&'static str),
+    /// Past an idle bound (`first_request_timeout`, `keepalive_timeout`, `header_read_timeout`).
+    Idle(super::idle::IdleClose),
 }
 
 /// The monotonic instant of a certificate's notAfter (Unix seconds). Far-future dates saturate.

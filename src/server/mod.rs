@@ -3,6 +3,7 @@
 
 pub(crate) mod conn;
 mod framing;
+mod idle;
 mod listener;
 pub mod proxy_protocol;
 pub mod registry;

@@ -8,6 +8,7 @@ mod faults;
 mod grpc;
 mod hostile;
 mod identity;
+mod idle;
 mod intermediary;
 mod mtls;
 mod ops;
