@@ -104,14 +104,24 @@ where
                 let mut resp = match result {
                     Ok(resp) => resp,
                     Err(err) => {
-                        match &err {
-                            ProxyError::Denied { .. }
-                            | ProxyError::Unauthenticated { .. }
-                            | ProxyError::NoRoute { .. }
-                            | ProxyError::BadRequest(_) => {
-                                info!(error = %err, "request rejected");
+                        // A client can cause these at will: a few lines per second per class,
+                        // then a summary (metrics and audit still see each one).
+                        use crate::telemetry::loglimit::{Class, admit};
+                        let class = match err.status().as_u16() {
+                            502 | 504 => Class::Upstream,
+                            500.. => Class::Unavailable,
+                            _ => Class::Rejected,
+                        };
+                        if admit(class) {
+                            match &err {
+                                ProxyError::Denied { .. }
+                                | ProxyError::Unauthenticated { .. }
+                                | ProxyError::NoRoute { .. }
+                                | ProxyError::BadRequest(_) => {
+                                    info!(error = %err, "request rejected");
+                                }
+                                _ => warn!(error = %err, "request failed"),
                             }
-                            _ => warn!(error = %err, "request failed"),
                         }
                         err.into_response(&id)
                     }

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::{ConnCtx, Server};
 use crate::identity::{PeerIdentity, render_xfcc};
+use crate::telemetry::loglimit::{Class, admit};
 use crate::telemetry::metrics;
 
 pub(super) async fn handle(
@@ -63,7 +64,9 @@ pub(super) async fn handle(
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::handshake_failure_reason(&e);
             metrics::handshake(reason);
-            warn!(reason, error = %e, "TLS handshake refused");
+            if admit(Class::Handshake) {
+                warn!(reason, error = %e, "TLS handshake refused");
+            }
             audit_handshake(&server, id, peer, reason).await;
             linger_close(tcp).await;
             return;
@@ -89,7 +92,9 @@ pub(super) async fn handle(
         Err(e) => {
             let reason = crate::tls::verification_failure_reason(&e);
             metrics::handshake(reason);
-            warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+            if admit(Class::Handshake) {
+                warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+            }
             audit_handshake(&server, id, peer, reason).await;
             let mut tls = tls;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
@@ -131,7 +136,9 @@ pub(super) async fn handle(
     {
         let reason = e.reason();
         metrics::handshake(reason);
-        warn!(reason, error = %e, "client certificate refused after the handshake");
+        if admit(Class::Handshake) {
+            warn!(reason, error = %e, "client certificate refused after the handshake");
+        }
         audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
         let mut tls = tls;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
@@ -180,7 +187,9 @@ pub(super) async fn handle(
     if let Err(e) = trusted_now(&server, tls_state, &ctx_chain) {
         let reason = crate::tls::verification_failure_reason(&e);
         metrics::handshake(reason);
-        warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+        if admit(Class::Handshake) {
+            warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+        }
         drop(registration);
         audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
         let mut tls = tls;
@@ -438,7 +447,9 @@ fn refused_request(e: &(dyn std::error::Error + 'static)) -> Option<(&'static st
     let hyper_error = std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<hyper::Error>());
     let (reason, status) = hyper_error.and_then(classify_protocol_error)?;
     metrics::protocol_error(reason);
-    warn!(reason, status, error = %e, "request refused by the HTTP parser");
+    if admit(Class::Rejected) {
+        warn!(reason, status, error = %e, "request refused by the HTTP parser");
+    }
     Some((reason, status))
 }
 

@@ -1,6 +1,7 @@
 //! Logs (tracing), metrics (Prometheus) and the admin listener.
 
 pub mod admin;
+pub mod loglimit;
 pub mod metrics;
 
 use tracing_subscriber::EnvFilter;

@@ -10,6 +10,7 @@ mod hostile;
 mod identity;
 mod idle;
 mod intermediary;
+mod logvolume;
 mod mtls;
 mod ops;
 mod policy;
