@@ -42,6 +42,21 @@ fn stamps(paths: &[PathBuf]) -> Stamps {
     paths.iter().map(|p| stamp(p)).collect()
 }
 
+/// How long a file changed in place is left to settle before it is read.
+pub(crate) const SETTLE: Duration = Duration::from_millis(200);
+
+/// Whether every file that changed between `before` and `after` is now another file (a new
+/// inode: a rename over it, or kubelet's `..data` symlink swap). A renamed file was complete
+/// before it appeared under its name, so there is nothing to wait for; a file written in place
+/// (same inode) or one that is missing may be mid-write.
+fn swapped_whole(before: &Stamps, after: &Stamps) -> bool {
+    before.iter().zip(after).all(|(b, a)| match (b, a) {
+        _ if b == a => true,
+        (Some((_, _, old)), Some((_, _, new))) => old != new && cfg!(unix),
+        _ => false,
+    })
+}
+
 /// One hash over the contents of all `paths` (a missing file hashes as absent).
 fn digest(paths: &[PathBuf]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -242,12 +257,13 @@ async fn watch_files<F, Fut>(
             _ = tick.tick() => false,
             Some(()) = recv(&mut hup) => true,
         };
-        if !forced && stamps(&files) == last_stamps {
+        let now = stamps(&files);
+        if !forced && now == last_stamps {
             continue;
         }
-        if !forced {
-            // Editors, cert-manager and kubelet write in steps; wait until the files settle.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if !forced && !swapped_whole(&last_stamps, &now) {
+            // A file written in place may be half written; wait until the files settle.
+            tokio::time::sleep(SETTLE).await;
         }
         last_stamps = stamps(&files);
         let d = digest(&files);
@@ -286,4 +302,27 @@ async fn recv(hup: &mut Hup) -> Option<()> {
         return s.recv().await;
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_that_swapped_every_changed_file_whole_skips_the_settle_delay() {
+        let t = SystemTime::UNIX_EPOCH;
+        let later = t + Duration::from_secs(1);
+        let before: Stamps = vec![Some((10, t, 1)), Some((20, t, 2))];
+        // The policy renamed over (new inode), the other file untouched: no wait.
+        assert!(swapped_whole(&before, &vec![Some((11, later, 3)), Some((20, t, 2))]));
+        // Written in place (same inode, new size): may be half written.
+        assert!(!swapped_whole(&before, &vec![Some((5, later, 1)), Some((20, t, 2))]));
+        // One renamed, one written in place: wait.
+        assert!(!swapped_whole(
+            &before,
+            &vec![Some((11, later, 3)), Some((21, later, 2))]
+        ));
+        // Gone (between an unlink and a rename): wait.
+        assert!(!swapped_whole(&before, &vec![None, Some((20, t, 2))]));
+    }
 }

@@ -324,6 +324,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();
                         policy_for_prune.load().prune_limits();
+                        crate::telemetry::loglimit::summarize();
                     }
                     _ = rx.wait_for(|stop| *stop) => break,
                 }

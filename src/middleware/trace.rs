@@ -104,10 +104,20 @@ where
                 let mut resp = match result {
                     Ok(resp) => resp,
                     Err(err) => {
-                        if err.is_rejection() {
-                            info!(error = %err, "request rejected");
-                        } else {
-                            warn!(error = %err, "request failed");
+                        // A client can cause these at will: a few lines per second per class,
+                        // then a summary (metrics and audit still see each one).
+                        use crate::telemetry::loglimit::{Class, admit};
+                        let class = match err.status().as_u16() {
+                            502 | 504 => Class::Upstream,
+                            500.. => Class::Unavailable,
+                            _ => Class::Rejected,
+                        };
+                        if admit(class) {
+                            if err.is_rejection() {
+                                info!(error = %err, "request rejected");
+                            } else {
+                                warn!(error = %err, "request failed");
+                            }
                         }
                         err.to_response(&id)
                     }

@@ -8,8 +8,15 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// A TLS handshake that takes longer is abandoned (slow or idle clients hold no slot forever).
     pub handshake_timeout: Duration,
-    /// Time allowed to receive a complete HTTP/1 request head (slowloris guard).
+    /// Time allowed to receive a complete HTTP/1 request head, from its first byte (slowloris
+    /// guard).
     pub header_read_timeout: Duration,
+    /// Time from the end of the TLS handshake to the first byte of the first request (h2: the
+    /// first stream); a connection that sends nothing is closed then.
+    pub first_request_timeout: Duration,
+    /// Time an idle connection is kept: HTTP/1.1 from the end of a response to the first byte of
+    /// the next request, h2 while no stream is open. Then it is closed (h2: GOAWAY).
+    pub keepalive_timeout: Duration,
     /// An HTTP/2 connection with no activity is probed with PING and closed after this long.
     pub idle_timeout: Duration,
     /// One deadline for a whole request: request body, upstream response head and response

@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::{ConnCtx, Server};
 use crate::identity::PeerIdentity;
+use crate::telemetry::loglimit::{Class, admit};
 use crate::telemetry::metrics;
 
 pub(super) async fn handle(
@@ -62,7 +63,9 @@ pub(super) async fn handle(
         Ok(Err((e, tcp))) => {
             let reason = crate::tls::handshake_failure_reason(&e);
             metrics::handshake(reason);
-            warn!(reason, error = %e, "TLS handshake refused");
+            if admit(Class::Handshake) {
+                warn!(reason, error = %e, "TLS handshake refused");
+            }
             audit_handshake(&server, id, peer, reason).await;
             linger_close(tcp).await;
             return;
@@ -80,6 +83,22 @@ pub(super) async fn handle(
         metrics::handshake("no_client_cert");
         warn!("handshake completed without a client certificate; closing");
         return;
+    };
+    // The handshake was verified under the trust current when it started; a reload may have
+    // installed another while it was in flight. Judge the chain by the trust current now.
+    let tls_state = match trusted_now(&server, tls_state, &chain) {
+        Ok(state) => state,
+        Err(e) => {
+            let reason = crate::tls::verification_failure_reason(&e);
+            metrics::handshake(reason);
+            if admit(Class::Handshake) {
+                warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+            }
+            audit_handshake(&server, id, peer, reason).await;
+            let mut tls = tls;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        }
     };
     let identity = match PeerIdentity::from_der(leaf) {
         Ok(identity) => identity,
@@ -116,7 +135,9 @@ pub(super) async fn handle(
     {
         let reason = e.reason();
         metrics::handshake(reason);
-        warn!(reason, error = %e, "client certificate refused after the handshake");
+        if admit(Class::Handshake) {
+            warn!(reason, error = %e, "client certificate refused after the handshake");
+        }
         audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
         let mut tls = tls;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
@@ -138,6 +159,7 @@ pub(super) async fn handle(
         _ => (not_after, "cert_expired"),
     };
     let ctx = Arc::new(ctx);
+    let ctx_chain = chain.clone();
     let registration =
         match server
             .connections
@@ -157,28 +179,47 @@ pub(super) async fn handle(
                 return;
             }
         };
-    drop(tls_state);
+    // A reload that swept the registry before this connection registered cannot have seen it;
+    // one that stored its trust after `trusted_now` above and swept after registering has. So
+    // the trust is read again now that the connection is registered: any later reload's sweep
+    // finds it.
+    if let Err(e) = trusted_now(&server, tls_state, &ctx_chain) {
+        let reason = crate::tls::verification_failure_reason(&e);
+        metrics::handshake(reason);
+        if admit(Class::Handshake) {
+            warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
+        }
+        drop(registration);
+        audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
+        let mut tls = tls;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return;
+    }
     let conn_ctx = ctx.clone();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
+    let activity = super::idle::Activity::new(tokio::time::Instant::now());
     let svc = WithConn {
         inner: server.stack.clone(),
         ctx,
         conflicts: conflicts.clone(),
+        activity: activity.clone(),
     };
 
     // ALPN has already chosen the protocol (RFC 9113 §3.3: h2 over TLS only by ALPN), so each
     // connection is served by that protocol's own builder. hyper-util's auto builder would first
     // sniff the version from the first bytes, with no timeout: a client that completed the
-    // handshake and sent nothing held its slot forever. Now `header_read_timeout` runs from the
-    // first moment on HTTP/1.1 (and the sniffing's cost is gone).
+    // handshake and sent nothing held its slot forever. Now the idle bounds (`idle.rs`) run
+    // from the first moment (and the sniffing's cost is gone).
     let svc = TowerToHyperService::new(svc);
     let conn = if let (false, Some(conflicts)) = (h2, conflicts) {
         let framer = super::framing::Framer::new(server.listener.max_header_bytes, server.listener.max_headers);
-        let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts));
+        let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts, activity.clone()));
         let mut h1 = hyper::server::conn::http1::Builder::new();
+        // hyper's header timer would run from the moment it waits for a head, keep-alive pause
+        // included (its default is 30 s once a timer is set): off, ztgate's own bounds apply.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(server.listener.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(server.listener.max_header_bytes)
             .max_headers(server.listener.max_headers);
         HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
@@ -196,11 +237,25 @@ pub(super) async fn handle(
     tokio::pin!(conn);
     // Until something asks it to close, the connection just runs. Closing is graceful (HTTP/1
     // after the current response, h2 with GOAWAY), then bounded by the drain timeout.
-    let close = tokio::select! {
-        r = conn.as_mut() => Err(r),
-        _ = drain.wait_for(|d| *d) => Ok(Close::Drain),
-        () = registration.close.notified() => Ok(Close::NoLongerTrusted),
-        () = tokio::time::sleep_until(deadline) => Ok(Close::Deadline(deadline_reason)),
+    let bounds = super::idle::Bounds {
+        first_request: server.listener.first_request_timeout,
+        keepalive: server.listener.keepalive_timeout,
+        header_read: server.listener.header_read_timeout,
+    };
+    let idle = tokio::time::sleep_until(activity.check(tokio::time::Instant::now(), &bounds).at());
+    tokio::pin!(idle);
+    let close = loop {
+        tokio::select! {
+            r = conn.as_mut() => break Err(r),
+            _ = drain.wait_for(|d| *d) => break Ok(Close::Drain),
+            () = registration.close.notified() => break Ok(Close::NoLongerTrusted),
+            () = tokio::time::sleep_until(deadline) => break Ok(Close::Deadline(deadline_reason)),
+            () = activity.head_started() => idle.as_mut().reset(tokio::time::Instant::now()),
+            () = idle.as_mut() => match activity.check(tokio::time::Instant::now(), &bounds) {
+                super::idle::Verdict::Expired(why) => break Ok(Close::Idle(why)),
+                super::idle::Verdict::Wait(at) => idle.as_mut().reset(at),
+            },
+        }
     };
     let close = match close {
         Ok(close) => close,
@@ -219,6 +274,17 @@ pub(super) async fn handle(
         Close::Deadline(reason) => {
             metrics::connections_closed(reason, 1);
             debug!(reason, "closing the connection");
+        }
+        Close::Idle(why) => {
+            let reason = why.reason();
+            debug!(reason, "closing an idle connection");
+            audit_refused_request(&server, &conn_ctx, (reason, None)).await;
+            if why == super::idle::IdleClose::HeaderRead {
+                // Half a head: nothing to finish gracefully (hyper closed it the same way).
+                metrics::protocol_error(why.label());
+                return;
+            }
+            metrics::connections_closed(why.label(), 1);
         }
     }
     conn.as_mut().graceful_shutdown();
@@ -245,12 +311,16 @@ struct WithConn {
     ctx: Arc<ConnCtx>,
     /// HTTP/1.1 only: what the framing follower saw (`server/framing.rs`).
     conflicts: Option<Arc<super::framing::Conflicts>>,
+    /// Requests in flight, for the idle bounds (`server/idle.rs`).
+    activity: Arc<super::idle::Activity>,
 }
 
+type StackFuture = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+
 impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
-    type Response = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Response;
+    type Response = http::Response<super::idle::Tracked<crate::body::ProxyBody>>;
     type Error = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Error;
-    type Future = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+    type Future = super::idle::TrackedFuture<StackFuture>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -262,7 +332,8 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
             req.extensions_mut()
                 .insert(crate::canonical::ContentLengthWithTransferEncoding);
         }
-        self.inner.call(req)
+        let busy = self.activity.begin();
+        super::idle::TrackedFuture::new(self.inner.call(req), busy)
     }
 }
 type Tls = tokio_rustls::server::TlsStream<TcpStream>;
@@ -298,6 +369,24 @@ impl std::future::Future for HttpConn {
     }
 }
 
+/// The TLS state whose trust `chain` holds now. The handshake verified it under `seen`; each
+/// state a reload has installed since is asked again (a pointer swap is the trust generation:
+/// every reload stores a new `Arc`), until the current one has judged it.
+fn trusted_now(
+    server: &Server,
+    mut seen: Arc<crate::tls::ServerTls>,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<crate::tls::ServerTls>, rustls::Error> {
+    loop {
+        let current = server.tls.load_full();
+        if Arc::ptr_eq(&current, &seen) {
+            return Ok(seen);
+        }
+        current.still_trusted(chain)?;
+        seen = current;
+    }
+}
+
 /// Why an established connection is being closed by ztgate.
 enum Close {
     /// SIGTERM: the listener drains.
@@ -306,6 +395,8 @@ enum Close {
     NoLongerTrusted,
     /// The certificate's notAfter (`cert_expired`) or `max_connection_age` (`max_age`).
     Deadline(&'static str),
+    /// Past an idle bound (`first_request_timeout`, `keepalive_timeout`, `header_read_timeout`).
+    Idle(super::idle::IdleClose),
 }
 
 /// The monotonic instant of a certificate's notAfter (Unix seconds). Far-future dates saturate.
@@ -355,7 +446,9 @@ fn refused_request(e: &(dyn std::error::Error + 'static)) -> Option<(&'static st
     let hyper_error = std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<hyper::Error>());
     let (reason, status) = hyper_error.and_then(classify_protocol_error)?;
     metrics::protocol_error(reason);
-    warn!(reason, status, error = %e, "request refused by the HTTP parser");
+    if admit(Class::Rejected) {
+        warn!(reason, status, error = %e, "request refused by the HTTP parser");
+    }
     Some((reason, status))
 }
 

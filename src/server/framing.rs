@@ -250,18 +250,26 @@ fn end_of_head(bytes: &[u8]) -> Option<usize> {
 const MAX_FIELDS: usize = 100;
 
 /// The client connection's read side, followed by a [`Framer`].
+/// It also tells the connection's [`Activity`](super::idle::Activity) when a next head starts.
 pub(crate) struct Watched<T> {
     inner: T,
     framer: Framer,
     conflicts: Arc<Conflicts>,
+    activity: Arc<super::idle::Activity>,
 }
 
 impl<T> Watched<T> {
-    pub(crate) fn new(inner: T, framer: Framer, conflicts: Arc<Conflicts>) -> Self {
+    pub(crate) fn new(
+        inner: T,
+        framer: Framer,
+        conflicts: Arc<Conflicts>,
+        activity: Arc<super::idle::Activity>,
+    ) -> Self {
         Self {
             inner,
             framer,
             conflicts,
+            activity,
         }
     }
 }
@@ -270,6 +278,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && buf.filled().len() > before
+        {
+            self.activity.read(tokio::time::Instant::now);
+        }
         if let Poll::Ready(Ok(())) = polled
             && self.framer.state != State::Stopped
             && let Some(index) = self.framer.feed(&buf.filled()[before..])

@@ -4,6 +4,7 @@
 mod config;
 pub(crate) mod conn;
 mod framing;
+mod idle;
 mod listener;
 pub mod proxy_protocol;
 pub mod registry;

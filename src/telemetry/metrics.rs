@@ -48,6 +48,18 @@ pub(crate) const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_r
 pub(crate) const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
 pub(crate) const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
 
+/// Every `reason` of [`CONNECTIONS_CLOSED_TOTAL`], exported as 0 from start-up so that an alert
+/// on a rate sees the series before the first close.
+pub(crate) const CONNECTION_CLOSE_REASONS: &[&str] = &[
+    "untrusted",
+    "policy",
+    "cert_expired",
+    "max_age",
+    "identity_cap",
+    "first_request_timeout",
+    "keepalive_timeout",
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -173,8 +185,11 @@ fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
-        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, policy (allowed nowhere after a policy reload), cert_expired, max_age, identity_cap."
+        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, policy (allowed nowhere after a policy reload), cert_expired, max_age, identity_cap, first_request_timeout (no request after the handshake), keepalive_timeout (idle between requests; h2: no open stream)."
     );
+    for reason in CONNECTION_CLOSE_REASONS {
+        counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => *reason).absolute(0);
+    }
     describe_counter!(
         TLS_RELOAD_TOTAL,
         "Reloads of the server certificate, key, client CA and CRLs, by result (ok, error). A failed reload keeps the current ones."
@@ -264,7 +279,7 @@ pub(crate) fn handshake(result: &'static str) {
     counter!(TLS_HANDSHAKES_TOTAL, "result" => result).increment(1);
 }
 
-/// `n` connections were closed because trust ended (`untrusted`, `cert_expired`, `max_age`).
+/// `n` connections were closed, for one of [`CONNECTION_CLOSE_REASONS`].
 pub(crate) fn connections_closed(reason: &'static str, n: u64) {
     counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(n);
 }

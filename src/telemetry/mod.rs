@@ -1,6 +1,7 @@
 //! Logs (tracing), metrics (Prometheus) and the admin listener.
 
 mod config;
+pub(crate) mod loglimit;
 pub(crate) mod metrics;
 
 use tracing_subscriber::EnvFilter;

@@ -283,8 +283,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 
 /// Why a TLS handshake failed, as a bounded metric label.
 pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
-    use rustls::{CertificateError, Error as E};
-    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<E>()) else {
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
         return match err.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
                 "client_closed"
@@ -292,6 +291,13 @@ pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
             _ => "io",
         };
     };
+    verification_failure_reason(tls)
+}
+
+/// Why rustls refused a client chain, as a bounded metric label (the handshake's reasons: also
+/// used when a chain is verified again after a reload).
+pub fn verification_failure_reason(tls: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError, Error as E};
     match tls {
         E::NoCertificatesPresented => "no_client_cert",
         E::InvalidCertificate(c) => match c {

@@ -278,3 +278,97 @@ paths = ["/admin/**"]
     );
     s.stop().await;
 }
+
+/// A TCP relay in front of ztgate that passes the client's first TLS record (the ClientHello)
+/// and ztgate's answers, but holds every later client byte (its certificate and Finished)
+/// until `release` fires: a handshake kept in flight for as long as the test wants.
+async fn holding_relay(
+    target: std::net::SocketAddr,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (client, _) = l.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            let _ = cw.shutdown().await;
+        });
+        let mut header = [0u8; 5];
+        cr.read_exact(&mut header).await.unwrap();
+        let mut hello = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+        cr.read_exact(&mut hello).await.unwrap();
+        sw.write_all(&header).await.unwrap();
+        sw.write_all(&hello).await.unwrap();
+        let _ = release.await;
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = sw.shutdown().await;
+    });
+    addr
+}
+
+/// Issue #22: a handshake in flight while its CA is removed from `client_ca` completed under the
+/// old trust and was served afterwards (5 of 5 requests). It is judged by the trust current
+/// when it completes: refused, 0 requests answered, and a fresh connection is refused too.
+#[tokio::test]
+async fn a_handshake_in_flight_across_a_ca_removal_is_judged_by_the_trust_current_when_it_completes() {
+    let mut s = Server::start(Opts {
+        tls_extra: "reload_interval = \"100ms\"".into(),
+        ..Opts::default()
+    })
+    .await;
+    let before = s.metrics().await;
+    let (release, held) = tokio::sync::oneshot::channel();
+    let relay = holding_relay(s.addr, held).await;
+    // The client's side of the handshake completes (TLS 1.3: after its Finished is written),
+    // while ztgate still waits for the bytes the relay holds.
+    let tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let tls = s.client().tls_connect(tcp).await;
+
+    // Remove the CA from client_ca: the bundle now holds another CA only (named differently, so
+    // WebPKI finds no issuer: `unknown_ca`).
+    let other = ztgate::pki::CertAuthority::new("other CA").unwrap();
+    std::fs::write(s.pki.path("ca.pem"), other.cert_pem()).unwrap();
+    let (addr, client) = (s.addr, s.client());
+    let refused = eventually(5, || {
+        let client = &client;
+        async move { client.get(addr, "/app").await.is_err() }
+    })
+    .await;
+    assert!(refused, "a fresh connection must be refused once the CA is gone");
+    let err = s.client().get(s.addr, "/app").await.unwrap_err();
+    assert!(err.contains("UnknownCA"), "{err}");
+
+    // Now the held flight reaches ztgate.
+    release.send(()).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut answered = 0;
+    for _ in 0..5 {
+        if sender.ready().await.is_err() {
+            break;
+        }
+        let req = http::Request::get("/app")
+            .header("host", format!("localhost:{}", s.addr.port()))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        if sender.send_request(req).await.is_ok() {
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        answered, 0,
+        "no request may be answered on a connection whose CA was removed"
+    );
+    let after = s.metrics().await;
+    let series = r#"ztgate_tls_handshakes_total{result="unknown_ca"}"#;
+    // At least the fresh connections and the held one.
+    assert!(counter(&after, series) >= counter(&before, series) + 2.0, "{after}");
+    s.stop().await;
+}
