@@ -1,7 +1,8 @@
 //! Writes one audit record per request, whatever its outcome. Sits outside sanitize, route and
 //! policy so it sees their rejections; they report what they learned (normalised path, route,
 //! deciding rule) through the request's [`Note`]. Refuses new requests with 503 while a blocking
-//! audit log cannot be written (fail closed).
+//! audit log cannot be written (fail closed); with group commit (`respond_after = "durable"`)
+//! holds each response until its record is on disk, and refuses it with 503 when it cannot be.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -124,7 +125,7 @@ where
                     None,
                 ),
             };
-            let record = RequestRecord {
+            let mut record = RequestRecord {
                 v: SCHEMA_VERSION,
                 ts: timestamp(SystemTime::now()),
                 kind: "request",
@@ -153,12 +154,27 @@ where
                 bytes,
                 duration_us: started.elapsed().as_micros() as u64,
             };
-            match serde_json::to_vec(&record) {
-                Ok(bytes) => layer.auditor.record(bytes).await,
-                // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
-                Err(_) => return Err(ProxyError::Internal("audit record could not be serialized")),
+            // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
+            let Ok(bytes) = serde_json::to_vec(&record) else {
+                return Err(ProxyError::Internal("audit record could not be serialized"));
+            };
+            if !layer.auditor.group_commit() || matches!(result, Err(ProxyError::AuditUnavailable)) {
+                layer.auditor.record(bytes).await;
+                return result;
             }
-            result
+            // Group commit: the response waits for its record's durable write; when that write
+            // fails the client gets 503 instead, and the log says so.
+            let refused = move || {
+                record.decision = "error";
+                record.reason = ProxyError::AuditUnavailable.reason();
+                record.status = ProxyError::AuditUnavailable.status().as_u16();
+                record.bytes = None;
+                serde_json::to_vec(&record).unwrap_or_default()
+            };
+            match layer.auditor.commit(bytes, refused).await {
+                Ok(()) => result,
+                Err(crate::audit::NotRecorded) => Err(ProxyError::AuditUnavailable),
+            }
         })
     }
 }
