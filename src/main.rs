@@ -57,7 +57,13 @@ fn main() -> ExitCode {
             for w in &expired {
                 eprintln!("{}: warning: {w}", w.path().display());
             }
-            let stale: Vec<String> = stale.iter().map(|p| format!("{}: {p}", p.path().display())).collect();
+            let mut stale: Vec<String> = stale.iter().map(|p| format!("{}: {p}", p.path().display())).collect();
+            // `run` loads the audit signing key when it opens the log; `check` fails as it would.
+            if let Some(cp) = cfg.audit.as_ref().and_then(|a| a.checkpoint.as_ref())
+                && let Err(e) = ztgate::audit::SigningKey::load(&cp.key)
+            {
+                stale.push(format!("[audit] signing_key: {e}"));
+            }
             match app::prepare(&cfg, ztgate::audit::Auditor::disabled()) {
                 Ok(prepared) => {
                     let policy = prepared.policy.load();

@@ -104,7 +104,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,13 +121,12 @@ impl SigningKey {
             kind: KIND,
             source,
         })?;
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()).map_err(|e| {
-            KeyError::Rejected {
+        let pair =
+            Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()).map_err(|e| KeyError::Rejected {
                 path: path.to_path_buf(),
                 kind: KIND,
                 source: e,
-            }
-        })?;
+            })?;
         let id = key_id(pair.public_key().as_ref());
         Ok(Self { pair, id })
     }

@@ -105,7 +105,14 @@ async fn every_kind_of_tampering_is_named_at_the_line_that_was_changed() {
     edited[1] = rehash(&edited[1]);
     let err = check(&edited).unwrap_err();
     assert!(
-        matches!(err, VerifyError::Rewritten { line: 2, next_line: 3, .. }),
+        matches!(
+            err,
+            VerifyError::Rewritten {
+                line: 2,
+                next_line: 3,
+                ..
+            }
+        ),
         "{err}"
     );
     // The last line edited: named too.
@@ -116,7 +123,18 @@ async fn every_kind_of_tampering_is_named_at_the_line_that_was_changed() {
     let mut deleted = original.clone();
     deleted.remove(3);
     let err = check(&deleted).unwrap_err();
-    assert!(matches!(err, VerifyError::Sequence { line: 4, got: 5, want: 4, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            VerifyError::Sequence {
+                line: 4,
+                got: 5,
+                want: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("record 4 was deleted"), "{err}");
 
     let mut reordered = original.clone();
@@ -127,7 +145,10 @@ async fn every_kind_of_tampering_is_named_at_the_line_that_was_changed() {
 
     let truncated = original.join("\n");
     std::fs::write(&p, &truncated[..truncated.len() - 10]).unwrap();
-    assert!(matches!(verify(&[p.as_path()], &[]), Err(VerifyError::Truncated { .. })));
+    assert!(matches!(
+        verify(&[p.as_path()], &[]),
+        Err(VerifyError::Truncated { .. })
+    ));
 
     let mut garbage = original.clone();
     garbage[4] = "not json".into();
@@ -164,11 +185,17 @@ async fn checkpoints_every_n_records_and_at_shutdown_prove_the_whole_log() {
     let kinds: Vec<&str> = recs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     // 4 records, a checkpoint, 4 more, a checkpoint, the last 2, the shutdown checkpoint.
     assert_eq!(kinds.iter().filter(|k| **k == "checkpoint").count(), 3, "{kinds:?}");
-    assert_eq!((kinds[4], kinds[9], kinds[12]), ("checkpoint", "checkpoint", "checkpoint"));
+    assert_eq!(
+        (kinds[4], kinds[9], kinds[12]),
+        ("checkpoint", "checkpoint", "checkpoint")
+    );
     assert_eq!(recs[12]["reason"], "shutdown");
     let v = verify(&[log.as_path()], std::slice::from_ref(&key)).unwrap();
     let proven = v.proven.unwrap();
-    assert_eq!((v.records, proven.seq, proven.at_shutdown, v.unproven), (13, 13, true, 0));
+    assert_eq!(
+        (v.records, proven.seq, proven.at_shutdown, v.unproven),
+        (13, 13, true, 0)
+    );
     // Without the key, the chain still verifies; checkpoints are counted.
     assert_eq!(verify(&[log.as_path()], &[]).unwrap().checkpoints, 3);
 }
@@ -309,7 +336,9 @@ async fn a_sink_failing_at_shutdown_diverts_what_it_holds_and_says_how_many() {
     std::os::unix::fs::symlink("/dev/full", &log).unwrap();
     let (auditor, task) = Auditor::start(&config(&log, 1 << 30, 1)).unwrap();
     for i in 0..3 {
-        auditor.record(format!(r#"{{"kind":"test","i":{i}}}"#).into_bytes()).await;
+        auditor
+            .record(format!(r#"{{"kind":"test","i":{i}}}"#).into_bytes())
+            .await;
     }
     let started = Instant::now();
     let delivery = task.finish(Duration::from_millis(500)).await;

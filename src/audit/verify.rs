@@ -18,7 +18,9 @@ pub enum VerifyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: not a chained audit record (a line that is not JSON, or lacks seq and prev): edited or damaged")]
+    #[error(
+        "{path}:{line}: not a chained audit record (a line that is not JSON, or lacks seq and prev): edited or damaged"
+    )]
     Malformed { path: PathBuf, line: usize },
     #[error("{path}:{line}: the line does not match its own hash: it was edited")]
     Edited { path: PathBuf, line: usize },
@@ -232,11 +234,7 @@ fn explain_gap(files: &[&Path], want: u64, got: u64) -> String {
         let Ok(data) = std::fs::read(path) else { continue };
         for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
             if Line::parse(raw).is_some_and(|l| l.seq == want) {
-                return format!(
-                    "lines were reordered (seq {want} is at {}:{})",
-                    path.display(),
-                    i + 1
-                );
+                return format!("lines were reordered (seq {want} is at {}:{})", path.display(), i + 1);
             }
         }
     }

@@ -1030,13 +1030,23 @@ fn audit(c: &mut Collector<'_>, a: &RawAudit) -> Option<AuditConfig> {
         "durable" => RespondAfter::Durable,
         _ => RespondAfter::Queued,
     };
-    if let Some(r) = a.respond_after.as_ref().filter(|_| respond_after == RespondAfter::Durable) {
+    if let Some(r) = a
+        .respond_after
+        .as_ref()
+        .filter(|_| respond_after == RespondAfter::Durable)
+    {
         // A response that waits for its record contradicts both dropping it and deferring its fsync.
         if on_full == OnFull::Drop {
-            c.push(r.span(), "respond_after = \"durable\" conflicts with on_full = \"drop\"");
+            c.push(
+                r.span(),
+                "respond_after = \"durable\" conflicts with on_full = \"drop\"",
+            );
         }
         if matches!(fsync, Fsync::Interval(_)) {
-            c.push(r.span(), "respond_after = \"durable\" conflicts with fsync = \"interval\"");
+            c.push(
+                r.span(),
+                "respond_after = \"durable\" conflicts with fsync = \"interval\"",
+            );
         }
     }
     let queue = positive(c, &a.queue, 8192, "queue");
