@@ -7,13 +7,17 @@
 pub mod anomaly;
 pub mod app;
 pub mod audit;
+pub mod body;
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod ctx;
 pub mod demo;
 pub mod diag;
 pub mod error;
+pub mod headers;
 pub mod identity;
+pub mod jwt;
 pub mod middleware;
 pub mod pki;
 pub mod policy;

@@ -10,62 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use crate::config::TlsConfig;
-use crate::policy::Policy;
+use crate::policy::PolicyStore;
 use crate::server::Server;
 use crate::telemetry::metrics;
-
-/// The live policy: one atomic pointer, read lock-free on every request.
-pub struct PolicyStore {
-    current: ArcSwap<Policy>,
-}
-
-impl PolicyStore {
-    pub fn new(policy: Policy) -> Arc<Self> {
-        metrics::policy_loaded(policy.rules().len());
-        Arc::new(Self {
-            current: ArcSwap::from_pointee(policy),
-        })
-    }
-
-    pub fn load(&self) -> Arc<Policy> {
-        self.current.load_full()
-    }
-
-    /// Reads, compiles and (if valid) installs the policy at `path`. Returns whether it did.
-    pub async fn reload(&self, path: &Path) -> bool {
-        let p = path.to_path_buf();
-        let result = match tokio::task::spawn_blocking(move || Policy::load(&p)).await {
-            Ok(r) => r,
-            Err(e) => {
-                error!(error = %e, "policy reload task failed; keeping the current policy");
-                metrics::policy_reload(false);
-                return false;
-            }
-        };
-        match result {
-            Ok(policy) => {
-                for w in &policy.warnings {
-                    warn!("{}:{}:{}: warning: {}", path.display(), w.line, w.col, w.message);
-                }
-                info!(rules = policy.rules().len(), file = %path.display(), "policy reloaded");
-                metrics::policy_loaded(policy.rules().len());
-                metrics::policy_reload(true);
-                self.current.store(Arc::new(policy));
-                true
-            }
-            Err(e) => {
-                error!("policy reload rejected, keeping the last good policy:\n{e}");
-                metrics::policy_reload(false);
-                false
-            }
-        }
-    }
-}
+use crate::tls::{CrlSource, TlsConfig};
 
 /// What identifies a version of the file without reading it: follows symlinks, and includes the
 /// inode, so kubelet's `..data` symlink swap is seen even when size and mtime are unchanged.
@@ -157,7 +108,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
     let loaded = tokio::task::spawn_blocking(move || crate::tls::server_tls(&cfg)).await;
     match loaded {
         Ok(Ok(tls)) => {
-            metrics::expiry(&tls.expiry);
+            crate::tls::export_expiry(&tls.expiry);
             let closed = server.install_tls(tls);
             metrics::tls_reload(true);
             info!(closed, "certificates, client CA and CRLs reloaded");
@@ -180,7 +131,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
 /// written to its file, which the TLS watcher reloads; failures keep the current file.
 pub async fn fetch_crls(
     fetcher: Arc<crate::tls::CrlFetcher>,
-    sources: Vec<crate::config::CrlSource>,
+    sources: Vec<CrlSource>,
     interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) {

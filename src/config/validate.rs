@@ -19,9 +19,9 @@ use super::{
 };
 use crate::audit::{AuditConfig, CheckpointConfig, Fsync, OnFull, RespondAfter, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
+use crate::headers::{HeadersConfig, Underscores};
 use crate::policy::path::PathParameters;
 use crate::tls::profile::{ProfileConfig, Rule};
-use crate::upstream::headers::{HeadersConfig, Underscores};
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let mut c = Collector::new(text);
@@ -199,7 +199,7 @@ fn headers(c: &mut Collector<'_>, raw: Option<&RawHeaders>) -> HeadersConfig {
     let mut strip = Vec::new();
     for name in &raw.strip {
         match http::HeaderName::from_bytes(name.get_ref().to_ascii_lowercase().as_bytes()) {
-            Ok(n) if crate::upstream::headers::is_protected(&n) => c.push(
+            Ok(n) if crate::headers::is_protected(&n) => c.push(
                 name.span(),
                 format!(
                     "`{}` cannot be stripped: ztgate needs it to frame, route or identify the request",
@@ -730,7 +730,7 @@ fn algorithms(
     };
     let mut out = Vec::new();
     for (name, span) in names {
-        match crate::posture::jwks::parse_algorithm(&name) {
+        match crate::jwt::parse_algorithm(&name) {
             Some(a) => out.push(a),
             None => c.push(
                 span,
@@ -869,8 +869,8 @@ fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<crate::post
                     }
                     name
                 })?;
-            if header.as_str().starts_with(crate::upstream::headers::ZTGATE_PREFIX)
-                || header == crate::upstream::headers::X_FORWARDED_CLIENT_CERT
+            if header.as_str().starts_with(crate::headers::ZTGATE_PREFIX)
+                || header == crate::headers::X_FORWARDED_CLIENT_CERT
                 || header == http::header::AUTHORIZATION
             {
                 c.push(

@@ -14,9 +14,10 @@ use tracing::warn;
 use super::BoxFuture;
 use crate::anomaly::{Detector, Flag};
 use crate::audit::Auditor;
-use crate::audit::record::{Identity, Note, SCHEMA_VERSION, timestamp};
-use crate::error::{ProxyBody, ProxyError};
-use crate::server::ConnCtx;
+use crate::audit::record::{Identity, SCHEMA_VERSION, timestamp};
+use crate::body::ProxyBody;
+use crate::ctx::{ConnCtx, RequestCtx};
+use crate::error::{Outcome, ProxyError};
 use crate::telemetry::metrics;
 
 /// Milliseconds on a monotonic clock (the detector only compares times).
@@ -67,23 +68,18 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
-        let (Some(detector), Some(conn)) = (
-            self.layer.detector.clone(),
-            req.extensions().get::<Arc<ConnCtx>>().cloned(),
-        ) else {
+        let (Some(detector), Ok(ctx)) = (self.layer.detector.clone(), RequestCtx::of(&req)) else {
             return self.inner.call(req);
         };
-        let note = req.extensions().get::<Arc<Note>>().cloned();
+        let ctx = ctx.clone();
+        let conn = ctx.conn.clone();
         let auditor = self.layer.auditor.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
             if let Some(stats) = &conn.anomaly {
-                let denied = matches!(
-                    result,
-                    Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. })
-                );
-                let route = note.as_ref().and_then(|n| n.route.get().copied());
+                let denied = Outcome::of(&result) == Outcome::Deny;
+                let route = ctx.route.get().copied();
                 for flag in detector.request(stats, route, denied, now_ms()) {
                     report(&auditor, &conn, &flag).await;
                 }

@@ -10,7 +10,8 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::error::{ProxyBody, ProxyError};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
 
 pub trait Check: Clone + Send + Sync + 'static {
     fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError>;

@@ -10,6 +10,7 @@
 pub mod anomaly;
 pub mod audit;
 pub mod check;
+pub mod forward;
 pub mod hop;
 pub mod metrics;
 pub mod policy;
@@ -24,23 +25,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{HeaderValue, Response};
+use http::Response;
 use tower::ServiceBuilder;
 
 use crate::audit::Auditor;
-use crate::error::{ProxyBody, ProxyError};
-use crate::reload::PolicyStore;
-use crate::telemetry::metrics::RequestMetrics;
-use crate::upstream::{Forward, RouteTable};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::middleware::metrics::RequestMetrics;
+use crate::policy::PolicyStore;
+use crate::upstream::RouteTable;
 use check::{CheckLayer, Checked};
+use forward::Forward;
 
 /// The future every inner layer returns. Boxed: one allocation per request per layer is cheaper
 /// than the type machinery of hand-written futures at this size (STYLE.md).
 pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
-
-/// The request's id, set by [`trace`], returned to the client and passed upstream.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
 
 /// The whole stack, built once per (re)load and cloned per connection.
 pub type Stack = trace::Trace<
@@ -80,9 +79,9 @@ pub struct Parts {
     pub limits: Arc<crate::ratelimit::Limits>,
     pub posture: Option<posture::PostureSetup>,
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
-    pub trusted_hop: Option<crate::config::TrustedHopConfig>,
+    pub trusted_hop: Option<crate::identity::TrustedHopConfig>,
     /// `[headers]`: client fields removed before judging.
-    pub headers: Arc<crate::upstream::headers::HeadersConfig>,
+    pub headers: Arc<crate::headers::HeadersConfig>,
     /// The live TLS state (the trusted hop verifies forwarded chains with its verifier).
     pub tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }

@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::audit::record::Note;
-use crate::error::{ProxyBody, ProxyError};
-use crate::posture::{DeviceIdSource, Lookup, PostureFacts, PostureProvider, PostureResult, Query, Unavailable};
-use crate::reload::PolicyStore;
-use crate::server::ConnCtx;
+use crate::body::ProxyBody;
+use crate::ctx::RequestCtx;
+use crate::error::ProxyError;
+use crate::policy::PolicyStore;
+use crate::posture::{DeviceIdSource, Lookup, PostureProvider, PostureResult, Query, Unavailable};
 use crate::telemetry::metrics::PostureMetrics;
 
 /// The configured provider and how to name devices.
@@ -62,10 +62,10 @@ fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static
     if let Some(m) = m {
         m.check(unavailable);
     }
-    if let Some(note) = req.extensions().get::<Arc<Note>>() {
-        let _ = note.posture.set((provider, unavailable.unwrap_or("found")));
+    if let Ok(ctx) = RequestCtx::of(req) {
+        let _ = ctx.posture.set((provider, unavailable.unwrap_or("found")));
+        let _ = ctx.device.set(result);
     }
-    req.extensions_mut().insert(PostureFacts(result));
 }
 
 impl<S> Service<Request<Incoming>> for Posture<S>
@@ -88,10 +88,9 @@ where
             return self.inner.call(req);
         };
         let lookup = if self.layer.policy.load().uses_posture() {
-            let Some(conn) = req.extensions().get::<Arc<ConnCtx>>() else {
-                return Box::pin(std::future::ready(Err(ProxyError::Internal(
-                    "request reached posture without connection context",
-                ))));
+            let conn = match RequestCtx::of(&req) {
+                Ok(ctx) => ctx.peer(),
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
             Some(match setup.device_id.device_id(&conn.identity) {
                 Some(device_id) => setup.provider.lookup(&Query {

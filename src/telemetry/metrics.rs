@@ -87,9 +87,6 @@ fn describe() {
         BAD_REQUESTS_TOTAL,
         "Requests refused with 400 as malformed or ambiguous, by reason code (docs/audit.md)."
     );
-    for r in crate::error::BadRequest::ALL {
-        counter!(BAD_REQUESTS_TOTAL, "reason" => r.code()).absolute(0);
-    }
     describe_counter!(
         UPSTREAM_RETRIES_TOTAL,
         "Requests sent again on a fresh upstream connection, by reason (connection_closed: a pooled connection the upstream had closed)."
@@ -234,101 +231,6 @@ fn describe() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// How a request ended, for the `decision` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Allow = 0,
-    Deny = 1,
-    Error = 2,
-    RateLimited = 3,
-}
-
-/// Handles for the per-request metrics, registered once per (re)load so the data path does no
-/// registry lookups. Cheap to clone.
-#[derive(Clone)]
-pub struct RequestMetrics {
-    /// `[route + 1][outcome][status class]`; route 0 is "none" (no route matched).
-    requests: std::sync::Arc<[[[Counter; 5]; 4]]>,
-    duration: Histogram,
-    allow: Counter,
-    deny: Counter,
-    shadow_deny: Counter,
-    shadow_allow: Counter,
-    upstream_connect: Counter,
-    upstream_timeout: Counter,
-    upstream_failed: Counter,
-}
-
-impl RequestMetrics {
-    /// `routes`: route names in the route table's order.
-    pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
-        let per_route = |route: String| {
-            ["allow", "deny", "error", "rate_limited"].map(|decision| {
-                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-                    counter!(REQUESTS_TOTAL, "route" => route.clone(), "decision" => decision, "status_class" => class)
-                })
-            })
-        };
-        let requests: Vec<[[Counter; 5]; 4]> = std::iter::once("none".to_string())
-            .chain(routes.map(str::to_string))
-            .map(per_route)
-            .collect();
-        Self {
-            requests: requests.into(),
-            duration: histogram!(REQUEST_DURATION),
-            allow: counter!(POLICY_DECISIONS_TOTAL, "decision" => "allow"),
-            deny: counter!(POLICY_DECISIONS_TOTAL, "decision" => "deny"),
-            shadow_deny: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-deny"),
-            shadow_allow: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-allow"),
-            upstream_connect: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "connect"),
-            upstream_timeout: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "timeout"),
-            upstream_failed: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "failed"),
-        }
-    }
-
-    pub fn response(&self, route: Option<usize>, outcome: Outcome, status: http::StatusCode, seconds: f64) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        let route = route.map_or(0, |r| r + 1);
-        if let Some(by_outcome) = self.requests.get(route).or_else(|| self.requests.first()) {
-            by_outcome[outcome as usize][class].increment(1);
-        }
-        self.duration.record(seconds);
-    }
-
-    pub fn decision(&self, allowed: bool) {
-        if allowed { &self.allow } else { &self.deny }.increment(1);
-    }
-
-    /// A shadow rule would have flipped the decision (`would_allow` says which way).
-    pub fn shadow(&self, would_allow: bool) {
-        if would_allow {
-            &self.shadow_allow
-        } else {
-            &self.shadow_deny
-        }
-        .increment(1);
-    }
-
-    pub fn upstream_error(&self, err: &crate::error::ProxyError) {
-        use crate::error::ProxyError as E;
-        match err {
-            E::UpstreamUnavailable { .. } => self.upstream_connect.increment(1),
-            E::UpstreamTimeout { .. } => self.upstream_timeout.increment(1),
-            E::UpstreamFailed { .. } => self.upstream_failed.increment(1),
-            E::BadRequest(reason) => bad_request(*reason),
-            E::Denied { .. }
-            | E::Unauthenticated { .. }
-            | E::NoRoute { .. }
-            | E::MisdirectedRequest { .. }
-            | E::RateLimited { .. }
-            | E::PayloadTooLarge { .. }
-            | E::RequestTimeout
-            | E::AuditUnavailable
-            | E::Internal(_) => {}
-        }
-    }
-}
-
 /// An upstream connection stopped reading before the request was sent whole.
 pub fn upstream_early_close() {
     counter!(UPSTREAM_EARLY_CLOSES_TOTAL).increment(1);
@@ -339,12 +241,20 @@ pub fn upstream_retry(reason: &'static str) {
     counter!(UPSTREAM_RETRIES_TOTAL, "reason" => reason).increment(1);
 }
 
-/// A request was refused with 400 for `reason`.
-pub fn bad_request(reason: crate::error::BadRequest) {
-    counter!(BAD_REQUESTS_TOTAL, "reason" => reason.code()).increment(1);
+/// A request was refused with 400 for `reason` (a `BadRequest` code, docs/audit.md).
+pub fn bad_request(reason: &'static str) {
+    counter!(BAD_REQUESTS_TOTAL, "reason" => reason).increment(1);
 }
 
-/// A client-sent header field was removed (`reason` as in `upstream::headers::Removed`);
+/// Exports `name{label=value}` at 0 for every value, so alerts on `increase()` have a series to
+/// evaluate before the first event (the label sets are known at start-up).
+pub fn zero(name: &'static str, label: &'static str, values: impl IntoIterator<Item = &'static str>) {
+    for v in values {
+        counter!(name, label => v).absolute(0);
+    }
+}
+
+/// A client-sent header field was removed (`reason` as in `headers::Removed`);
 /// `increment(0)` at start-up exports the series.
 pub fn request_header_removed(reason: &'static str, n: u64) {
     counter!(REQUEST_HEADERS_REMOVED_TOTAL, "reason" => reason).increment(n);
@@ -426,21 +336,6 @@ pub fn upstream_duration() -> Histogram {
 
 pub fn handshake_duration(seconds: f64) {
     histogram!(HANDSHAKE_DURATION).record(seconds);
-}
-
-/// Sets the expiry gauges from absolute times (Unix seconds).
-pub fn expiry(entries: &[crate::tls::Expiry]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    for e in entries {
-        let left = (e.at - now) as f64;
-        match e.kind {
-            crate::tls::ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
-            crate::tls::ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
-            crate::tls::ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
-        }
-    }
 }
 
 /// Handles for one posture provider's metrics, registered once.

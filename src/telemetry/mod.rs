@@ -1,11 +1,11 @@
 //! Logs (tracing), metrics (Prometheus) and the admin listener.
 
-pub mod admin;
+mod config;
 pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+pub use config::{LogConfig, LogFormat};
 
 /// Installs the global tracing subscriber. `RUST_LOG` wins over the configured level, as
 /// operators expect. Safe to call twice (the second call is a no-op).

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::BoxError;
+use crate::body::BoxError;
 
 /// The body was cut because `request_timeout` was reached.
 #[derive(Debug, thiserror::Error)]

@@ -12,9 +12,15 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 
-use super::PostureError;
-
 /// Why a token was refused; the code is what audit records show.
+/// A JWKS file that cannot be used: unreadable, not a JWKS document, or without one usable key.
+#[derive(Debug, thiserror::Error)]
+#[error("JWKS {path}: {message}")]
+pub struct JwksError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtError {
     Malformed,
@@ -83,7 +89,7 @@ impl Jwks {
         issuer: Option<&str>,
         audience: Option<&str>,
         leeway: u64,
-    ) -> Result<Self, PostureError> {
+    ) -> Result<Self, JwksError> {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.leeway = leeway;
         validation.validate_nbf = true;
@@ -109,7 +115,7 @@ impl Jwks {
     }
 
     /// Reads the key set again; a broken file keeps the current keys.
-    pub fn reload(&self) -> Result<usize, PostureError> {
+    pub fn reload(&self) -> Result<usize, JwksError> {
         let keys = parse_file(&self.path, &self.allowed)?;
         let n = keys.len();
         self.keys.store(Arc::new(keys));
@@ -152,8 +158,8 @@ impl Jwks {
     }
 }
 
-fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, PostureError> {
-    let err = |message: String| PostureError::Jwks {
+fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, JwksError> {
+    let err = |message: String| JwksError {
         path: path.to_path_buf(),
         message,
     };
@@ -286,4 +292,34 @@ pub fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 == Some(*b)
         })
+}
+
+/// Why a request's user could not be established (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserError {
+    Missing,
+    /// Not `Authorization: Bearer <token>`.
+    NotBearer,
+    Invalid(JwtError),
+    Unbound,
+    WrongCertificate,
+}
+
+impl UserError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserError::Missing => "user-token-missing",
+            UserError::NotBearer => "user-token-not-bearer",
+            UserError::Invalid(JwtError::Malformed) => "user-token-malformed",
+            UserError::Invalid(JwtError::DisallowedAlgorithm) => "user-token-disallowed-algorithm",
+            UserError::Invalid(JwtError::BadSignature) => "user-token-bad-signature",
+            UserError::Invalid(JwtError::Expired) => "user-token-expired",
+            UserError::Invalid(JwtError::NotYetValid) => "user-token-not-yet-valid",
+            UserError::Invalid(JwtError::WrongIssuer) => "user-token-wrong-issuer",
+            UserError::Invalid(JwtError::WrongAudience) => "user-token-wrong-audience",
+            UserError::Invalid(JwtError::MissingClaim) => "user-token-missing-claim",
+            UserError::Unbound => "user-token-unbound",
+            UserError::WrongCertificate => "user-token-wrong-certificate",
+        }
+    }
 }

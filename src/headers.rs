@@ -215,13 +215,13 @@ fn classify(name: &HeaderName, cfg: &HeadersConfig) -> Option<Removed> {
 /// something is removed. Calls `removed` once per field removed.
 ///
 /// # Errors
-/// [`BadRequest::HeaderUnderscore`](crate::error::BadRequest::HeaderUnderscore) for a name
-/// with `_` under [`Underscores::Reject`].
+/// [`UnderscoreRejected`] for a name with `_` under [`Underscores::Reject`] (nothing is removed
+/// then).
 pub fn strip_client_headers(
     headers: &mut HeaderMap,
     cfg: &HeadersConfig,
     mut removed: impl FnMut(Removed),
-) -> Result<(), crate::error::BadRequest> {
+) -> Result<(), UnderscoreRejected> {
     if !headers.keys().any(|k| classify(k, cfg).is_some()) {
         return Ok(());
     }
@@ -230,7 +230,7 @@ pub fn strip_client_headers(
         .filter_map(|k| classify(k, cfg).map(|r| (k.clone(), r)))
         .collect();
     if cfg.with_underscores == Underscores::Reject && names.iter().any(|(_, r)| *r == Removed::Underscore) {
-        return Err(crate::error::BadRequest::HeaderUnderscore);
+        return Err(UnderscoreRejected);
     }
     for (name, why) in names {
         if let http::header::Entry::Occupied(e) = headers.entry(name) {
@@ -241,6 +241,12 @@ pub fn strip_client_headers(
     }
     Ok(())
 }
+
+/// A header name contains `_` and the configuration refuses such requests
+/// ([`Underscores::Reject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("header name contains '_'")]
+pub struct UnderscoreRejected;
 
 /// The RFC 7239 `Forwarded` value ztgate sets: `for` the client's address (IPv6 quoted and in
 /// brackets, §6), `proto=https`, `host` the judged authority (quoted: `:` is not a token char).
@@ -293,7 +299,7 @@ mod tests {
         assert!(h.is_empty());
     }
 
-    fn strip(h: &mut HeaderMap, cfg: &HeadersConfig) -> Result<Vec<&'static str>, crate::error::BadRequest> {
+    fn strip(h: &mut HeaderMap, cfg: &HeadersConfig) -> Result<Vec<&'static str>, UnderscoreRejected> {
         let mut removed = Vec::new();
         strip_client_headers(h, cfg, |r| removed.push(r.as_str()))?;
         Ok(removed)
@@ -357,10 +363,7 @@ mod tests {
             with_underscores: Underscores::Reject,
             ..HeadersConfig::default()
         };
-        assert_eq!(
-            strip(&mut request(), &reject),
-            Err(crate::error::BadRequest::HeaderUnderscore)
-        );
+        assert_eq!(strip(&mut request(), &reject), Err(UnderscoreRejected));
 
         let allow = HeadersConfig {
             with_underscores: Underscores::Allow,
