@@ -243,7 +243,7 @@ fn message(seq: u64, prev: &str, ts: &str, key: &str, reason: &str) -> Vec<u8> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -172,11 +172,6 @@ struct Inner {
     respond_after: RespondAfter,
 }
 
-/// The response must be refused: its record could not be written (group commit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the audit record could not be written")]
-pub struct NotRecorded;
-
 impl Auditor {
     /// No audit log configured: records are not written.
     pub fn disabled() -> Self {
@@ -239,8 +234,23 @@ impl Auditor {
         }
     }
 
+    /// Serializes one record (a JSON object, docs/audit.md) and queues it: the one way every
+    /// decision reaches the audit log.
+    ///
+    /// # Errors
+    /// [`Unserializable`] when the record cannot be serialized (a bug: records hold strings
+    /// and numbers). It is logged at ERROR and counted in `ztgate_audit_dropped_total` here,
+    /// never skipped silently; the request path fails closed on it.
+    pub async fn emit<R: serde::Serialize>(&self, record: &R) -> Result<(), Unserializable> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.record(serialize(record)?).await;
+        Ok(())
+    }
+
     /// Queues one serialized record (a JSON object). Waits for queue space in `block` mode.
-    pub async fn record(&self, record: Vec<u8>) {
+    async fn record(&self, record: Vec<u8>) {
         if let Some(inner) = &self.inner {
             inner
                 .send(Entry {
@@ -252,35 +262,46 @@ impl Auditor {
         }
     }
 
-    /// Queues the record of a response about to be sent. With group commit, waits until the
-    /// record is written and fsynced; `Err(NotRecorded)` when that failed (or the sink is already
-    /// failing): then `refused`, the record as it reads for the 503 the client gets instead, is
-    /// what the log holds. Without group commit this is [`Auditor::record`].
-    pub async fn commit(&self, record: Vec<u8>, refused: impl FnOnce() -> Vec<u8>) -> Result<(), NotRecorded> {
+    /// Serializes and queues the record of a response about to be sent. With group commit
+    /// (`respond_after = "durable"`), waits until the record is written and fsynced; when that
+    /// failed (or the sink is already failing) the log holds the record as `refuse` rewrites it
+    /// for the 503 the client gets instead. Without group commit this is [`Auditor::emit`].
+    ///
+    /// # Errors
+    /// [`CommitError::NotRecorded`]: refuse the response (503). [`CommitError::Unserializable`]:
+    /// as for [`Auditor::emit`].
+    pub async fn commit<R: serde::Serialize>(
+        &self,
+        mut record: R,
+        refuse: impl FnOnce(&mut R),
+    ) -> Result<(), CommitError> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
         if inner.respond_after == RespondAfter::Queued {
-            self.record(record).await;
-            return Ok(());
+            return Ok(self.emit(&record).await?);
         }
         if !inner.shared.healthy.load(Ordering::Acquire) {
             // Known failing: refuse at once rather than wait for the next failed write.
-            self.record(refused()).await;
-            return Err(NotRecorded);
+            refuse(&mut record);
+            self.emit(&record).await?;
+            return Err(CommitError::NotRecorded);
         }
+        let bytes = serialize(&record)?;
+        refuse(&mut record);
+        let refused = serialize(&record)?;
         let (done, written) = oneshot::channel();
         inner
             .send(Entry {
-                record,
+                record: bytes,
                 done: Some(done),
-                refused: Some(refused()),
+                refused: Some(refused),
             })
             .await;
         match written.await {
             Ok(true) => Ok(()),
             // Refused by the writer, or never reached it (diverted at shutdown).
-            Ok(false) | Err(_) => Err(NotRecorded),
+            Ok(false) | Err(_) => Err(CommitError::NotRecorded),
         }
     }
 }
@@ -319,6 +340,30 @@ impl Inner {
         counter.fetch_add(1, Ordering::AcqRel);
     }
 }
+
+/// Serializes a record; a failure is logged at ERROR and counted as dropped.
+fn serialize<R: serde::Serialize>(record: &R) -> Result<Vec<u8>, Unserializable> {
+    serde_json::to_vec(record).map_err(|e| {
+        metrics::audit_dropped();
+        tracing::error!(error = %e, "audit record could not be serialized; dropped");
+        Unserializable
+    })
+}
+
+/// Why [`Auditor::commit`] did not record a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Group commit: the record could not be written; the response must be refused (503).
+    #[error("the audit record could not be written")]
+    NotRecorded,
+    #[error(transparent)]
+    Unserializable(#[from] Unserializable),
+}
+
+/// An audit record could not be serialized (see [`Auditor::emit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("audit record could not be serialized")]
+pub struct Unserializable;
 
 #[cfg(test)]
 mod tests;

@@ -222,7 +222,7 @@ async fn the_tail_is_proven_against_a_checkpoint_and_cuts_are_reported_as_unprov
     // ... and with the checkpoint re-pointed at the forgery, its signature fails.
     edited[7] = rehash(&edited[7].replace(
         &original[7][17..81],
-        &hash_line(edited[6][..edited[6].len() - 75].as_bytes()),
+        &hash_line(&edited[6].as_bytes()[..edited[6].len() - 75]),
     ));
     let err = check(&edited).unwrap_err();
     assert!(
@@ -295,8 +295,8 @@ async fn group_commit_answers_after_the_write_and_refuses_when_it_fails() {
     let (auditor, task) = Auditor::start(&cfg).unwrap();
     assert!(auditor.group_commit());
     let commit = || {
-        auditor.commit(br#"{"kind":"test","status":200}"#.to_vec(), || {
-            br#"{"kind":"test","status":503}"#.to_vec()
+        auditor.commit(serde_json::json!({"kind": "test", "status": 200}), |r| {
+            r["status"] = 503.into();
         })
     };
     assert_eq!(commit().await, Ok(()));
@@ -312,15 +312,15 @@ async fn group_commit_answers_after_the_write_and_refuses_when_it_fails() {
     cfg.respond_after = RespondAfter::Durable;
     let (auditor, task) = Auditor::start(&cfg).unwrap();
     let commit = || {
-        auditor.commit(br#"{"kind":"test","status":200}"#.to_vec(), || {
-            br#"{"kind":"test","status":503}"#.to_vec()
+        auditor.commit(serde_json::json!({"kind": "test", "status": 200}), |r| {
+            r["status"] = 503.into();
         })
     };
     let sent = Instant::now();
-    assert_eq!(commit().await, Err(NotRecorded));
+    assert_eq!(commit().await, Err(CommitError::NotRecorded));
     // Known failing: the next one is refused without waiting for another write.
     let refused = commit().await;
-    assert_eq!(refused, Err(NotRecorded));
+    assert_eq!(refused, Err(CommitError::NotRecorded));
     assert!(sent.elapsed() < Duration::from_secs(2));
     drop(auditor);
     let delivery = task.finish(Duration::from_millis(300)).await;

@@ -114,7 +114,6 @@ pub async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
         peer: conn.peer_addr,
         identity: Identity::from(&conn.identity),
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        auditor.record(bytes).await;
-    }
+    // Logged and counted by `emit` if it ever fails; the request goes on either way.
+    let _ = auditor.emit(&record).await;
 }

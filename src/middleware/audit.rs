@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::audit::Auditor;
 use crate::audit::record::{Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
+use crate::audit::{Auditor, CommitError};
 use crate::body::ProxyBody;
 use crate::ctx::RequestCtx;
 use crate::error::{Outcome, ProxyError};
@@ -114,7 +114,7 @@ where
                     None,
                 ),
             };
-            let mut record = RequestRecord {
+            let record = RequestRecord {
                 v: SCHEMA_VERSION,
                 ts: timestamp(SystemTime::now()),
                 kind: "request",
@@ -144,25 +144,26 @@ where
                 duration_us: started.elapsed().as_micros() as u64,
             };
             // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
-            let Ok(bytes) = serde_json::to_vec(&record) else {
-                return Err(ProxyError::Internal("audit record could not be serialized"));
-            };
             if !layer.auditor.group_commit() || matches!(result, Err(ProxyError::AuditUnavailable)) {
-                layer.auditor.record(bytes).await;
+                if layer.auditor.emit(&record).await.is_err() {
+                    return Err(ProxyError::Internal("audit record could not be serialized"));
+                }
                 return result;
             }
             // Group commit: the response waits for its record's durable write; when that write
             // fails the client gets 503 instead, and the log says so.
-            let refused = move || {
-                record.decision = "error";
-                record.reason = ProxyError::AuditUnavailable.reason();
-                record.status = ProxyError::AuditUnavailable.status().as_u16();
-                record.bytes = None;
-                serde_json::to_vec(&record).unwrap_or_default()
+            let refuse = |r: &mut RequestRecord<'_>| {
+                r.decision = "error";
+                r.reason = ProxyError::AuditUnavailable.reason();
+                r.status = ProxyError::AuditUnavailable.status().as_u16();
+                r.bytes = None;
             };
-            match layer.auditor.commit(bytes, refused).await {
+            match layer.auditor.commit(record, refuse).await {
                 Ok(()) => result,
-                Err(crate::audit::NotRecorded) => Err(ProxyError::AuditUnavailable),
+                Err(CommitError::NotRecorded) => Err(ProxyError::AuditUnavailable),
+                Err(CommitError::Unserializable(_)) => {
+                    Err(ProxyError::Internal("audit record could not be serialized"))
+                }
             }
         })
     }

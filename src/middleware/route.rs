@@ -67,13 +67,13 @@ impl Check for Route {
         let ctx = RequestCtx::of(req)?;
         let _ = ctx.route.set(m);
         // A pinned route admits only the pinned keys/certificates, whatever the policy says.
-        if let Some(pins) = self.routes.get(m).and_then(|r| r.pins.as_ref()) {
-            if !pins.allows(&ctx.peer().identity) {
-                return Err(ProxyError::Denied {
-                    rule: None,
-                    reason: "certificate-not-pinned",
-                });
-            }
+        if let Some(pins) = self.routes.get(m).and_then(|r| r.pins.as_ref())
+            && !pins.allows(&ctx.peer().identity)
+        {
+            return Err(ProxyError::Denied {
+                rule: None,
+                reason: "certificate-not-pinned",
+            });
         }
         Ok(())
     }

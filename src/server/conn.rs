@@ -376,9 +376,8 @@ async fn audit_refused_request(server: &Server, ctx: &ConnCtx, (reason, status):
         reason,
         status,
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        server.auditor.record(bytes).await;
-    }
+    // Logged and counted by `emit` if it ever fails; the connection is closing either way.
+    let _ = server.auditor.emit(&record).await;
 }
 
 /// The audit reason and the status hyper sent (none for a header timeout: it just closes), or
@@ -427,9 +426,8 @@ async fn audit_refused_certificate(
         decision: "deny",
         reason,
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        server.auditor.record(bytes).await;
-    }
+    // Logged and counted by `emit` if it ever fails; the connection is closing either way.
+    let _ = server.auditor.emit(&record).await;
 }
 
 /// Closes a refused connection so the client can read our TLS alert: send FIN, then discard what
