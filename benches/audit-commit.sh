@@ -12,7 +12,7 @@ while getopts "r:d:c:" o; do
 done
 cargo build --release --bin ztgate -q
 cargo bench --bench loadgen --no-run -q 2>/dev/null
-LOADGEN=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+LOADGEN=$(ls -t $(find target/release/deps -maxdepth 1 -type f -perm -u+x -name 'loadgen-*') | head -1)
 ZTGATE=target/release/ztgate
 WORK=$(mktemp -d "$PWD/target/audit-commit.XXXX")
 PIDS=()
