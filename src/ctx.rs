@@ -52,7 +52,7 @@ impl ConnCtx {
     /// identity header, the peer address and the audit fields.
     ///
     /// # Errors
-    /// [`UnrenderableIdentity`] naming the field that could not be rendered.
+    /// `UnrenderableIdentity` naming the field that could not be rendered.
     pub fn new(
         id: u64,
         peer: SocketAddr,
@@ -93,11 +93,11 @@ impl ConnCtx {
 /// The request's id, made by the trace layer, returned to the client and passed upstream
 /// (`x-request-id`): 32 hex digits.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
+pub(crate) struct RequestId(pub HeaderValue);
 
 impl RequestId {
     /// The id as text (`-` if it were ever not ASCII, which the generator rules out).
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or("-")
     }
 }
@@ -106,7 +106,7 @@ impl RequestId {
 /// extensions. Fields an inner layer learns are set once (`OnceLock`); the observing layers read
 /// them when the response is complete.
 #[derive(Debug)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     pub id: RequestId,
     /// The connection the request arrived on.
     pub conn: Arc<ConnCtx>,
@@ -135,7 +135,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(id: RequestId, conn: Arc<ConnCtx>) -> Self {
+    pub(crate) fn new(id: RequestId, conn: Arc<ConnCtx>) -> Self {
         Self {
             id,
             conn,
@@ -158,7 +158,7 @@ impl RequestCtx {
     /// # Errors
     /// [`ProxyError::Internal`] when the request did not come through the trace layer (a
     /// stack wired wrongly): fail closed rather than judge a request without its connection.
-    pub fn of<B>(req: &Request<B>) -> Result<&Arc<RequestCtx>, ProxyError> {
+    pub(crate) fn of<B>(req: &Request<B>) -> Result<&Arc<RequestCtx>, ProxyError> {
         req.extensions()
             .get::<Arc<RequestCtx>>()
             .ok_or(ProxyError::Internal("request has no request context"))
@@ -166,7 +166,7 @@ impl RequestCtx {
 
     /// The peer the request is judged as: the identity a trusted hop forwarded, else the
     /// connection's own.
-    pub fn peer(&self) -> &Arc<ConnCtx> {
+    pub(crate) fn peer(&self) -> &Arc<ConnCtx> {
         self.forwarded.get().unwrap_or(&self.conn)
     }
 
@@ -174,17 +174,17 @@ impl RequestCtx {
     ///
     /// # Errors
     /// [`ProxyError::Internal`] if a layer that needs it runs before sanitize (a wiring bug).
-    pub fn canonical(&self) -> Result<&Canonical, ProxyError> {
+    pub(crate) fn canonical(&self) -> Result<&Canonical, ProxyError> {
         self.canonical.get().ok_or(ProxyError::Internal(
             "request reached a check before it was made canonical",
         ))
     }
 
-    pub fn reached_upstream(&self) -> bool {
+    pub(crate) fn reached_upstream(&self) -> bool {
         self.reached_upstream.load(Ordering::Acquire)
     }
 
-    pub fn mark_reached_upstream(&self) {
+    pub(crate) fn mark_reached_upstream(&self) {
         self.reached_upstream.store(true, Ordering::Release);
     }
 }

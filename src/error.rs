@@ -1,7 +1,7 @@
 //! Every reason a request does not reach its upstream, and the one place that turns it into a
 //! response.
 //!
-//! Layers return `Err(ProxyError)`; the outermost layer calls [`ProxyError::into_response`].
+//! Layers return `Err(ProxyError)`; the outermost layer calls [`ProxyError::to_response`].
 //! Metrics and audit, which sit outside the checks, read [`ProxyError::status`] from the same
 //! table. The match is exhaustive on purpose: a new variant must be given a status here.
 
@@ -274,7 +274,7 @@ impl ProxyError {
     /// The client-facing response: status, a short generic text and the request id. Nothing
     /// from the error's details (rule, upstream address, cause) reaches the client; those go to
     /// logs and audit.
-    pub fn into_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
         let status = self.status();
         let text = match self {
             ProxyError::BadRequest(_) => "bad request",

@@ -65,7 +65,7 @@ pub struct Jwks {
 }
 
 /// Parses an algorithm name as configured; only asymmetric ones.
-pub fn parse_algorithm(s: &str) -> Option<Algorithm> {
+pub(crate) fn parse_algorithm(s: &str) -> Option<Algorithm> {
     Some(match s {
         "ES256" => Algorithm::ES256,
         "ES384" => Algorithm::ES384,
@@ -222,7 +222,7 @@ fn rsa_alg(a: KeyAlgorithm) -> Option<Algorithm> {
 /// Verified tokens, so that a client sending the same token on every request pays for one
 /// signature check. Bounded: past `CACHE_ENTRIES`, expired entries go, then everything. The
 /// caller re-checks what depends on the request (binding) on every use; expiry is checked here.
-pub struct TokenCache<T> {
+pub(crate) struct TokenCache<T> {
     map: dashmap::DashMap<String, (T, u64)>,
 }
 
@@ -239,7 +239,7 @@ impl<T: Clone> Default for TokenCache<T> {
 
 impl<T: Clone> TokenCache<T> {
     /// `None`: not cached. `Some(Err(Expired))`: cached but past `exp`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Result<T, JwtError>> {
+    pub(crate) fn get(&self, token: &str, now: u64) -> Option<Result<T, JwtError>> {
         self.map.get(token).map(|e| {
             if e.1 <= now {
                 Err(JwtError::Expired)
@@ -249,7 +249,7 @@ impl<T: Clone> TokenCache<T> {
         })
     }
 
-    pub fn insert(&self, token: &str, value: T, exp: u64, now: u64) {
+    pub(crate) fn insert(&self, token: &str, value: T, exp: u64, now: u64) {
         if self.map.len() >= CACHE_ENTRIES {
             self.map.retain(|_, e| e.1 > now);
             if self.map.len() >= CACHE_ENTRIES {
@@ -260,13 +260,13 @@ impl<T: Clone> TokenCache<T> {
     }
 
     /// After the key set changed: a removed key must stop working at once.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.map.clear();
     }
 }
 
 /// Seconds since the Unix epoch (JWT time).
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -274,13 +274,13 @@ pub fn unix_now() -> u64 {
 
 /// The RFC 8705 confirmation claim: `cnf: {"x5t#S256": base64url(SHA-256(cert DER))}`.
 #[derive(Debug, serde::Deserialize)]
-pub struct Confirmation {
+pub(crate) struct Confirmation {
     #[serde(rename = "x5t#S256")]
     pub x5t_s256: Option<String>,
 }
 
 /// Whether a `x5t#S256` thumbprint names the certificate with this hex SHA-256 fingerprint.
-pub fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
+pub(crate) fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
     use base64::Engine;
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(x5t.trim_end_matches('=')) else {
         return false;

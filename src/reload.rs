@@ -61,7 +61,7 @@ fn digest(paths: &[PathBuf]) -> [u8; 32] {
 /// content changes (checked every `interval`, then debounced so a half-written file is not read).
 /// After a successful reload, open connections whose identity the new policy allows nowhere are
 /// closed (`server`).
-pub async fn watch_policy(
+pub(crate) async fn watch_policy(
     store: Arc<PolicyStore>,
     path: PathBuf,
     interval: Duration,
@@ -91,7 +91,7 @@ pub async fn watch_policy(
 /// change, loads them all off the data path; if they form a valid configuration, new connections
 /// use it at once and open connections whose client chain no longer verifies are closed. A
 /// broken set keeps the current one, logged and counted.
-pub async fn watch_tls(server: Arc<Server>, cfg: TlsConfig, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn watch_tls(server: Arc<Server>, cfg: TlsConfig, shutdown: impl Future<Output = ()>) {
     let mut files = vec![cfg.cert.clone(), cfg.key.clone(), cfg.client_ca.clone()];
     files.extend(cfg.crls.iter().cloned());
     let interval = cfg.reload_interval;
@@ -129,7 +129,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
 
 /// Downloads every configured CRL now and then every `interval` until `shutdown`. A newer CRL is
 /// written to its file, which the TLS watcher reloads; failures keep the current file.
-pub async fn fetch_crls(
+pub(crate) async fn fetch_crls(
     fetcher: Arc<crate::tls::CrlFetcher>,
     sources: Vec<CrlSource>,
     interval: Duration,
@@ -161,7 +161,7 @@ pub async fn fetch_crls(
 
 /// Downloads the CRL of every distribution point seen so far, every `interval`, until
 /// `shutdown`, and closes the open connections that a newer CRL revokes.
-pub async fn refresh_distribution_points(
+pub(crate) async fn refresh_distribution_points(
     revocation: Arc<crate::tls::revocation::Revocation>,
     server: Arc<crate::server::Server>,
     interval: Duration,
@@ -187,7 +187,11 @@ pub async fn refresh_distribution_points(
 
 /// Watches a posture inventory or JWKS file like the policy: reloads it on SIGHUP or change; a
 /// broken file keeps the current one, logged and counted.
-pub async fn watch_posture(item: crate::posture::Reloadable, interval: Duration, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn watch_posture(
+    item: crate::posture::Reloadable,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let what = item.what();
     watch_files(what, vec![item.path()], interval, shutdown, || {
         let item = item.clone();

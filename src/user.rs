@@ -11,7 +11,7 @@ use http::HeaderMap;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-pub use crate::jwt::UserError;
+pub(crate) use crate::jwt::UserError;
 use crate::jwt::{Confirmation, Jwks, JwksError, JwtError, TokenCache, thumbprint_matches, unix_now};
 
 /// The claims policy can match on.

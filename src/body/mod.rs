@@ -7,11 +7,11 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-pub use deadline::{Deadline, DeadlineExceeded, Side};
+pub(crate) use deadline::{Deadline, DeadlineExceeded, Side};
 
 /// Body of every response ztgate sends: the upstream's streamed body (under the request's
 /// deadline), or a short one of ztgate's own (errors, health).
-pub type ProxyBody = Either<Deadline<Incoming>, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<Deadline<Incoming>, Full<Bytes>>;
 
 /// The boxed error type of bodies and connectors (hyper's convention).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::warn;
 
@@ -21,19 +20,19 @@ use crate::error::{Outcome, ProxyError};
 use crate::telemetry::metrics;
 
 /// Milliseconds on a monotonic clock (the detector only compares times).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 #[derive(Clone)]
-pub struct AnomalyLayer {
+pub(crate) struct AnomalyLayer {
     detector: Option<Arc<Detector>>,
     auditor: Auditor,
 }
 
 impl AnomalyLayer {
-    pub fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
+    pub(crate) fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
         Self { detector, auditor }
     }
 }
@@ -54,10 +53,11 @@ pub struct Anomaly<S> {
     layer: AnomalyLayer,
 }
 
-impl<S> Service<Request<Incoming>> for Anomaly<S>
+impl<B, S> Service<Request<B>> for Anomaly<S>
 where
     // The inner future is already boxed: the pass-through path hands it on as it is.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -67,7 +67,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
         let (Some(detector), Ok(ctx)) = (self.layer.detector.clone(), RequestCtx::of(&req)) else {
             return self.inner.call(req);
         };
@@ -90,7 +90,7 @@ where
 }
 
 /// Logs, counts and audits one flag.
-pub async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
+pub(crate) async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
     metrics::anomaly(flag.kind.as_str());
     warn!(anomaly = flag.kind.as_str(), detail = %flag.detail, client.id = %conn.identity.display_name(), "anomaly");
     #[derive(serde::Serialize)]

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, header};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
@@ -21,7 +20,7 @@ use crate::error::{Outcome, ProxyError};
 use crate::upstream::RouteTable;
 
 #[derive(Clone)]
-pub struct AuditLayer {
+pub(crate) struct AuditLayer {
     auditor: Auditor,
     routes: Arc<RouteTable>,
     /// Upstream names by index, for the record.
@@ -29,7 +28,7 @@ pub struct AuditLayer {
 }
 
 impl AuditLayer {
-    pub fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
+    pub(crate) fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
         Self {
             auditor,
             routes,
@@ -54,10 +53,11 @@ pub struct Audit<S> {
     layer: AuditLayer,
 }
 
-impl<S> Service<Request<Incoming>> for Audit<S>
+impl<B, S> Service<Request<B>> for Audit<S>
 where
     // The inner future is already boxed: the pass-through path hands it on as it is.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -67,7 +67,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
         if !self.layer.auditor.enabled() {
             return self.inner.call(req);
         }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::Request;
-use hyper::body::Incoming;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
@@ -45,7 +44,7 @@ fn refuse(reason: &'static str) -> ProxyError {
 }
 
 impl Check for TrustedHop {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         let Some(cfg) = &self.cfg else { return Ok(()) };
         let ctx = RequestCtx::of(req)?;
         let conn = &ctx.conn;

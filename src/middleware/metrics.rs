@@ -19,12 +19,12 @@ use crate::telemetry::metrics::{
 };
 
 #[derive(Clone)]
-pub struct MetricsLayer {
+pub(crate) struct MetricsLayer {
     metrics: RequestMetrics,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: RequestMetrics) -> Self {
+    pub(crate) fn new(metrics: RequestMetrics) -> Self {
         Self { metrics }
     }
 }

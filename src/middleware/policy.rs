@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 use tracing::info;
 
 use super::check::Check;
@@ -30,7 +29,7 @@ impl PolicyCheck {
 
 impl Check for PolicyCheck {
     /// `Ok` to forward, `Err` to reject; pure apart from logging and counting.
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         // Fail closed: a request without a verified identity or a route is never judged.
         let ctx = RequestCtx::of(req)?;
         let canonical = ctx.canonical()?;

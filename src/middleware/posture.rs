@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderName, Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
@@ -20,7 +19,7 @@ use crate::telemetry::metrics::PostureMetrics;
 
 /// The configured provider and how to name devices.
 #[derive(Clone)]
-pub struct PostureSetup {
+pub(crate) struct PostureSetup {
     pub provider: Arc<dyn PostureProvider>,
     pub device_id: DeviceIdSource,
     /// A header that carries posture to ztgate only (the assertion): removed before forwarding.
@@ -28,14 +27,14 @@ pub struct PostureSetup {
 }
 
 #[derive(Clone)]
-pub struct PostureLayer {
+pub(crate) struct PostureLayer {
     setup: Option<PostureSetup>,
     policy: Arc<PolicyStore>,
     metrics: Option<PostureMetrics>,
 }
 
 impl PostureLayer {
-    pub fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
+    pub(crate) fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
         let metrics = setup.as_ref().map(|s| PostureMetrics::register(s.provider.name()));
         Self { setup, policy, metrics }
     }
@@ -57,7 +56,7 @@ pub struct Posture<S> {
     layer: PostureLayer,
 }
 
-fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
+fn record<B>(req: &mut Request<B>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
     let unavailable = result.as_ref().err().map(|u| u.as_str());
     if let Some(m) = m {
         m.check(unavailable);
@@ -68,9 +67,10 @@ fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static
     }
 }
 
-impl<S> Service<Request<Incoming>> for Posture<S>
+impl<B, S> Service<Request<B>> for Posture<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
         + Clone
         + Send
         + 'static,
@@ -83,7 +83,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
         let Some(setup) = &self.layer.setup else {
             return self.inner.call(req);
         };

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 
 use super::check::Check;
 use crate::ctx::RequestCtx;
@@ -23,7 +22,7 @@ impl RateLimit {
 }
 
 impl Check for RateLimit {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         if !self.limits.enabled() {
             return Ok(());
         }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 
 use super::check::Check;
 use crate::ctx::RequestCtx;
@@ -62,7 +61,7 @@ impl Route {
 }
 
 impl Check for Route {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         let m = self.resolve(req)?;
         let ctx = RequestCtx::of(req)?;
         let _ = ctx.route.set(m);

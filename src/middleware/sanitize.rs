@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
-use hyper::body::Incoming;
 
 use super::check::Check;
 use crate::canonical::{Canonical, authority};
@@ -37,7 +36,7 @@ impl Sanitize {
 }
 
 impl Check for Sanitize {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         let canonical = canonicalise(req, &self.headers).map_err(ProxyError::BadRequest)?;
         let ctx = RequestCtx::of(req)?;
         let _ = ctx.path.set(canonical.judged_path(req.uri().path()).to_string());

@@ -19,12 +19,12 @@ use crate::error::{Outcome, ProxyError};
 use crate::headers::X_REQUEST_ID;
 
 #[derive(Clone, Default)]
-pub struct TraceLayer {
+pub(crate) struct TraceLayer {
     ids: Arc<IdGen>,
 }
 
 impl TraceLayer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 }
@@ -82,7 +82,7 @@ where
         let Some(conn) = req.extensions_mut().remove::<Arc<ConnCtx>>() else {
             let err = ProxyError::Internal("request has no connection context");
             warn!(error = %err, "request failed");
-            return Box::pin(std::future::ready(Ok(err.into_response(&id))));
+            return Box::pin(std::future::ready(Ok(err.to_response(&id))));
         };
         req.extensions_mut()
             .insert(Arc::new(RequestCtx::new(RequestId(id.clone()), conn)));
@@ -109,7 +109,7 @@ where
                         } else {
                             warn!(error = %err, "request failed");
                         }
-                        err.into_response(&id)
+                        err.to_response(&id)
                     }
                 };
                 resp.headers_mut().insert(X_REQUEST_ID, id);

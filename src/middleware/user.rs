@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 
 use super::check::Check;
 use crate::ctx::RequestCtx;
@@ -30,7 +29,7 @@ impl UserCheck {
 }
 
 impl Check for UserCheck {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         let ctx = RequestCtx::of(req)?.clone();
         let mode = ctx
             .route

@@ -1,7 +1,7 @@
 //! Logs (tracing), metrics (Prometheus) and the admin listener.
 
 mod config;
-pub mod metrics;
+pub(crate) mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +9,7 @@ pub use config::{LogConfig, LogFormat};
 
 /// Installs the global tracing subscriber. `RUST_LOG` wins over the configured level, as
 /// operators expect. Safe to call twice (the second call is a no-op).
-pub fn init_logging(format: LogFormat, level: &str) {
+pub(crate) fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

@@ -35,7 +35,7 @@ pub struct RouteConfig {
     pub host: Option<String>,
     /// Segment-aware prefix: `/api` matches `/api` and `/api/x`, never `/apix`.
     pub path_prefix: String,
-    /// Index into [`Config::upstreams`].
+    /// Index into the config's upstreams (`Config::upstreams`).
     pub upstream: usize,
     /// Overrides the global `[rate_limit]` for this route.
     pub rate_limit: Option<crate::ratelimit::Rate>,

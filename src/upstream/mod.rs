@@ -22,7 +22,7 @@ use crate::tls::TlsError;
 use client::{FixedDest, PooledClient};
 pub(crate) use client::{Replay, UpstreamClient};
 pub use config::{Pins, RouteConfig, UpstreamConfig, UpstreamProtocol, UserMode};
-pub use route::RouteTable;
+pub(crate) use route::RouteTable;
 
 /// The request body as sent upstream: the client's, cut off at `max_request_body` and at the
 /// request deadline, with the client's own body errors marked ([`client_body`]).
