@@ -44,6 +44,15 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
         pki::write_dev_pki(&pki_dir, false)?;
         println!("minted a dev PKI in {}", pki_dir.display());
     }
+    // A dev PKI minted before `certs dev` made an audit signing key gets one now.
+    let signing_key = cfg.audit.as_ref().and_then(|a| a.checkpoint.as_ref()).map(|c| &c.key);
+    if let Some(key) = signing_key.filter(|k| !k.exists())
+        && key.parent() == Some(pki_dir.as_path())
+        && key.file_name() == Some(std::ffi::OsStr::new(pki::DEV_AUDIT_SIGNING_KEY))
+    {
+        pki::write_audit_signing_key(&pki_dir)?;
+        println!("minted a dev audit signing key in {}", pki_dir.display());
+    }
 
     let upstream_addr = cfg
         .upstreams
@@ -74,6 +83,18 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
     );
     if let Some(a) = &cfg.admin {
         println!("  # metrics and health:\n  curl http://{}/metrics\n", a.address);
+    }
+    if let Some(crate::audit::SinkConfig::File { path, .. }) = cfg.audit.as_ref().map(|a| &a.sink) {
+        let key = match signing_key {
+            Some(_) => format!("--key {d}/{} ", pki::DEV_AUDIT_VERIFY_KEY),
+            None => String::new(),
+        };
+        println!(
+            "  # the audit log, and its proof (after Ctrl-C, up to the shutdown checkpoint):
+  \
+             ztgate audit verify {key}{}\n",
+            path.display()
+        );
     }
     println!("Ctrl-C stops the demo.\n");
     app::serve(cfg, listeners, server::shutdown::signal())
