@@ -35,7 +35,7 @@ pub enum AuthorityError {
 /// The request's authority in canonical form: the host lowercased without a trailing dot, and
 /// the port if one was given. Cheap to clone (a `HeaderValue` shares its bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanonicalAuthority {
+pub(crate) struct CanonicalAuthority {
     /// `host[:port]`, exactly what goes upstream as `Host` (HTTP/1.1) or `:authority` (h2).
     value: HeaderValue,
     /// Length of the host part of `value` (for IPv6 literals, with the brackets).
@@ -44,19 +44,19 @@ pub struct CanonicalAuthority {
 
 impl CanonicalAuthority {
     /// The host without port, lowercase, no trailing dot (`app.internal`, `[::1]`).
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         // `value` was built from a `&str` of ASCII bytes, so this cannot fail; an empty host
         // would only ever fail to match a route.
         self.value.to_str().map_or("", |s| &s[..self.host_len])
     }
 
     /// `host[:port]` as a header value.
-    pub fn value(&self) -> &HeaderValue {
+    pub(crate) fn value(&self) -> &HeaderValue {
         &self.value
     }
 
     /// Parses and canonicalises one authority (`Host` value or `:authority`).
-    pub fn parse(raw: &[u8]) -> Result<Self, AuthorityError> {
+    pub(crate) fn parse(raw: &[u8]) -> Result<Self, AuthorityError> {
         let (rewritten, host_len) = canonicalise(raw)?;
         let value = match rewritten {
             Some(v) => HeaderValue::from_str(&v),
@@ -68,7 +68,7 @@ impl CanonicalAuthority {
 
     /// Like [`CanonicalAuthority::parse`] for a `Host` field; an already canonical value is kept
     /// as it is (no copy).
-    pub fn from_host(value: &HeaderValue) -> Result<Self, AuthorityError> {
+    pub(crate) fn from_host(value: &HeaderValue) -> Result<Self, AuthorityError> {
         let (rewritten, host_len) = canonicalise(value.as_bytes())?;
         let value = match rewritten {
             Some(v) => HeaderValue::from_str(&v).map_err(|_| AuthorityError::Malformed)?,
@@ -97,12 +97,12 @@ fn canonicalise(raw: &[u8]) -> Result<(Option<String>, usize), AuthorityError> {
 /// (request extension, set by the connection, refused by the sanitize layer): hyper's parser
 /// keeps only `Transfer-Encoding`, so the request itself no longer shows it.
 #[derive(Debug, Clone, Copy)]
-pub struct ContentLengthWithTransferEncoding;
+pub(crate) struct ContentLengthWithTransferEncoding;
 
 /// The request as ztgate judges it, derived once by the sanitize layer (request extension):
 /// routing, the SNI check, policy, audit and the forwarded request all read this value.
 #[derive(Debug, Clone)]
-pub struct Canonical {
+pub(crate) struct Canonical {
     pub authority: CanonicalAuthority,
     /// The normalised path with every `;` parameter removed, when it has any; whether the route
     /// allows parameters decides if the request goes on (see `policy::path::PathParameters`).
@@ -112,13 +112,17 @@ pub struct Canonical {
 impl Canonical {
     /// The path routing and policy judge: `uri_path` (already normalised), or the same without
     /// parameters.
-    pub fn judged_path<'a>(&'a self, uri_path: &'a str) -> &'a str {
+    pub(crate) fn judged_path<'a>(&'a self, uri_path: &'a str) -> &'a str {
         self.path_without_parameters.as_deref().unwrap_or(uri_path)
     }
 }
 
 /// Derives the request's one authority from the request target and the `Host` field(s).
-pub fn authority(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<CanonicalAuthority, AuthorityError> {
+pub(crate) fn authority(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<CanonicalAuthority, AuthorityError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

@@ -116,7 +116,7 @@ where
 }
 
 async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if crate::upstream::headers::is_upgrade(req.headers())
+    if crate::headers::is_upgrade(req.headers())
         && let Some(key) = req.headers().get("sec-websocket-key")
         && req
             .headers()
@@ -140,7 +140,7 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
         }
         return Ok(resp);
     }
-    if crate::upstream::headers::is_upgrade(req.headers()) {
+    if crate::headers::is_upgrade(req.headers()) {
         // Accept any other upgrade and echo raw bytes back: enough to show upgrades pass through.
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {

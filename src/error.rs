@@ -1,25 +1,24 @@
 //! Every reason a request does not reach its upstream, and the one place that turns it into a
 //! response.
 //!
-//! Layers return `Err(ProxyError)`; the outermost layer calls [`ProxyError::into_response`].
+//! Layers return `Err(ProxyError)`; the outermost layer calls [`ProxyError::to_response`].
 //! Metrics and audit, which sit outside the checks, read [`ProxyError::status`] from the same
 //! table. The match is exhaustive on purpose: a new variant must be given a status here.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
-/// Body of every response ztgate sends: the upstream's streamed body, or a short one of ours.
-pub type ProxyBody = Either<crate::upstream::Deadline<Incoming>, Full<Bytes>>;
+use crate::body::{BoxError, ProxyBody};
+use crate::jwt::UserError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("malformed or ambiguous request: {}", .0.describe())]
     BadRequest(BadRequest),
     /// A route that needs a user got no valid user token.
-    #[error("user not authenticated: {reason}")]
-    Unauthenticated { reason: &'static str },
+    #[error("user not authenticated: {}", .0.as_str())]
+    Unauthenticated(UserError),
     #[error("denied by policy (rule {}, reason {reason})", rule.as_deref().unwrap_or("none"))]
     Denied { rule: Option<String>, reason: &'static str },
     #[error("Host {host:?} does not match TLS SNI {sni:?}")]
@@ -54,8 +53,6 @@ pub enum ProxyError {
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a request was refused with 400: malformed, or ambiguous (it cannot be made canonical
 /// without guessing how the upstream would read it). Each variant is one reason code, used in
@@ -157,12 +154,84 @@ impl BadRequest {
     }
 }
 
+/// How a request ended: the `decision` of metrics, logs and audit records, decided in one place
+/// ([`ProxyError::outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered by the upstream (whatever its status).
+    Allow = 0,
+    /// Refused by policy, posture or user authentication (401/403).
+    Deny = 1,
+    /// Anything else ztgate refused or could not do (400, 404, 421, 5xx, ...).
+    Error = 2,
+    /// Refused by a rate limit (429).
+    RateLimited = 3,
+}
+
+impl Outcome {
+    /// The label value: `allow`, `deny`, `error`, `rate_limited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Error => "error",
+            Outcome::RateLimited => "rate_limited",
+        }
+    }
+
+    /// The outcome of a finished request.
+    pub fn of<T>(result: &Result<T, ProxyError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Allow,
+            Err(e) => e.outcome(),
+        }
+    }
+}
+
 impl ProxyError {
+    /// Which [`Outcome`] this refusal is. Exhaustive: a new variant must be classified here.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ProxyError::Denied { .. } | ProxyError::Unauthenticated(_) => Outcome::Deny,
+            ProxyError::RateLimited { .. } => Outcome::RateLimited,
+            ProxyError::BadRequest(_)
+            | ProxyError::MisdirectedRequest { .. }
+            | ProxyError::NoRoute { .. }
+            | ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::RequestTimeout
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::AuditUnavailable
+            | ProxyError::Internal(_) => Outcome::Error,
+        }
+    }
+
+    /// Whether this is the client's doing or the policy's (logged at INFO), rather than a
+    /// failure of ztgate or its upstream (WARN).
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            ProxyError::Denied { .. }
+            | ProxyError::Unauthenticated(_)
+            | ProxyError::NoRoute { .. }
+            | ProxyError::BadRequest(_) => true,
+            ProxyError::MisdirectedRequest { .. }
+            | ProxyError::RateLimited { .. }
+            | ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::RequestTimeout
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::AuditUnavailable
+            | ProxyError::Internal(_) => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
-            ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::MisdirectedRequest { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -188,7 +257,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(r) => r.code(),
             ProxyError::Denied { reason, .. } => reason,
-            ProxyError::Unauthenticated { reason } => reason,
+            ProxyError::Unauthenticated(e) => e.as_str(),
             ProxyError::NoRoute { .. } => "no-route",
             ProxyError::MisdirectedRequest { .. } => "misdirected-request",
             ProxyError::RateLimited { .. } => "rate-limited",
@@ -205,12 +274,12 @@ impl ProxyError {
     /// The client-facing response: status, a short generic text and the request id. Nothing
     /// from the error's details (rule, upstream address, cause) reaches the client; those go to
     /// logs and audit.
-    pub fn into_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
         let status = self.status();
         let text = match self {
             ProxyError::BadRequest(_) => "bad request",
             ProxyError::Denied { .. } => "access denied",
-            ProxyError::Unauthenticated { .. } => "authentication required",
+            ProxyError::Unauthenticated(_) => "authentication required",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::MisdirectedRequest { .. } => "misdirected request",
             ProxyError::RateLimited { .. } => "rate limited",
@@ -230,21 +299,18 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        h.insert(crate::upstream::headers::X_REQUEST_ID, request_id.clone());
-        match self {
-            ProxyError::RateLimited { retry_after_secs } => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
-            // RFC 6750: say a bearer token is expected, and whether the one sent was refused.
-            ProxyError::Unauthenticated { reason } => {
-                let v = if *reason == "user-token-missing" {
-                    "Bearer realm=\"ztgate\""
-                } else {
-                    "Bearer realm=\"ztgate\", error=\"invalid_token\""
-                };
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
-            }
-            _ => {}
+        h.insert(crate::headers::X_REQUEST_ID, request_id.clone());
+        if let ProxyError::RateLimited { retry_after_secs } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        // RFC 6750: say a bearer token is expected, and whether the one sent was refused.
+        if let ProxyError::Unauthenticated(e) = self {
+            let v = if *e == UserError::Missing {
+                "Bearer realm=\"ztgate\""
+            } else {
+                "Bearer realm=\"ztgate\", error=\"invalid_token\""
+            };
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
         }
         resp
     }

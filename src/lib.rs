@@ -4,24 +4,28 @@
 #![warn(unreachable_pub)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod anomaly;
+mod anomaly;
 pub mod app;
 pub mod audit;
-pub mod canonical;
+mod body;
+mod canonical;
 pub mod cli;
 pub mod config;
+mod ctx;
 pub mod demo;
-pub mod diag;
-pub mod error;
+mod diag;
+mod error;
+mod headers;
 pub mod identity;
-pub mod middleware;
+mod jwt;
+mod middleware;
 pub mod pki;
 pub mod policy;
 pub mod posture;
-pub mod ratelimit;
-pub mod reload;
+mod ratelimit;
+mod reload;
 pub mod server;
-pub mod telemetry;
+mod telemetry;
 pub mod tls;
-pub mod upstream;
-pub mod user;
+mod upstream;
+mod user;

@@ -148,7 +148,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Healthcheck { url, timeout } => {
-            match current_thread().block_on(ztgate::telemetry::admin::probe(&url, timeout)) {
+            match current_thread().block_on(ztgate::app::admin::probe(&url, timeout)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("unhealthy: {e}");

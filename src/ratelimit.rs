@@ -33,7 +33,7 @@ pub struct Limits<C: Clock = DefaultClock> {
 }
 
 /// The budget of one policy rule (`rate_limit` on the rule), per identity.
-pub struct RuleLimiter {
+pub(crate) struct RuleLimiter {
     limiter: Keyed<DefaultClock>,
     clock: DefaultClock,
 }
@@ -47,7 +47,7 @@ impl std::fmt::Debug for RuleLimiter {
 }
 
 impl RuleLimiter {
-    pub fn new(rate: Rate) -> Self {
+    pub(crate) fn new(rate: Rate) -> Self {
         let clock = DefaultClock::default();
         Self {
             limiter: RateLimiter::dashmap_with_clock(
@@ -58,13 +58,13 @@ impl RuleLimiter {
         }
     }
 
-    pub fn check(&self, key: &Arc<str>) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &Arc<str>) -> Result<(), Duration> {
         self.limiter
             .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }

@@ -10,62 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use crate::config::TlsConfig;
-use crate::policy::Policy;
+use crate::policy::PolicyStore;
 use crate::server::Server;
 use crate::telemetry::metrics;
-
-/// The live policy: one atomic pointer, read lock-free on every request.
-pub struct PolicyStore {
-    current: ArcSwap<Policy>,
-}
-
-impl PolicyStore {
-    pub fn new(policy: Policy) -> Arc<Self> {
-        metrics::policy_loaded(policy.rules().len());
-        Arc::new(Self {
-            current: ArcSwap::from_pointee(policy),
-        })
-    }
-
-    pub fn load(&self) -> Arc<Policy> {
-        self.current.load_full()
-    }
-
-    /// Reads, compiles and (if valid) installs the policy at `path`. Returns whether it did.
-    pub async fn reload(&self, path: &Path) -> bool {
-        let p = path.to_path_buf();
-        let result = match tokio::task::spawn_blocking(move || Policy::load(&p)).await {
-            Ok(r) => r,
-            Err(e) => {
-                error!(error = %e, "policy reload task failed; keeping the current policy");
-                metrics::policy_reload(false);
-                return false;
-            }
-        };
-        match result {
-            Ok(policy) => {
-                for w in &policy.warnings {
-                    warn!("{}:{}:{}: warning: {}", path.display(), w.line, w.col, w.message);
-                }
-                info!(rules = policy.rules().len(), file = %path.display(), "policy reloaded");
-                metrics::policy_loaded(policy.rules().len());
-                metrics::policy_reload(true);
-                self.current.store(Arc::new(policy));
-                true
-            }
-            Err(e) => {
-                error!("policy reload rejected, keeping the last good policy:\n{e}");
-                metrics::policy_reload(false);
-                false
-            }
-        }
-    }
-}
+use crate::tls::{CrlSource, TlsConfig};
 
 /// What identifies a version of the file without reading it: follows symlinks, and includes the
 /// inode, so kubelet's `..data` symlink swap is seen even when size and mtime are unchanged.
@@ -110,7 +61,7 @@ fn digest(paths: &[PathBuf]) -> [u8; 32] {
 /// content changes (checked every `interval`, then debounced so a half-written file is not read).
 /// After a successful reload, open connections whose identity the new policy allows nowhere are
 /// closed (`server`).
-pub async fn watch_policy(
+pub(crate) async fn watch_policy(
     store: Arc<PolicyStore>,
     path: PathBuf,
     interval: Duration,
@@ -140,7 +91,7 @@ pub async fn watch_policy(
 /// change, loads them all off the data path; if they form a valid configuration, new connections
 /// use it at once and open connections whose client chain no longer verifies are closed. A
 /// broken set keeps the current one, logged and counted.
-pub async fn watch_tls(server: Arc<Server>, cfg: TlsConfig, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn watch_tls(server: Arc<Server>, cfg: TlsConfig, shutdown: impl Future<Output = ()>) {
     let mut files = vec![cfg.cert.clone(), cfg.key.clone(), cfg.client_ca.clone()];
     files.extend(cfg.crls.iter().cloned());
     let interval = cfg.reload_interval;
@@ -157,7 +108,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
     let loaded = tokio::task::spawn_blocking(move || crate::tls::server_tls(&cfg)).await;
     match loaded {
         Ok(Ok(tls)) => {
-            metrics::expiry(&tls.expiry);
+            crate::tls::export_expiry(&tls.expiry);
             let closed = server.install_tls(tls);
             metrics::tls_reload(true);
             info!(closed, "certificates, client CA and CRLs reloaded");
@@ -178,9 +129,9 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
 
 /// Downloads every configured CRL now and then every `interval` until `shutdown`. A newer CRL is
 /// written to its file, which the TLS watcher reloads; failures keep the current file.
-pub async fn fetch_crls(
+pub(crate) async fn fetch_crls(
     fetcher: Arc<crate::tls::CrlFetcher>,
-    sources: Vec<crate::config::CrlSource>,
+    sources: Vec<CrlSource>,
     interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -210,7 +161,7 @@ pub async fn fetch_crls(
 
 /// Downloads the CRL of every distribution point seen so far, every `interval`, until
 /// `shutdown`, and closes the open connections that a newer CRL revokes.
-pub async fn refresh_distribution_points(
+pub(crate) async fn refresh_distribution_points(
     revocation: Arc<crate::tls::revocation::Revocation>,
     server: Arc<crate::server::Server>,
     interval: Duration,
@@ -236,7 +187,11 @@ pub async fn refresh_distribution_points(
 
 /// Watches a posture inventory or JWKS file like the policy: reloads it on SIGHUP or change; a
 /// broken file keeps the current one, logged and counted.
-pub async fn watch_posture(item: crate::posture::Reloadable, interval: Duration, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn watch_posture(
+    item: crate::posture::Reloadable,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let what = item.what();
     watch_files(what, vec![item.path()], interval, shutdown, || {
         let item = item.clone();

@@ -11,8 +11,8 @@ use http::HeaderMap;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use crate::posture::PostureError;
-use crate::posture::jwks::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
+pub(crate) use crate::jwt::UserError;
+use crate::jwt::{Confirmation, Jwks, JwksError, JwtError, TokenCache, thumbprint_matches, unix_now};
 
 /// The claims policy can match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,36 +40,6 @@ pub struct UserAuthConfig {
     pub algorithms: Vec<Algorithm>,
     /// The token must carry `cnf.x5t#S256` naming the connection's client certificate.
     pub require_binding: bool,
-}
-
-/// Why a request's user could not be established (401).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserError {
-    Missing,
-    /// Not `Authorization: Bearer <token>`.
-    NotBearer,
-    Invalid(JwtError),
-    Unbound,
-    WrongCertificate,
-}
-
-impl UserError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserError::Missing => "user-token-missing",
-            UserError::NotBearer => "user-token-not-bearer",
-            UserError::Invalid(JwtError::Malformed) => "user-token-malformed",
-            UserError::Invalid(JwtError::DisallowedAlgorithm) => "user-token-disallowed-algorithm",
-            UserError::Invalid(JwtError::BadSignature) => "user-token-bad-signature",
-            UserError::Invalid(JwtError::Expired) => "user-token-expired",
-            UserError::Invalid(JwtError::NotYetValid) => "user-token-not-yet-valid",
-            UserError::Invalid(JwtError::WrongIssuer) => "user-token-wrong-issuer",
-            UserError::Invalid(JwtError::WrongAudience) => "user-token-wrong-audience",
-            UserError::Invalid(JwtError::MissingClaim) => "user-token-missing-claim",
-            UserError::Unbound => "user-token-unbound",
-            UserError::WrongCertificate => "user-token-wrong-certificate",
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -112,7 +82,7 @@ pub struct UserAuth {
 }
 
 impl UserAuth {
-    pub fn load(cfg: &UserAuthConfig) -> Result<Self, PostureError> {
+    pub fn load(cfg: &UserAuthConfig) -> Result<Self, JwksError> {
         let jwks = Jwks::load(
             &cfg.jwks,
             cfg.algorithms.clone(),

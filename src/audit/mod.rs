@@ -135,8 +135,32 @@ impl Auditor {
         }
     }
 
+    /// Serializes one record (a JSON object, docs/audit.md) and queues it: the one way every
+    /// decision reaches the audit log.
+    ///
+    /// # Errors
+    /// [`Unserializable`] when the record cannot be serialized (a bug: records hold strings
+    /// and numbers). It is logged at ERROR and counted in `ztgate_audit_dropped_total` here,
+    /// never skipped silently; the request path fails closed on it.
+    pub async fn emit<R: serde::Serialize>(&self, record: &R) -> Result<(), Unserializable> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        match serde_json::to_vec(record) {
+            Ok(bytes) => {
+                self.record(bytes).await;
+                Ok(())
+            }
+            Err(e) => {
+                metrics::audit_dropped();
+                tracing::error!(error = %e, "audit record could not be serialized; dropped");
+                Err(Unserializable)
+            }
+        }
+    }
+
     /// Queues one serialized record (a JSON object). Waits for queue space in `block` mode.
-    pub async fn record(&self, record: Vec<u8>) {
+    async fn record(&self, record: Vec<u8>) {
         let Some((tx, shared, on_full)) = &self.inner else {
             return;
         };
@@ -158,6 +182,11 @@ impl Auditor {
         }
     }
 }
+
+/// An audit record could not be serialized (see [`Auditor::emit`]).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("audit record could not be serialized")]
+pub struct Unserializable;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,6 @@
 //! from borrowed data; the writer adds `seq` and `prev`.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -131,31 +130,6 @@ pub struct ProtocolRecord<'a> {
     /// The status hyper answered; absent when it closed without an answer (header timeout).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-}
-
-/// Filled by inner layers as the request goes through, read by the audit layer afterwards
-/// (inner layers cannot hand data back through the request, which they consume).
-#[derive(Debug, Default)]
-pub struct Note {
-    /// The path routing and policy judged (normalised; without `;` parameters where a route
-    /// allows them).
-    pub path: OnceLock<String>,
-    /// The canonical authority; its host (lowercase, no port, no trailing dot) is recorded.
-    pub host: OnceLock<crate::canonical::CanonicalAuthority>,
-    /// Set by forward once the request head was handed to the upstream connection.
-    pub reached_upstream: std::sync::atomic::AtomicBool,
-    pub route: OnceLock<usize>,
-    /// Deciding rule id and reason code.
-    pub verdict: OnceLock<(Option<String>, &'static str)>,
-    pub shadow: OnceLock<(String, &'static str)>,
-    /// Posture provider and lookup result (`found` or why posture is unavailable).
-    pub posture: OnceLock<(&'static str, &'static str)>,
-    /// The requirement a device failed, when that denied the request.
-    pub posture_failed: OnceLock<&'static str>,
-    /// The client identity a trusted front proxy forwarded (the request is judged as its).
-    pub forwarded: OnceLock<std::sync::Arc<crate::server::ConnCtx>>,
-    /// The authenticated user, on routes with user authentication.
-    pub user: OnceLock<std::sync::Arc<crate::user::User>>,
 }
 
 /// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-23T08:45:37.123456Z`.

@@ -3,6 +3,7 @@
 //! [`PeerIdentity::from_der`] is a pure function over DER bytes: the TLS layer has already
 //! verified the chain, this only reads what the certificate says.
 
+mod config;
 pub mod dn;
 mod spiffe;
 mod xfcc;
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+pub use config::TrustedHopConfig;
 pub use spiffe::{SpiffeError, SpiffeId};
 pub use xfcc::{XfccError, header_safe, parse_xfcc, render_xfcc};
 

@@ -7,32 +7,32 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::warn;
 
 use super::BoxFuture;
 use crate::anomaly::{Detector, Flag};
 use crate::audit::Auditor;
-use crate::audit::record::{Identity, Note, SCHEMA_VERSION, timestamp};
-use crate::error::{ProxyBody, ProxyError};
-use crate::server::ConnCtx;
+use crate::audit::record::{Identity, SCHEMA_VERSION, timestamp};
+use crate::body::ProxyBody;
+use crate::ctx::{ConnCtx, RequestCtx};
+use crate::error::{Outcome, ProxyError};
 use crate::telemetry::metrics;
 
 /// Milliseconds on a monotonic clock (the detector only compares times).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 #[derive(Clone)]
-pub struct AnomalyLayer {
+pub(crate) struct AnomalyLayer {
     detector: Option<Arc<Detector>>,
     auditor: Auditor,
 }
 
 impl AnomalyLayer {
-    pub fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
+    pub(crate) fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
         Self { detector, auditor }
     }
 }
@@ -53,10 +53,11 @@ pub struct Anomaly<S> {
     layer: AnomalyLayer,
 }
 
-impl<S> Service<Request<Incoming>> for Anomaly<S>
+impl<B, S> Service<Request<B>> for Anomaly<S>
 where
     // The inner future is already boxed: the pass-through path hands it on as it is.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -66,24 +67,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
-        let (Some(detector), Some(conn)) = (
-            self.layer.detector.clone(),
-            req.extensions().get::<Arc<ConnCtx>>().cloned(),
-        ) else {
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
+        let (Some(detector), Ok(ctx)) = (self.layer.detector.clone(), RequestCtx::of(&req)) else {
             return self.inner.call(req);
         };
-        let note = req.extensions().get::<Arc<Note>>().cloned();
+        let ctx = ctx.clone();
+        let conn = ctx.conn.clone();
         let auditor = self.layer.auditor.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
             if let Some(stats) = &conn.anomaly {
-                let denied = matches!(
-                    result,
-                    Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. })
-                );
-                let route = note.as_ref().and_then(|n| n.route.get().copied());
+                let denied = Outcome::of(&result) == Outcome::Deny;
+                let route = ctx.route.get().copied();
                 for flag in detector.request(stats, route, denied, now_ms()) {
                     report(&auditor, &conn, &flag).await;
                 }
@@ -94,7 +90,7 @@ where
 }
 
 /// Logs, counts and audits one flag.
-pub async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
+pub(crate) async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
     metrics::anomaly(flag.kind.as_str());
     warn!(anomaly = flag.kind.as_str(), detail = %flag.detail, client.id = %conn.identity.display_name(), "anomaly");
     #[derive(serde::Serialize)]
@@ -118,7 +114,6 @@ pub async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
         peer: conn.peer_addr,
         identity: Identity::from(&conn.identity),
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        auditor.record(bytes).await;
-    }
+    // Logged and counted by `emit` if it ever fails; the request goes on either way.
+    let _ = auditor.emit(&record).await;
 }

@@ -8,18 +8,18 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, header};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, RequestId};
+use super::BoxFuture;
 use crate::audit::Auditor;
-use crate::audit::record::{Note, Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
-use crate::error::{ProxyBody, ProxyError};
-use crate::server::ConnCtx;
+use crate::audit::record::{Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
+use crate::body::ProxyBody;
+use crate::ctx::RequestCtx;
+use crate::error::{Outcome, ProxyError};
 use crate::upstream::RouteTable;
 
 #[derive(Clone)]
-pub struct AuditLayer {
+pub(crate) struct AuditLayer {
     auditor: Auditor,
     routes: Arc<RouteTable>,
     /// Upstream names by index, for the record.
@@ -27,7 +27,7 @@ pub struct AuditLayer {
 }
 
 impl AuditLayer {
-    pub fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
+    pub(crate) fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
         Self {
             auditor,
             routes,
@@ -52,10 +52,11 @@ pub struct Audit<S> {
     layer: AuditLayer,
 }
 
-impl<S> Service<Request<Incoming>> for Audit<S>
+impl<B, S> Service<Request<B>> for Audit<S>
 where
     // The inner future is already boxed: the pass-through path hands it on as it is.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -65,22 +66,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
         if !self.layer.auditor.enabled() {
             return self.inner.call(req);
         }
         let started = Instant::now();
-        // Created by the metrics layer outside; a stack without it still gets one.
-        let note = match req.extensions().get::<Arc<Note>>() {
-            Some(n) => n.clone(),
-            None => {
-                let n = Arc::new(Note::default());
-                req.extensions_mut().insert(n.clone());
-                n
-            }
+        let ctx = match RequestCtx::of(&req) {
+            Ok(ctx) => ctx.clone(),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let conn = req.extensions().get::<Arc<ConnCtx>>().cloned();
-        let request_id = req.extensions().get::<RequestId>().cloned();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
         let fut = if self.layer.auditor.accepting() {
@@ -91,33 +85,28 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let result = fut.await;
-            let (Some(conn), Some(request_id)) = (conn, request_id) else {
-                return Err(ProxyError::Internal("request reached audit without connection context"));
-            };
+            let note = &*ctx;
+            let conn = &ctx.conn;
             let route = note.route.get().and_then(|i| layer.routes.get(*i));
             let verdict = note.verdict.get();
-            let (decision, rule, reason, status, bytes) = match &result {
+            let decision = Outcome::of(&result);
+            let (rule, reason, status, bytes) = match &result {
                 Ok(resp) => {
                     let bytes = resp
                         .headers()
                         .get(header::CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
-                    let rule = verdict.and_then(|v| v.0.as_deref());
-                    ("allow", rule, "allowed", resp.status().as_u16(), bytes)
+                    (
+                        verdict.and_then(|v| v.0.as_deref()),
+                        "allowed",
+                        resp.status().as_u16(),
+                        bytes,
+                    )
                 }
-                Err(ProxyError::Denied { rule, reason }) => ("deny", rule.as_deref(), *reason, 403, None),
-                Err(ProxyError::Unauthenticated { reason }) => ("deny", None, *reason, 401, None),
-                // The rule is set when a rule's own rate limit refused (the global and route
-                // limits run before the policy, so they have none).
-                Err(e @ ProxyError::RateLimited { .. }) => (
-                    "rate_limited",
-                    verdict.and_then(|v| v.0.as_deref()),
-                    e.reason(),
-                    429,
-                    None,
-                ),
+                Err(ProxyError::Denied { rule, reason }) => (rule.as_deref(), *reason, 403, None),
+                // A rule's own rate limit sets the verdict's rule (the global and route limits
+                // run before the policy, so they have none).
                 Err(e) => (
-                    "error",
                     verdict.and_then(|v| v.0.as_deref()),
                     e.reason(),
                     e.status().as_u16(),
@@ -128,18 +117,18 @@ where
                 v: SCHEMA_VERSION,
                 ts: timestamp(SystemTime::now()),
                 kind: "request",
-                request_id: request_id.0.to_str().unwrap_or("-"),
+                request_id: ctx.id.as_str(),
                 conn_id: conn.id,
                 peer: &conn.audit_peer,
-                identity: &note.forwarded.get().unwrap_or(&conn).audit_identity,
+                identity: &ctx.peer().audit_identity,
                 via: note.forwarded.get().map(|_| &*conn.audit_identity),
                 method: method.as_str(),
-                host: note.host.get().map(crate::canonical::CanonicalAuthority::host),
+                host: note.canonical.get().map(|c| c.authority.host()),
                 path: note.path.get().map_or(raw_path.as_str(), String::as_str),
                 route: route.map(|r| r.name.as_str()),
                 upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),
-                reached_upstream: note.reached_upstream.load(std::sync::atomic::Ordering::Acquire),
-                decision,
+                reached_upstream: ctx.reached_upstream(),
+                decision: decision.as_str(),
                 rule,
                 reason,
                 shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
@@ -153,10 +142,9 @@ where
                 bytes,
                 duration_us: started.elapsed().as_micros() as u64,
             };
-            match serde_json::to_vec(&record) {
-                Ok(bytes) => layer.auditor.record(bytes).await,
-                // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
-                Err(_) => return Err(ProxyError::Internal("audit record could not be serialized")),
+            // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
+            if layer.auditor.emit(&record).await.is_err() {
+                return Err(ProxyError::Internal("audit record could not be serialized"));
             }
             result
         })

@@ -6,18 +6,20 @@
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::error::{ProxyBody, ProxyError};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
 
 pub trait Check: Clone + Send + Sync + 'static {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError>;
+    /// `Ok` to pass the request on, `Err` to answer with that error. Any body type: a check
+    /// looks at the head and the request's context only.
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError>;
 }
 
 #[derive(Clone)]
-pub struct CheckLayer<C>(pub C);
+pub(crate) struct CheckLayer<C>(pub C);
 
 impl<C: Clone, S> Layer<S> for CheckLayer<C> {
     type Service = Checked<C, S>;
@@ -35,11 +37,11 @@ pub struct Checked<C, S> {
     inner: S,
 }
 
-impl<C, S> Service<Request<Incoming>> for Checked<C, S>
+impl<B, C, S> Service<Request<B>> for Checked<C, S>
 where
     C: Check,
     // Every inner service already returns a boxed future: hand it on rather than box it again.
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -49,7 +51,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
         match self.check.check(&mut req) {
             Ok(()) => self.inner.call(req),
             Err(e) => Box::pin(std::future::ready(Err(e))),

@@ -14,17 +14,15 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::Request;
-use hyper::body::Incoming;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::check::Check;
-use crate::config::TrustedHopConfig;
+use crate::ctx::{ConnCtx, RequestCtx};
 use crate::error::ProxyError;
-use crate::identity::{PeerIdentity, parse_xfcc};
-use crate::server::ConnCtx;
+use crate::headers::X_FORWARDED_CLIENT_CERT;
+use crate::identity::{PeerIdentity, TrustedHopConfig, parse_xfcc};
 use crate::tls::ServerTls;
-use crate::upstream::headers::X_FORWARDED_CLIENT_CERT;
 
 #[derive(Clone)]
 pub struct TrustedHop {
@@ -46,13 +44,10 @@ fn refuse(reason: &'static str) -> ProxyError {
 }
 
 impl Check for TrustedHop {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         let Some(cfg) = &self.cfg else { return Ok(()) };
-        let Some(conn) = req.extensions().get::<Arc<ConnCtx>>() else {
-            return Err(ProxyError::Internal(
-                "request reached trusted hop without connection context",
-            ));
-        };
+        let ctx = RequestCtx::of(req)?;
+        let conn = &ctx.conn;
         if !cfg.trusts(&conn.identity) {
             return Ok(()); // sanitize strips whatever this client claims
         }
@@ -65,23 +60,20 @@ impl Check for TrustedHop {
         }
         let tls = self.tls.load();
         let identity = verify(value.as_bytes(), &tls)?;
-        let forwarded = crate::server::conn::conn_ctx(
+        let forwarded = ConnCtx::new(
             conn.id,
             conn.peer_addr,
             identity,
             conn.sni.clone(),
             tls.server_uri.as_deref(),
         )
-        .ok_or(refuse("forwarded-cert-invalid"))?;
+        .map_err(|_| refuse("forwarded-cert-invalid"))?;
         let forwarded = Arc::new(forwarded);
         tracing::Span::current().record(
             "client.forwarded",
             tracing::field::display(forwarded.identity.display_name()),
         );
-        if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
-            let _ = note.forwarded.set(forwarded.clone());
-        }
-        req.extensions_mut().insert(forwarded);
+        let _ = ctx.forwarded.set(forwarded);
         Ok(())
     }
 }

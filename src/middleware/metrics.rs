@@ -1,7 +1,6 @@
 //! Counts every response by status class and records its latency. Sits outside the checks, so
 //! rejections are counted with the status the client sees.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -10,17 +9,22 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::audit::record::Note;
-use crate::error::{ProxyBody, ProxyError};
-use crate::telemetry::metrics::{Outcome, RequestMetrics};
+use crate::ctx::RequestCtx;
+use ::metrics::{Counter, Histogram, counter, histogram};
+
+use crate::body::ProxyBody;
+use crate::error::{Outcome, ProxyError};
+use crate::telemetry::metrics::{
+    self, POLICY_DECISIONS_TOTAL, POLICY_SHADOW_TOTAL, REQUEST_DURATION, REQUESTS_TOTAL, UPSTREAM_ERRORS_TOTAL,
+};
 
 #[derive(Clone)]
-pub struct MetricsLayer {
+pub(crate) struct MetricsLayer {
     metrics: RequestMetrics,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: RequestMetrics) -> Self {
+    pub(crate) fn new(metrics: RequestMetrics) -> Self {
         Self { metrics }
     }
 }
@@ -54,33 +58,115 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
         let start = Instant::now();
         let metrics = self.metrics.clone();
-        // Inner layers record what they learn (route, verdict) here; audit reads it too.
-        let note = Arc::new(Note::default());
-        req.extensions_mut().insert(note.clone());
+        // Inner layers record the route here.
+        let ctx = RequestCtx::of(&req).ok().cloned();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
-            let (status, outcome) = match &result {
-                Ok(resp) => (resp.status(), Outcome::Allow),
-                Err(e @ (ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. })) => {
-                    (e.status(), Outcome::Deny)
-                }
-                Err(e @ ProxyError::RateLimited { .. }) => (e.status(), Outcome::RateLimited),
+            let outcome = Outcome::of(&result);
+            let status = match &result {
+                Ok(resp) => resp.status(),
                 Err(e) => {
                     metrics.upstream_error(e);
-                    (e.status(), Outcome::Error)
+                    e.status()
                 }
             };
             metrics.response(
-                note.route.get().copied(),
+                ctx.as_ref().and_then(|c| c.route.get().copied()),
                 outcome,
                 status,
                 start.elapsed().as_secs_f64(),
             );
             result
         })
+    }
+}
+
+/// Handles for the per-request metrics, registered once per (re)load so the data path does no
+/// registry lookups. Cheap to clone.
+#[derive(Clone)]
+pub struct RequestMetrics {
+    /// `[route + 1][outcome][status class]`; route 0 is "none" (no route matched).
+    requests: std::sync::Arc<[[[Counter; 5]; 4]]>,
+    duration: Histogram,
+    allow: Counter,
+    deny: Counter,
+    shadow_deny: Counter,
+    shadow_allow: Counter,
+    upstream_connect: Counter,
+    upstream_timeout: Counter,
+    upstream_failed: Counter,
+}
+
+impl RequestMetrics {
+    /// `routes`: route names in the route table's order.
+    pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
+        let per_route = |route: String| {
+            ["allow", "deny", "error", "rate_limited"].map(|decision| {
+                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+                    counter!(REQUESTS_TOTAL, "route" => route.clone(), "decision" => decision, "status_class" => class)
+                })
+            })
+        };
+        let requests: Vec<[[Counter; 5]; 4]> = std::iter::once("none".to_string())
+            .chain(routes.map(str::to_string))
+            .map(per_route)
+            .collect();
+        Self {
+            requests: requests.into(),
+            duration: histogram!(REQUEST_DURATION),
+            allow: counter!(POLICY_DECISIONS_TOTAL, "decision" => "allow"),
+            deny: counter!(POLICY_DECISIONS_TOTAL, "decision" => "deny"),
+            shadow_deny: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-deny"),
+            shadow_allow: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-allow"),
+            upstream_connect: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "connect"),
+            upstream_timeout: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "timeout"),
+            upstream_failed: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "failed"),
+        }
+    }
+
+    pub fn response(&self, route: Option<usize>, outcome: Outcome, status: http::StatusCode, seconds: f64) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        let route = route.map_or(0, |r| r + 1);
+        if let Some(by_outcome) = self.requests.get(route).or_else(|| self.requests.first()) {
+            by_outcome[outcome as usize][class].increment(1);
+        }
+        self.duration.record(seconds);
+    }
+
+    pub fn decision(&self, allowed: bool) {
+        if allowed { &self.allow } else { &self.deny }.increment(1);
+    }
+
+    /// A shadow rule would have flipped the decision (`would_allow` says which way).
+    pub fn shadow(&self, would_allow: bool) {
+        if would_allow {
+            &self.shadow_allow
+        } else {
+            &self.shadow_deny
+        }
+        .increment(1);
+    }
+
+    pub fn upstream_error(&self, err: &ProxyError) {
+        use ProxyError as E;
+        match err {
+            E::UpstreamUnavailable { .. } => self.upstream_connect.increment(1),
+            E::UpstreamTimeout { .. } => self.upstream_timeout.increment(1),
+            E::UpstreamFailed { .. } => self.upstream_failed.increment(1),
+            E::BadRequest(reason) => metrics::bad_request(reason.code()),
+            E::Denied { .. }
+            | E::Unauthenticated(_)
+            | E::NoRoute { .. }
+            | E::MisdirectedRequest { .. }
+            | E::RateLimited { .. }
+            | E::PayloadTooLarge { .. }
+            | E::RequestTimeout
+            | E::AuditUnavailable
+            | E::Internal(_) => {}
+        }
     }
 }

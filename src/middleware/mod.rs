@@ -4,46 +4,45 @@
 //! ─► posture ─► policy ─► forward
 //!
 //! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
-//! [`ProxyError::into_response`](crate::error::ProxyError::into_response), the only place that
+//! [`ProxyError::to_response`](crate::error::ProxyError::to_response), the only place that
 //! does. Metrics sit outside the checks so they count every rejection.
 
-pub mod anomaly;
-pub mod audit;
-pub mod check;
-pub mod hop;
-pub mod metrics;
-pub mod policy;
-pub mod posture;
-pub mod ratelimit;
-pub mod route;
-pub mod sanitize;
-pub mod trace;
-pub mod user;
+pub(crate) mod anomaly;
+pub(crate) mod audit;
+pub(crate) mod check;
+pub(crate) mod forward;
+pub(crate) mod hop;
+pub(crate) mod metrics;
+pub(crate) mod policy;
+pub(crate) mod posture;
+pub(crate) mod ratelimit;
+pub(crate) mod route;
+pub(crate) mod sanitize;
+pub(crate) mod trace;
+pub(crate) mod user;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{HeaderValue, Response};
+use http::Response;
 use tower::ServiceBuilder;
 
 use crate::audit::Auditor;
-use crate::error::{ProxyBody, ProxyError};
-use crate::reload::PolicyStore;
-use crate::telemetry::metrics::RequestMetrics;
-use crate::upstream::{Forward, RouteTable};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::middleware::metrics::RequestMetrics;
+use crate::policy::PolicyStore;
+use crate::upstream::RouteTable;
 use check::{CheckLayer, Checked};
+use forward::Forward;
 
 /// The future every inner layer returns. Boxed: one allocation per request per layer is cheaper
 /// than the type machinery of hand-written futures at this size (STYLE.md).
-pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
-
-/// The request's id, set by [`trace`], returned to the client and passed upstream.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub type Stack = trace::Trace<
+pub(crate) type Stack = trace::Trace<
     metrics::Metrics<
         audit::Audit<
             anomaly::Anomaly<
@@ -66,7 +65,7 @@ pub type Stack = trace::Trace<
 >;
 
 /// What the stack is built from; everything is shared (`Arc`) across connections.
-pub struct Parts {
+pub(crate) struct Parts {
     pub policy: Arc<PolicyStore>,
     pub routes: Arc<RouteTable>,
     pub forward: Forward,
@@ -80,14 +79,14 @@ pub struct Parts {
     pub limits: Arc<crate::ratelimit::Limits>,
     pub posture: Option<posture::PostureSetup>,
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
-    pub trusted_hop: Option<crate::config::TrustedHopConfig>,
+    pub trusted_hop: Option<crate::identity::TrustedHopConfig>,
     /// `[headers]`: client fields removed before judging.
-    pub headers: Arc<crate::upstream::headers::HeadersConfig>,
+    pub headers: Arc<crate::headers::HeadersConfig>,
     /// The live TLS state (the trusted hop verifies forwarded chains with its verifier).
     pub tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }
 
-pub fn stack(p: Parts) -> Stack {
+pub(crate) fn stack(p: Parts) -> Stack {
     ServiceBuilder::new()
         .layer(trace::TraceLayer::new())
         .layer(metrics::MetricsLayer::new(p.metrics.clone()))
@@ -106,3 +105,6 @@ pub fn stack(p: Parts) -> Stack {
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,16 +4,14 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 use tracing::info;
 
 use super::check::Check;
-use super::route::RouteMatch;
+use crate::ctx::RequestCtx;
 use crate::error::ProxyError;
+use crate::middleware::metrics::RequestMetrics;
+use crate::policy::PolicyStore;
 use crate::policy::RequestFacts;
-use crate::reload::PolicyStore;
-use crate::server::ConnCtx;
-use crate::telemetry::metrics::RequestMetrics;
 use crate::upstream::RouteTable;
 
 #[derive(Clone)]
@@ -31,44 +29,36 @@ impl PolicyCheck {
 
 impl Check for PolicyCheck {
     /// `Ok` to forward, `Err` to reject; pure apart from logging and counting.
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
-        let ext = req.extensions();
-        // Fail closed: a request without a verified identity is never judged "allowed".
-        let (Some(conn), Some(route), Some(canonical)) = (
-            ext.get::<Arc<ConnCtx>>(),
-            ext.get::<RouteMatch>(),
-            ext.get::<crate::canonical::Canonical>(),
-        ) else {
-            return Err(ProxyError::Internal(
-                "request reached policy without connection context or route",
-            ));
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
+        // Fail closed: a request without a verified identity or a route is never judged.
+        let ctx = RequestCtx::of(req)?;
+        let canonical = ctx.canonical()?;
+        let Some(route) = ctx.route.get().copied() else {
+            return Err(ProxyError::Internal("request reached policy without a route"));
         };
+        let conn = ctx.peer();
         let policy = self.store.load();
         let decision = policy.evaluate(&RequestFacts {
             peer: &conn.identity,
             method: req.method(),
             path: canonical.judged_path(req.uri().path()),
             host: Some(canonical.authority.host()),
-            route: self.routes.get(route.index).map(|r| r.name.as_str()),
+            route: self.routes.get(route).map(|r| r.name.as_str()),
             headers: req.headers(),
             source_ip: conn.peer_addr.ip(),
-            posture: ext.get::<crate::posture::PostureFacts>().map(|p| &p.0),
-            user: ext.get::<Arc<crate::user::User>>().map(|u| &**u),
+            posture: ctx.device.get(),
+            user: ctx.user.get().map(|u| &**u),
         });
         if let Some(failed) = decision.posture_failed {
             crate::telemetry::metrics::posture_denied(failed);
-            if let Some(note) = ext.get::<Arc<crate::audit::record::Note>>() {
-                let _ = note.posture_failed.set(failed);
-            }
+            let _ = ctx.posture_failed.set(failed);
             info!(rule = decision.rule, failed, "device failed a posture requirement");
         }
-        if let Some(note) = ext.get::<Arc<crate::audit::record::Note>>() {
-            let _ = note
-                .verdict
-                .set((decision.rule.map(str::to_string), decision.reason.as_str()));
-            if let Some(s) = &decision.shadow {
-                let _ = note.shadow.set((s.rule.to_string(), s.reason()));
-            }
+        let _ = ctx
+            .verdict
+            .set((decision.rule.map(str::to_string), decision.reason.as_str()));
+        if let Some(s) = &decision.shadow {
+            let _ = ctx.shadow.set((s.rule.to_string(), s.reason()));
         }
         let metrics = &self.metrics;
         metrics.decision(decision.allowed);

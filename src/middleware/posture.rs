@@ -7,20 +7,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderName, Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::audit::record::Note;
-use crate::error::{ProxyBody, ProxyError};
-use crate::posture::{DeviceIdSource, Lookup, PostureFacts, PostureProvider, PostureResult, Query, Unavailable};
-use crate::reload::PolicyStore;
-use crate::server::ConnCtx;
+use crate::body::ProxyBody;
+use crate::ctx::RequestCtx;
+use crate::error::ProxyError;
+use crate::policy::PolicyStore;
+use crate::posture::{DeviceIdSource, Lookup, PostureProvider, PostureResult, Query, Unavailable};
 use crate::telemetry::metrics::PostureMetrics;
 
 /// The configured provider and how to name devices.
 #[derive(Clone)]
-pub struct PostureSetup {
+pub(crate) struct PostureSetup {
     pub provider: Arc<dyn PostureProvider>,
     pub device_id: DeviceIdSource,
     /// A header that carries posture to ztgate only (the assertion): removed before forwarding.
@@ -28,14 +27,14 @@ pub struct PostureSetup {
 }
 
 #[derive(Clone)]
-pub struct PostureLayer {
+pub(crate) struct PostureLayer {
     setup: Option<PostureSetup>,
     policy: Arc<PolicyStore>,
     metrics: Option<PostureMetrics>,
 }
 
 impl PostureLayer {
-    pub fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
+    pub(crate) fn new(setup: Option<PostureSetup>, policy: Arc<PolicyStore>) -> Self {
         let metrics = setup.as_ref().map(|s| PostureMetrics::register(s.provider.name()));
         Self { setup, policy, metrics }
     }
@@ -57,20 +56,21 @@ pub struct Posture<S> {
     layer: PostureLayer,
 }
 
-fn record(req: &mut Request<Incoming>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
+fn record<B>(req: &mut Request<B>, result: PostureResult, provider: &'static str, m: Option<&PostureMetrics>) {
     let unavailable = result.as_ref().err().map(|u| u.as_str());
     if let Some(m) = m {
         m.check(unavailable);
     }
-    if let Some(note) = req.extensions().get::<Arc<Note>>() {
-        let _ = note.posture.set((provider, unavailable.unwrap_or("found")));
+    if let Ok(ctx) = RequestCtx::of(req) {
+        let _ = ctx.posture.set((provider, unavailable.unwrap_or("found")));
+        let _ = ctx.device.set(result);
     }
-    req.extensions_mut().insert(PostureFacts(result));
 }
 
-impl<S> Service<Request<Incoming>> for Posture<S>
+impl<B, S> Service<Request<B>> for Posture<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
+    B: Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
         + Clone
         + Send
         + 'static,
@@ -83,15 +83,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
         let Some(setup) = &self.layer.setup else {
             return self.inner.call(req);
         };
         let lookup = if self.layer.policy.load().uses_posture() {
-            let Some(conn) = req.extensions().get::<Arc<ConnCtx>>() else {
-                return Box::pin(std::future::ready(Err(ProxyError::Internal(
-                    "request reached posture without connection context",
-                ))));
+            let conn = match RequestCtx::of(&req) {
+                Ok(ctx) => ctx.peer(),
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
             Some(match setup.device_id.device_id(&conn.identity) {
                 Some(device_id) => setup.provider.lookup(&Query {

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 
 use super::check::Check;
-use super::route::RouteMatch;
+use crate::ctx::RequestCtx;
 use crate::error::ProxyError;
 use crate::ratelimit::Limits;
-use crate::server::ConnCtx;
 
 #[derive(Clone)]
 pub struct RateLimit {
@@ -24,17 +22,13 @@ impl RateLimit {
 }
 
 impl Check for RateLimit {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         if !self.limits.enabled() {
             return Ok(());
         }
-        let ext = req.extensions();
-        let Some(conn) = ext.get::<Arc<ConnCtx>>() else {
-            return Err(ProxyError::Internal(
-                "request reached the rate limit without connection context",
-            ));
-        };
-        let route = ext.get::<RouteMatch>().map(|m| m.index);
+        let ctx = RequestCtx::of(req)?;
+        let conn = ctx.peer();
+        let route = ctx.route.get().copied();
         let penalized = conn
             .anomaly
             .as_ref()

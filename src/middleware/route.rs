@@ -6,21 +6,12 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 
 use super::check::Check;
-use crate::canonical::Canonical;
+use crate::ctx::RequestCtx;
 use crate::error::{BadRequest, ProxyError};
 use crate::policy::path::PathParameters;
-use crate::server::ConnCtx;
 use crate::upstream::RouteTable;
-
-/// Set by this layer: the matched route (index into the shared table). The host it was matched
-/// by is the request's [`Canonical`] authority.
-#[derive(Clone, Debug)]
-pub struct RouteMatch {
-    pub index: usize,
-}
 
 #[derive(Clone)]
 pub struct Route {
@@ -36,15 +27,12 @@ impl Route {
         }
     }
 
-    fn resolve<B>(&self, req: &Request<B>) -> Result<RouteMatch, ProxyError> {
-        let Some(canonical) = req.extensions().get::<Canonical>() else {
-            return Err(ProxyError::Internal(
-                "request reached route without a canonical authority",
-            ));
-        };
+    fn resolve<B>(&self, req: &Request<B>) -> Result<usize, ProxyError> {
+        let ctx = RequestCtx::of(req)?;
+        let canonical = ctx.canonical()?;
         let host = canonical.authority.host();
         if self.require_sni_match
-            && let Some(sni) = req.extensions().get::<Arc<ConnCtx>>().and_then(|c| c.sni.as_deref())
+            && let Some(sni) = ctx.conn.sni.as_deref()
             && !sni.trim_end_matches('.').eq_ignore_ascii_case(host)
         {
             return Err(ProxyError::MisdirectedRequest {
@@ -68,27 +56,24 @@ impl Route {
         }
         // `call` runs inside the request span opened by the trace layer.
         tracing::Span::current().record("route", route.name.as_str());
-        Ok(RouteMatch { index })
+        Ok(index)
     }
 }
 
 impl Check for Route {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
         let m = self.resolve(req)?;
-        if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
-            let _ = note.route.set(m.index);
-        }
+        let ctx = RequestCtx::of(req)?;
+        let _ = ctx.route.set(m);
         // A pinned route admits only the pinned keys/certificates, whatever the policy says.
-        if let Some(pins) = self.routes.get(m.index).and_then(|r| r.pins.as_ref()) {
-            let conn = req.extensions().get::<Arc<ConnCtx>>();
-            if !conn.is_some_and(|c| pins.allows(&c.identity)) {
-                return Err(ProxyError::Denied {
-                    rule: None,
-                    reason: "certificate-not-pinned",
-                });
-            }
+        if let Some(pins) = self.routes.get(m).and_then(|r| r.pins.as_ref())
+            && !pins.allows(&ctx.peer().identity)
+        {
+            return Err(ProxyError::Denied {
+                rule: None,
+                reason: "certificate-not-pinned",
+            });
         }
-        req.extensions_mut().insert(m);
         Ok(())
     }
 }

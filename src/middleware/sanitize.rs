@@ -1,7 +1,7 @@
 //! Makes the request safe to judge, and derives the one canonical request
 //! ([`Canonical`]) that routing, policy, audit and the upstream all use:
 //! - removes client-sent fields only ztgate sets, or that upstreams would read as identity,
-//!   address, path or method (`upstream::headers::strip_client_headers`);
+//!   address, path or method (`headers::strip_client_headers`);
 //! - derives the one authority (`Host` / `:authority`, never two; `canonical::authority`);
 //! - normalises the path (`policy::path::normalize`) and notes its `;` parameters.
 //!
@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
-use hyper::body::Incoming;
 
 use super::check::Check;
 use crate::canonical::{Canonical, authority};
+use crate::ctx::RequestCtx;
 use crate::error::{BadRequest, ProxyError};
+use crate::headers::{HeadersConfig, Removed, strip_client_headers};
 use crate::policy::path::{normalize, without_parameters};
-use crate::upstream::headers::{HeadersConfig, Removed, strip_client_headers};
 
 #[derive(Clone, Default)]
 pub struct Sanitize {
@@ -36,13 +36,17 @@ impl Sanitize {
 }
 
 impl Check for Sanitize {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
-        canonicalise(req, &self.headers).map_err(ProxyError::BadRequest)
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
+        let canonical = canonicalise(req, &self.headers).map_err(ProxyError::BadRequest)?;
+        let ctx = RequestCtx::of(req)?;
+        let _ = ctx.path.set(canonical.judged_path(req.uri().path()).to_string());
+        let _ = ctx.canonical.set(canonical);
+        Ok(())
     }
 }
 
 /// The body type does not matter to any of this: generic so it can be tested without sockets.
-fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), BadRequest> {
+fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<Canonical, BadRequest> {
     if req
         .extensions()
         .get::<crate::canonical::ContentLengthWithTransferEncoding>()
@@ -52,7 +56,8 @@ fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), 
     }
     strip_client_headers(req.headers_mut(), headers, |r| {
         crate::telemetry::metrics::request_header_removed(r.as_str(), 1);
-    })?;
+    })
+    .map_err(|_| BadRequest::HeaderUnderscore)?;
     let authority = authority(req.version(), req.uri(), req.headers())?;
     // A WebSocket over h2 (RFC 8441 extended CONNECT) reaches the upstream as a `GET` upgrade:
     // policy judges that method.
@@ -61,16 +66,10 @@ fn canonicalise<B>(req: &mut Request<B>, headers: &HeadersConfig) -> Result<(), 
     }
     normalize_uri(req.uri_mut())?;
     let path_without_parameters = without_parameters(req.uri().path())?.map(String::into_boxed_str);
-    let canonical = Canonical {
+    Ok(Canonical {
         authority,
         path_without_parameters,
-    };
-    if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
-        let _ = note.path.set(canonical.judged_path(req.uri().path()).to_string());
-        let _ = note.host.set(canonical.authority.clone());
-    }
-    req.extensions_mut().insert(canonical);
-    Ok(())
+    })
 }
 
 fn normalize_uri(uri: &mut Uri) -> Result<(), BadRequest> {
@@ -106,8 +105,7 @@ mod tests {
         let mut req = request(Version::HTTP_11, "/x/../Admin;v=1/users?q=%2F", &["App.Internal.:8443"]);
         req.headers_mut()
             .insert("x_ztgate_identity", HeaderValue::from_static("forged"));
-        canonicalise(&mut req, &HeadersConfig::default()).unwrap();
-        let c = req.extensions().get::<Canonical>().unwrap();
+        let c = canonicalise(&mut req, &HeadersConfig::default()).unwrap();
         assert_eq!(c.authority.host(), "app.internal");
         assert_eq!(c.authority.value(), "app.internal:8443");
         assert_eq!(req.uri().path(), "/Admin;v=1/users");
@@ -160,11 +158,10 @@ mod tests {
         for (version, target, hosts, want) in cases {
             let mut req = request(*version, target, hosts);
             assert_eq!(
-                canonicalise(&mut req, &HeadersConfig::default()),
-                Err(*want),
+                canonicalise(&mut req, &HeadersConfig::default()).err(),
+                Some(*want),
                 "{target} {hosts:?}"
             );
-            assert!(req.extensions().get::<Canonical>().is_none());
         }
     }
 }

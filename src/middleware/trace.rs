@@ -13,17 +13,18 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::RequestId;
-use crate::error::{ProxyBody, ProxyError};
-use crate::upstream::headers::X_REQUEST_ID;
+use crate::body::ProxyBody;
+use crate::ctx::{ConnCtx, RequestCtx, RequestId};
+use crate::error::{Outcome, ProxyError};
+use crate::headers::X_REQUEST_ID;
 
 #[derive(Clone, Default)]
-pub struct TraceLayer {
+pub(crate) struct TraceLayer {
     ids: Arc<IdGen>,
 }
 
 impl TraceLayer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 }
@@ -77,7 +78,14 @@ where
             decision = tracing::field::Empty,
             http.status = tracing::field::Empty,
         );
-        req.extensions_mut().insert(RequestId(id.clone()));
+        // The connection's context, put there by the server, becomes part of the request's.
+        let Some(conn) = req.extensions_mut().remove::<Arc<ConnCtx>>() else {
+            let err = ProxyError::Internal("request has no connection context");
+            warn!(error = %err, "request failed");
+            return Box::pin(std::future::ready(Ok(err.to_response(&id))));
+        };
+        req.extensions_mut()
+            .insert(Arc::new(RequestCtx::new(RequestId(id.clone()), conn)));
         let fut = {
             let _guard = span.enter();
             self.inner.call(req)
@@ -92,28 +100,16 @@ where
                         .as_ref()
                         .map_or_else(|e| e.status().as_u16(), |r| r.status().as_u16()),
                 );
-                span.record(
-                    "decision",
-                    match &result {
-                        Ok(_) => "allow",
-                        Err(ProxyError::Denied { .. } | ProxyError::Unauthenticated { .. }) => "deny",
-                        Err(ProxyError::RateLimited { .. }) => "rate_limited",
-                        Err(_) => "error",
-                    },
-                );
+                span.record("decision", Outcome::of(&result).as_str());
                 let mut resp = match result {
                     Ok(resp) => resp,
                     Err(err) => {
-                        match &err {
-                            ProxyError::Denied { .. }
-                            | ProxyError::Unauthenticated { .. }
-                            | ProxyError::NoRoute { .. }
-                            | ProxyError::BadRequest(_) => {
-                                info!(error = %err, "request rejected");
-                            }
-                            _ => warn!(error = %err, "request failed"),
+                        if err.is_rejection() {
+                            info!(error = %err, "request rejected");
+                        } else {
+                            warn!(error = %err, "request failed");
                         }
-                        err.into_response(&id)
+                        err.to_response(&id)
                     }
                 };
                 resp.headers_mut().insert(X_REQUEST_ID, id);

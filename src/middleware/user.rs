@@ -7,17 +7,14 @@
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 
 use super::check::Check;
-use super::route::RouteMatch;
-use crate::config::UserMode;
+use crate::ctx::RequestCtx;
 use crate::error::ProxyError;
-use crate::server::ConnCtx;
+use crate::headers::X_ZTGATE_USER;
 use crate::telemetry::metrics;
-use crate::upstream::RouteTable;
-use crate::upstream::headers::X_ZTGATE_USER;
-use crate::user::{User, UserAuth, UserError};
+use crate::upstream::{RouteTable, UserMode};
+use crate::user::{UserAuth, UserError};
 
 #[derive(Clone)]
 pub struct UserCheck {
@@ -32,18 +29,20 @@ impl UserCheck {
 }
 
 impl Check for UserCheck {
-    fn check(&self, req: &mut Request<Incoming>) -> Result<(), ProxyError> {
-        let ext = req.extensions();
-        let mode = ext
-            .get::<RouteMatch>()
-            .and_then(|m| self.routes.get(m.index))
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError> {
+        let ctx = RequestCtx::of(req)?.clone();
+        let mode = ctx
+            .route
+            .get()
+            .and_then(|i| self.routes.get(*i))
             .map_or(UserMode::Off, |r| r.user);
         if mode == UserMode::Off {
             return Ok(());
         }
         // Validation guarantees `[user_auth]` exists when a route asks for users; fail closed
         // if it ever does not.
-        let (Some(auth), Some(conn)) = (&self.auth, ext.get::<Arc<ConnCtx>>()) else {
+        let conn = ctx.peer();
+        let Some(auth) = &self.auth else {
             return Err(ProxyError::Internal("user authentication is not configured"));
         };
         let user = match auth.authenticate(req.headers(), &conn.identity.fingerprint_sha256) {
@@ -58,15 +57,12 @@ impl Check for UserCheck {
         metrics::user_auth("ok");
         tracing::Span::current().record("user", user.sub.as_str());
         req.headers_mut().insert(X_ZTGATE_USER, user.header.clone());
-        if let Some(note) = req.extensions().get::<Arc<crate::audit::record::Note>>() {
-            let _ = note.user.set(user.clone());
-        }
-        req.extensions_mut().insert::<Arc<User>>(user);
+        let _ = ctx.user.set(user);
         Ok(())
     }
 }
 
 fn refuse(e: UserError) -> ProxyError {
     metrics::user_auth(e.as_str());
-    ProxyError::Unauthenticated { reason: e.as_str() }
+    ProxyError::Unauthenticated(e)
 }

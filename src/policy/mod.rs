@@ -12,17 +12,20 @@ mod file;
 mod glob;
 mod index;
 pub mod path;
+mod store;
 
 pub use cond::Cidr;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::diag::{Collector, Diagnostics, Problem, line_col};
 use cond::Cond;
 pub use cond::RequestFacts;
 pub use explain::{Explanation, RuleTrace};
 pub use glob::SegGlob;
+pub use store::PolicyStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -64,6 +67,14 @@ pub struct Rule {
     pub rate_limit: Option<crate::ratelimit::Rate>,
     /// What the device must satisfy for this (allow) rule to apply.
     pub posture: Option<crate::posture::Requirement>,
+}
+
+/// `[policy]`: the policy file and how often it is checked for changes.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+    /// How often the file is checked for changes (SIGHUP reloads at once).
+    pub reload_interval: Duration,
 }
 
 /// Why a request was allowed or denied (machine-readable codes in docs/policy.md).

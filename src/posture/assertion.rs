@@ -17,10 +17,10 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::jwks::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
 use super::{
     DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Timestamp, Unavailable,
 };
+use crate::jwt::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
 
 #[derive(Debug, Clone)]
 pub struct AssertionConfig {

@@ -9,7 +9,6 @@
 
 pub mod assertion;
 pub mod inventory;
-pub mod jwks;
 pub mod service;
 
 use std::future::Future;
@@ -161,10 +160,6 @@ impl Unavailable {
 /// The outcome of one lookup; inserted into the request for the policy to judge.
 pub type PostureResult = Result<Arc<DevicePosture>, Unavailable>;
 
-/// Request extension: the device's posture as the posture layer found it.
-#[derive(Debug, Clone)]
-pub struct PostureFacts(pub PostureResult);
-
 pub type LookupFuture = Pin<Box<dyn Future<Output = PostureResult> + Send>>;
 
 /// A lookup answered at once (inventory, cache hit, assertion) or one that has to wait (a
@@ -254,8 +249,8 @@ pub enum ProviderConfig {
 pub enum PostureError {
     #[error("device inventory {path}: {message}")]
     Inventory { path: PathBuf, message: String },
-    #[error("posture JWKS {path}: {message}")]
-    Jwks { path: PathBuf, message: String },
+    #[error("posture {0}")]
+    Jwks(#[from] crate::jwt::JwksError),
     #[error("posture service client: {0}")]
     Client(String),
 }

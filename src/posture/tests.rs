@@ -129,11 +129,11 @@ fn thumbprints_compare_base64url_against_hex_fingerprints() {
     let fp = [0xabu8; 32];
     let hex: String = fp.iter().map(|b| format!("{b:02x}")).collect();
     let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fp);
-    assert!(jwks::thumbprint_matches(&x5t, &hex));
+    assert!(crate::jwt::thumbprint_matches(&x5t, &hex));
     let other = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xacu8; 32]);
-    assert!(!jwks::thumbprint_matches(&other, &hex));
-    assert!(!jwks::thumbprint_matches("not base64!", &hex));
-    assert!(!jwks::thumbprint_matches(&x5t, &hex[..62]));
+    assert!(!crate::jwt::thumbprint_matches(&other, &hex));
+    assert!(!crate::jwt::thumbprint_matches("not base64!", &hex));
+    assert!(!crate::jwt::thumbprint_matches(&x5t, &hex[..62]));
 }
 
 #[test]
@@ -141,13 +141,13 @@ fn jwks_files_refuse_symmetric_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, r#"{"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]}"#).unwrap();
-    let err = jwks::Jwks::load(&path, vec![jsonwebtoken::Algorithm::ES256], None, None, 0)
+    let err = crate::jwt::Jwks::load(&path, vec![jsonwebtoken::Algorithm::ES256], None, None, 0)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("symmetric"), "{err}");
     std::fs::write(&path, r#"{"keys": []}"#).unwrap();
-    let err = jwks::Jwks::load(&path, vec![jsonwebtoken::Algorithm::ES256], None, None, 0)
+    let err = crate::jwt::Jwks::load(&path, vec![jsonwebtoken::Algorithm::ES256], None, None, 0)
         .err()
         .unwrap()
         .to_string();

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
@@ -13,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::{ConnCtx, Server};
-use crate::identity::{PeerIdentity, render_xfcc};
+use crate::identity::PeerIdentity;
 use crate::telemetry::metrics;
 
 pub(super) async fn handle(
@@ -95,16 +94,16 @@ pub(super) async fn handle(
         warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
     }
 
-    let mut ctx = match conn_ctx(
+    let mut ctx = match ConnCtx::new(
         id,
         peer,
         identity,
         session.server_name().map(str::to_string),
         tls_state.server_uri.as_deref(),
     ) {
-        Some(ctx) => ctx,
-        None => {
-            warn!("identity cannot be rendered as header values; closing");
+        Ok(ctx) => ctx,
+        Err(e) => {
+            warn!(error = %e, "closing");
             return;
         }
     };
@@ -325,7 +324,7 @@ fn cert_deadline(not_after: i64) -> tokio::time::Instant {
 /// Reads the PROXY protocol header (from a trusted source only) and returns the client address
 /// it carries, or the socket's own for a LOCAL header. Errors are the reason label.
 async fn proxied_peer(
-    pp: &crate::config::ProxyProtocolConfig,
+    pp: &super::ProxyProtocolConfig,
     stream: &mut TcpStream,
     socket_peer: SocketAddr,
     deadline: tokio::time::Instant,
@@ -377,9 +376,8 @@ async fn audit_refused_request(server: &Server, ctx: &ConnCtx, (reason, status):
         reason,
         status,
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        server.auditor.record(bytes).await;
-    }
+    // Logged and counted by `emit` if it ever fails; the connection is closing either way.
+    let _ = server.auditor.emit(&record).await;
 }
 
 /// The audit reason and the status hyper sent (none for a header timeout: it just closes), or
@@ -428,9 +426,8 @@ async fn audit_refused_certificate(
         decision: "deny",
         reason,
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        server.auditor.record(bytes).await;
-    }
+    // Logged and counted by `emit` if it ever fails; the connection is closing either way.
+    let _ = server.auditor.emit(&record).await;
 }
 
 /// Closes a refused connection so the client can read our TLS alert: send FIN, then discard what
@@ -452,40 +449,6 @@ async fn linger_close(mut tcp: TcpStream) {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
-}
-
-/// The connection context for `identity` (also used for an identity forwarded by a trusted hop).
-pub(crate) fn conn_ctx(
-    id: u64,
-    peer: SocketAddr,
-    identity: PeerIdentity,
-    sni: Option<String>,
-    server_uri: Option<&str>,
-) -> Option<ConnCtx> {
-    let xfcc = HeaderValue::from_str(&render_xfcc(&identity, server_uri)).ok()?;
-    // Always printable ASCII (IdentityName), so this only fails on a bug: the caller closes.
-    let identity_header = HeaderValue::try_from(identity.display_name().to_string()).ok()?;
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok()?;
-    let rate_key: Arc<str> = identity
-        .spiffe_id
-        .as_ref()
-        .map_or(identity.fingerprint_sha256.as_str(), |s| s.as_str())
-        .into();
-    let audit_identity = serde_json::value::to_raw_value(&crate::audit::record::Identity::from(&identity)).ok()?;
-    let audit_peer = serde_json::value::to_raw_value(&peer).ok()?;
-    Some(ConnCtx {
-        id,
-        peer_addr: peer,
-        identity,
-        sni,
-        xfcc,
-        identity_header,
-        peer_ip,
-        audit_identity,
-        audit_peer,
-        rate_key,
-        anomaly: None,
-    })
 }
 
 /// Runs `f` when dropped, however the connection ends.

@@ -1,6 +1,7 @@
 //! The mTLS listener: accept loop (`listener.rs`), per-connection handshake, identity and HTTP
 //! serving (`conn.rs`), and the signals that stop it (`shutdown.rs`).
 
+mod config;
 pub(crate) mod conn;
 mod framing;
 mod listener;
@@ -8,41 +9,16 @@ pub mod proxy_protocol;
 pub mod registry;
 pub mod shutdown;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 
 use crate::audit::Auditor;
-use crate::config::ListenerConfig;
-use crate::identity::PeerIdentity;
+pub use crate::ctx::ConnCtx;
 use crate::middleware::Stack;
 use crate::tls::ServerTls;
+pub use config::{ListenerConfig, ProxyProtocolConfig};
 pub use listener::serve;
-
-/// What one connection knows about its peer, computed once after the handshake and shared by
-/// every request on it (`Arc` in the request extensions).
-#[derive(Debug)]
-pub struct ConnCtx {
-    pub id: u64,
-    pub peer_addr: SocketAddr,
-    pub identity: PeerIdentity,
-    /// TLS SNI the client sent, if any.
-    pub sni: Option<String>,
-    /// Pre-rendered header values: identity is per connection, so rendering is too.
-    pub xfcc: HeaderValue,
-    pub identity_header: HeaderValue,
-    pub peer_ip: HeaderValue,
-    /// The audit record's `identity` and `peer` fields, serialized once: the JSON escaping of
-    /// fingerprint, issuer, serial and SPIFFE ID is per connection, not per request.
-    pub audit_identity: Box<serde_json::value::RawValue>,
-    pub audit_peer: Box<serde_json::value::RawValue>,
-    /// The rate-limit key: the SPIFFE ID, else the certificate fingerprint.
-    pub rate_key: Arc<str>,
-    /// This certificate's anomaly-detection counters (when detection is on).
-    pub anomaly: Option<Arc<crate::anomaly::Stats>>,
-}
 
 /// Everything the listener needs, built once at start; the TLS part is swapped on reload.
 pub struct Server {

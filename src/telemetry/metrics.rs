@@ -8,45 +8,45 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-pub const REQUESTS_TOTAL: &str = "ztgate_requests_total";
-pub const REQUEST_DURATION: &str = "ztgate_request_duration_seconds";
-pub const TLS_HANDSHAKES_TOTAL: &str = "ztgate_tls_handshakes_total";
-pub const CONNECTIONS_OPEN: &str = "ztgate_connections_open";
-pub const POLICY_DECISIONS_TOTAL: &str = "ztgate_policy_decisions_total";
-pub const POLICY_RULES: &str = "ztgate_policy_rules";
-pub const POLICY_RELOAD_TOTAL: &str = "ztgate_policy_reload_total";
-pub const POLICY_LAST_RELOAD: &str = "ztgate_policy_last_reload_success_timestamp_seconds";
-pub const POLICY_SHADOW_TOTAL: &str = "ztgate_policy_shadow_decisions_total";
-pub const UPSTREAM_ERRORS_TOTAL: &str = "ztgate_upstream_errors_total";
-pub const BUILD_INFO: &str = "ztgate_build_info";
-pub const AUDIT_RECORDS_TOTAL: &str = "ztgate_audit_records_written_total";
-pub const AUDIT_DROPPED_TOTAL: &str = "ztgate_audit_dropped_total";
-pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "ztgate_audit_write_errors_total";
-pub const AUDIT_WRITE_DURATION: &str = "ztgate_audit_write_duration_seconds";
-pub const AUDIT_HEALTHY: &str = "ztgate_audit_healthy";
-pub const UPSTREAM_DURATION: &str = "ztgate_upstream_duration_seconds";
-pub const HANDSHAKE_DURATION: &str = "ztgate_tls_handshake_duration_seconds";
-pub const CERT_EXPIRY: &str = "ztgate_certificate_expiry_seconds";
-pub const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
-pub const ANOMALIES_TOTAL: &str = "ztgate_anomalies_total";
-pub const CONNECTIONS_CLOSED_TOTAL: &str = "ztgate_connections_closed_total";
-pub const REQUEST_TIMEOUTS_TOTAL: &str = "ztgate_request_timeouts_total";
-pub const PROTOCOL_ERRORS_TOTAL: &str = "ztgate_protocol_errors_total";
-pub const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
-pub const CRL_FETCH_TOTAL: &str = "ztgate_crl_fetch_total";
-pub const CRL_AGE: &str = "ztgate_crl_age_seconds";
-pub const REVOCATION_CHECKS_TOTAL: &str = "ztgate_revocation_checks_total";
-pub const REVOCATION_FETCHES_TOTAL: &str = "ztgate_revocation_fetches_total";
-pub const POSTURE_CHECKS_TOTAL: &str = "ztgate_posture_checks_total";
-pub const POSTURE_LOOKUP_DURATION: &str = "ztgate_posture_lookup_duration_seconds";
-pub const POSTURE_CACHE_TOTAL: &str = "ztgate_posture_cache_total";
-pub const POSTURE_DENIALS_TOTAL: &str = "ztgate_posture_denials_total";
-pub const POSTURE_RELOAD_TOTAL: &str = "ztgate_posture_reload_total";
-pub const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
-pub const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
-pub const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
-pub const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
-pub const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
+pub(crate) const REQUESTS_TOTAL: &str = "ztgate_requests_total";
+pub(crate) const REQUEST_DURATION: &str = "ztgate_request_duration_seconds";
+pub(crate) const TLS_HANDSHAKES_TOTAL: &str = "ztgate_tls_handshakes_total";
+pub(crate) const CONNECTIONS_OPEN: &str = "ztgate_connections_open";
+pub(crate) const POLICY_DECISIONS_TOTAL: &str = "ztgate_policy_decisions_total";
+pub(crate) const POLICY_RULES: &str = "ztgate_policy_rules";
+pub(crate) const POLICY_RELOAD_TOTAL: &str = "ztgate_policy_reload_total";
+pub(crate) const POLICY_LAST_RELOAD: &str = "ztgate_policy_last_reload_success_timestamp_seconds";
+pub(crate) const POLICY_SHADOW_TOTAL: &str = "ztgate_policy_shadow_decisions_total";
+pub(crate) const UPSTREAM_ERRORS_TOTAL: &str = "ztgate_upstream_errors_total";
+pub(crate) const BUILD_INFO: &str = "ztgate_build_info";
+pub(crate) const AUDIT_RECORDS_TOTAL: &str = "ztgate_audit_records_written_total";
+pub(crate) const AUDIT_DROPPED_TOTAL: &str = "ztgate_audit_dropped_total";
+pub(crate) const AUDIT_WRITE_ERRORS_TOTAL: &str = "ztgate_audit_write_errors_total";
+pub(crate) const AUDIT_WRITE_DURATION: &str = "ztgate_audit_write_duration_seconds";
+pub(crate) const AUDIT_HEALTHY: &str = "ztgate_audit_healthy";
+pub(crate) const UPSTREAM_DURATION: &str = "ztgate_upstream_duration_seconds";
+pub(crate) const HANDSHAKE_DURATION: &str = "ztgate_tls_handshake_duration_seconds";
+pub(crate) const CERT_EXPIRY: &str = "ztgate_certificate_expiry_seconds";
+pub(crate) const CRL_NEXT_UPDATE: &str = "ztgate_crl_next_update_seconds";
+pub(crate) const ANOMALIES_TOTAL: &str = "ztgate_anomalies_total";
+pub(crate) const CONNECTIONS_CLOSED_TOTAL: &str = "ztgate_connections_closed_total";
+pub(crate) const REQUEST_TIMEOUTS_TOTAL: &str = "ztgate_request_timeouts_total";
+pub(crate) const PROTOCOL_ERRORS_TOTAL: &str = "ztgate_protocol_errors_total";
+pub(crate) const TLS_RELOAD_TOTAL: &str = "ztgate_tls_reload_total";
+pub(crate) const CRL_FETCH_TOTAL: &str = "ztgate_crl_fetch_total";
+pub(crate) const CRL_AGE: &str = "ztgate_crl_age_seconds";
+pub(crate) const REVOCATION_CHECKS_TOTAL: &str = "ztgate_revocation_checks_total";
+pub(crate) const REVOCATION_FETCHES_TOTAL: &str = "ztgate_revocation_fetches_total";
+pub(crate) const POSTURE_CHECKS_TOTAL: &str = "ztgate_posture_checks_total";
+pub(crate) const POSTURE_LOOKUP_DURATION: &str = "ztgate_posture_lookup_duration_seconds";
+pub(crate) const POSTURE_CACHE_TOTAL: &str = "ztgate_posture_cache_total";
+pub(crate) const POSTURE_DENIALS_TOTAL: &str = "ztgate_posture_denials_total";
+pub(crate) const POSTURE_RELOAD_TOTAL: &str = "ztgate_posture_reload_total";
+pub(crate) const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
+pub(crate) const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
+pub(crate) const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
+pub(crate) const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
+pub(crate) const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -54,7 +54,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Installs the Prometheus recorder once per process and returns its handle. Later calls (tests
 /// start several servers in one process) return the same handle.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -87,9 +87,6 @@ fn describe() {
         BAD_REQUESTS_TOTAL,
         "Requests refused with 400 as malformed or ambiguous, by reason code (docs/audit.md)."
     );
-    for r in crate::error::BadRequest::ALL {
-        counter!(BAD_REQUESTS_TOTAL, "reason" => r.code()).absolute(0);
-    }
     describe_counter!(
         UPSTREAM_RETRIES_TOTAL,
         "Requests sent again on a fresh upstream connection, by reason (connection_closed: a pooled connection the upstream had closed)."
@@ -234,164 +231,77 @@ fn describe() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// How a request ended, for the `decision` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Allow = 0,
-    Deny = 1,
-    Error = 2,
-    RateLimited = 3,
-}
-
-/// Handles for the per-request metrics, registered once per (re)load so the data path does no
-/// registry lookups. Cheap to clone.
-#[derive(Clone)]
-pub struct RequestMetrics {
-    /// `[route + 1][outcome][status class]`; route 0 is "none" (no route matched).
-    requests: std::sync::Arc<[[[Counter; 5]; 4]]>,
-    duration: Histogram,
-    allow: Counter,
-    deny: Counter,
-    shadow_deny: Counter,
-    shadow_allow: Counter,
-    upstream_connect: Counter,
-    upstream_timeout: Counter,
-    upstream_failed: Counter,
-}
-
-impl RequestMetrics {
-    /// `routes`: route names in the route table's order.
-    pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
-        let per_route = |route: String| {
-            ["allow", "deny", "error", "rate_limited"].map(|decision| {
-                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-                    counter!(REQUESTS_TOTAL, "route" => route.clone(), "decision" => decision, "status_class" => class)
-                })
-            })
-        };
-        let requests: Vec<[[Counter; 5]; 4]> = std::iter::once("none".to_string())
-            .chain(routes.map(str::to_string))
-            .map(per_route)
-            .collect();
-        Self {
-            requests: requests.into(),
-            duration: histogram!(REQUEST_DURATION),
-            allow: counter!(POLICY_DECISIONS_TOTAL, "decision" => "allow"),
-            deny: counter!(POLICY_DECISIONS_TOTAL, "decision" => "deny"),
-            shadow_deny: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-deny"),
-            shadow_allow: counter!(POLICY_SHADOW_TOTAL, "outcome" => "shadow-allow"),
-            upstream_connect: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "connect"),
-            upstream_timeout: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "timeout"),
-            upstream_failed: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "failed"),
-        }
-    }
-
-    pub fn response(&self, route: Option<usize>, outcome: Outcome, status: http::StatusCode, seconds: f64) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        let route = route.map_or(0, |r| r + 1);
-        if let Some(by_outcome) = self.requests.get(route).or_else(|| self.requests.first()) {
-            by_outcome[outcome as usize][class].increment(1);
-        }
-        self.duration.record(seconds);
-    }
-
-    pub fn decision(&self, allowed: bool) {
-        if allowed { &self.allow } else { &self.deny }.increment(1);
-    }
-
-    /// A shadow rule would have flipped the decision (`would_allow` says which way).
-    pub fn shadow(&self, would_allow: bool) {
-        if would_allow {
-            &self.shadow_allow
-        } else {
-            &self.shadow_deny
-        }
-        .increment(1);
-    }
-
-    pub fn upstream_error(&self, err: &crate::error::ProxyError) {
-        use crate::error::ProxyError as E;
-        match err {
-            E::UpstreamUnavailable { .. } => self.upstream_connect.increment(1),
-            E::UpstreamTimeout { .. } => self.upstream_timeout.increment(1),
-            E::UpstreamFailed { .. } => self.upstream_failed.increment(1),
-            E::BadRequest(reason) => bad_request(*reason),
-            E::Denied { .. }
-            | E::Unauthenticated { .. }
-            | E::NoRoute { .. }
-            | E::MisdirectedRequest { .. }
-            | E::RateLimited { .. }
-            | E::PayloadTooLarge { .. }
-            | E::RequestTimeout
-            | E::AuditUnavailable
-            | E::Internal(_) => {}
-        }
-    }
-}
-
 /// An upstream connection stopped reading before the request was sent whole.
-pub fn upstream_early_close() {
+pub(crate) fn upstream_early_close() {
     counter!(UPSTREAM_EARLY_CLOSES_TOTAL).increment(1);
 }
 
 /// A request was sent again on a fresh upstream connection.
-pub fn upstream_retry(reason: &'static str) {
+pub(crate) fn upstream_retry(reason: &'static str) {
     counter!(UPSTREAM_RETRIES_TOTAL, "reason" => reason).increment(1);
 }
 
-/// A request was refused with 400 for `reason`.
-pub fn bad_request(reason: crate::error::BadRequest) {
-    counter!(BAD_REQUESTS_TOTAL, "reason" => reason.code()).increment(1);
+/// A request was refused with 400 for `reason` (a `BadRequest` code, docs/audit.md).
+pub(crate) fn bad_request(reason: &'static str) {
+    counter!(BAD_REQUESTS_TOTAL, "reason" => reason).increment(1);
 }
 
-/// A client-sent header field was removed (`reason` as in `upstream::headers::Removed`);
+/// Exports `name{label=value}` at 0 for every value, so alerts on `increase()` have a series to
+/// evaluate before the first event (the label sets are known at start-up).
+pub(crate) fn zero(name: &'static str, label: &'static str, values: impl IntoIterator<Item = &'static str>) {
+    for v in values {
+        counter!(name, label => v).absolute(0);
+    }
+}
+
+/// A client-sent header field was removed (`reason` as in `headers::Removed`);
 /// `increment(0)` at start-up exports the series.
-pub fn request_header_removed(reason: &'static str, n: u64) {
+pub(crate) fn request_header_removed(reason: &'static str, n: u64) {
     counter!(REQUEST_HEADERS_REMOVED_TOTAL, "reason" => reason).increment(n);
 }
 
-pub fn handshake(result: &'static str) {
+pub(crate) fn handshake(result: &'static str) {
     counter!(TLS_HANDSHAKES_TOTAL, "result" => result).increment(1);
 }
 
 /// `n` connections were closed because trust ended (`untrusted`, `cert_expired`, `max_age`).
-pub fn connections_closed(reason: &'static str, n: u64) {
+pub(crate) fn connections_closed(reason: &'static str, n: u64) {
     counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(n);
 }
 
-pub fn protocol_error(reason: &'static str) {
+pub(crate) fn protocol_error(reason: &'static str) {
     counter!(PROTOCOL_ERRORS_TOTAL, "reason" => reason).increment(1);
 }
 
 /// `request_timeout` cut a request in `phase` (`request_body`, `response_head`, `response_body`).
-pub fn request_timeout(phase: &'static str) {
+pub(crate) fn request_timeout(phase: &'static str) {
     counter!(REQUEST_TIMEOUTS_TOTAL, "phase" => phase).increment(1);
 }
 
-pub fn crl_fetch(result: &'static str) {
+pub(crate) fn crl_fetch(result: &'static str) {
     counter!(CRL_FETCH_TOTAL, "result" => result).increment(1);
 }
 
 /// An online revocation check ran after a handshake (`crl_dp` or `ocsp`).
-pub fn revocation_check(method: &'static str, result: &'static str) {
+pub(crate) fn revocation_check(method: &'static str, result: &'static str) {
     counter!(REVOCATION_CHECKS_TOTAL, "method" => method, "result" => result).increment(1);
 }
 
 /// A CRL or OCSP download behind a revocation check.
-pub fn revocation_fetch(method: &'static str, result: &'static str) {
+pub(crate) fn revocation_fetch(method: &'static str, result: &'static str) {
     counter!(REVOCATION_FETCHES_TOTAL, "method" => method, "result" => result).increment(1);
 }
 
-pub fn tls_reload(ok: bool) {
+pub(crate) fn tls_reload(ok: bool) {
     counter!(TLS_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-pub fn connections_open() -> Gauge {
+pub(crate) fn connections_open() -> Gauge {
     gauge!(CONNECTIONS_OPEN)
 }
 
 /// A policy was installed (at start-up or by a reload).
-pub fn policy_loaded(rules: usize) {
+pub(crate) fn policy_loaded(rules: usize) {
     gauge!(POLICY_RULES).set(rules as f64);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -399,53 +309,38 @@ pub fn policy_loaded(rules: usize) {
     gauge!(POLICY_LAST_RELOAD).set(now.as_secs_f64());
 }
 
-pub fn policy_reload(ok: bool) {
+pub(crate) fn policy_reload(ok: bool) {
     counter!(POLICY_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-pub fn audit_written(records: usize, seconds: f64) {
+pub(crate) fn audit_written(records: usize, seconds: f64) {
     counter!(AUDIT_RECORDS_TOTAL).increment(records as u64);
     histogram!(AUDIT_WRITE_DURATION).record(seconds);
 }
 
-pub fn audit_dropped() {
+pub(crate) fn audit_dropped() {
     counter!(AUDIT_DROPPED_TOTAL).increment(1);
 }
 
-pub fn audit_write_error() {
+pub(crate) fn audit_write_error() {
     counter!(AUDIT_WRITE_ERRORS_TOTAL).increment(1);
 }
 
-pub fn audit_healthy(healthy: bool) {
+pub(crate) fn audit_healthy(healthy: bool) {
     gauge!(AUDIT_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
 }
 
-pub fn upstream_duration() -> Histogram {
+pub(crate) fn upstream_duration() -> Histogram {
     histogram!(UPSTREAM_DURATION)
 }
 
-pub fn handshake_duration(seconds: f64) {
+pub(crate) fn handshake_duration(seconds: f64) {
     histogram!(HANDSHAKE_DURATION).record(seconds);
-}
-
-/// Sets the expiry gauges from absolute times (Unix seconds).
-pub fn expiry(entries: &[crate::tls::Expiry]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    for e in entries {
-        let left = (e.at - now) as f64;
-        match e.kind {
-            crate::tls::ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
-            crate::tls::ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
-            crate::tls::ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
-        }
-    }
 }
 
 /// Handles for one posture provider's metrics, registered once.
 #[derive(Clone)]
-pub struct PostureMetrics {
+pub(crate) struct PostureMetrics {
     provider: &'static str,
     found: Counter,
     hit: Counter,
@@ -455,7 +350,7 @@ pub struct PostureMetrics {
 }
 
 impl PostureMetrics {
-    pub fn register(provider: &'static str) -> Self {
+    pub(crate) fn register(provider: &'static str) -> Self {
         Self {
             provider,
             found: counter!(POSTURE_CHECKS_TOTAL, "provider" => provider, "result" => "found"),
@@ -467,7 +362,7 @@ impl PostureMetrics {
     }
 
     /// One lookup's result: `None` when the posture was found, else why it is unavailable.
-    pub fn check(&self, unavailable: Option<&'static str>) {
+    pub(crate) fn check(&self, unavailable: Option<&'static str>) {
         match unavailable {
             None => self.found.increment(1),
             Some(reason) => {
@@ -476,7 +371,7 @@ impl PostureMetrics {
         }
     }
 
-    pub fn cache(&self, result: &'static str) {
+    pub(crate) fn cache(&self, result: &'static str) {
         match result {
             "hit" => &self.hit,
             "miss" => &self.miss,
@@ -485,24 +380,24 @@ impl PostureMetrics {
         .increment(1);
     }
 
-    pub fn latency(&self, d: std::time::Duration) {
+    pub(crate) fn latency(&self, d: std::time::Duration) {
         self.latency.record(d.as_secs_f64());
     }
 }
 
-pub fn posture_denied(requirement: &'static str) {
+pub(crate) fn posture_denied(requirement: &'static str) {
     counter!(POSTURE_DENIALS_TOTAL, "requirement" => requirement).increment(1);
 }
 
-pub fn posture_reload(ok: bool) {
+pub(crate) fn posture_reload(ok: bool) {
     counter!(POSTURE_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-pub fn user_auth(result: &'static str) {
+pub(crate) fn user_auth(result: &'static str) {
     counter!(USER_AUTH_TOTAL, "result" => result).increment(1);
 }
 
-pub fn anomaly(kind: &'static str) {
+pub(crate) fn anomaly(kind: &'static str) {
     counter!(ANOMALIES_TOTAL, "kind" => kind).increment(1);
 }
 

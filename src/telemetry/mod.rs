@@ -1,15 +1,15 @@
 //! Logs (tracing), metrics (Prometheus) and the admin listener.
 
-pub mod admin;
-pub mod metrics;
+mod config;
+pub(crate) mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+pub use config::{LogConfig, LogFormat};
 
 /// Installs the global tracing subscriber. `RUST_LOG` wins over the configured level, as
 /// operators expect. Safe to call twice (the second call is a no-op).
-pub fn init_logging(format: LogFormat, level: &str) {
+pub(crate) fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

@@ -19,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::config::CrlSource;
+use super::CrlSource;
 
 /// Largest CRL accepted: big CAs publish a few MiB; more is a mistake or an attack.
 pub(crate) const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;

@@ -10,9 +10,9 @@ use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use super::TlsConfig;
 use super::profile::{ProfileViolation, Rule, TrustAnchors};
 use super::{load_certs, load_crls};
-use crate::config::TlsConfig;
 use crate::identity::dn;
 
 /// One finding of [`stale_trust`].

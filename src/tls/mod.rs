@@ -6,6 +6,7 @@
 //! its nextUpdate fails closed (`enforce_revocation_expiration`). ztgate's RFC 5280 profile
 //! ([`profile`]) then refuses what WebPKI lets through but no CA should issue.
 
+mod config;
 mod fetch;
 mod freshness;
 mod pem;
@@ -21,7 +22,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{CrlScope, TlsConfig};
+pub use config::{CrlScope, CrlSource, RevocationMode, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
 pub use freshness::{StaleTrust, stale_trust};
 pub use pem::{load_certs, load_crls, load_key};
@@ -314,5 +315,23 @@ pub fn handshake_failure_reason(err: &io::Error) -> &'static str {
         E::NoApplicationProtocol => "no_alpn",
         E::PeerIncompatible(_) => "incompatible",
         _ => "protocol",
+    }
+}
+
+/// Sets the expiry gauges (`ztgate_certificate_expiry_seconds`, `ztgate_crl_next_update_seconds`,
+/// `ztgate_crl_age_seconds`) from absolute times (Unix seconds).
+pub fn export_expiry(entries: &[Expiry]) {
+    use crate::telemetry::metrics::{CERT_EXPIRY, CRL_AGE, CRL_NEXT_UPDATE};
+    use ::metrics::gauge;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for e in entries {
+        let left = (e.at - now) as f64;
+        match e.kind {
+            ExpiryKind::Certificate => gauge!(CERT_EXPIRY, "cert" => e.label.clone()).set(left),
+            ExpiryKind::Crl => gauge!(CRL_NEXT_UPDATE, "crl" => e.label.clone()).set(left),
+            ExpiryKind::CrlIssued => gauge!(CRL_AGE, "crl" => e.label.clone()).set(-left),
+        }
     }
 }

@@ -24,9 +24,9 @@ use super::UpstreamBody;
 /// URI names. For h2 upstreams the URI carries the judged authority (it becomes `:authority`);
 /// the socket, and the TLS server name, still come from the upstream's `url`.
 #[derive(Clone)]
-pub(super) struct FixedDest<C> {
-    pub(super) inner: C,
-    pub(super) dest: Uri,
+pub(crate) struct FixedDest<C> {
+    pub(crate) inner: C,
+    pub(crate) dest: Uri,
 }
 
 impl<C> tower::Service<Uri> for FixedDest<C>
@@ -63,7 +63,7 @@ where
 /// arrived. With the write side discarded, hyper goes on reading, hands over the response, and
 /// the connection ends at the read side's EOF or reset as it would anyway. Nothing is lost: the
 /// peer could not have received those bytes.
-pub(super) struct PeerGoneWrites<T> {
+pub(crate) struct PeerGoneWrites<T> {
     inner: T,
     /// A write failed with the peer gone; later writes are discarded too.
     gone: bool,
@@ -157,7 +157,7 @@ impl<T: hyper_util::client::legacy::connect::Connection> hyper_util::client::leg
     }
 }
 
-pub(super) enum PooledClient {
+pub(crate) enum PooledClient {
     Plain(Client<FixedDest<HttpConnector>, UpstreamBody>),
     Tls(Client<FixedDest<HttpsConnector<HttpConnector>>, UpstreamBody>),
 }
@@ -172,13 +172,13 @@ impl PooledClient {
 }
 
 /// One upstream's clients: the keep-alive pool, and an unpooled one for retries.
-pub(super) struct UpstreamClient {
-    pub(super) pooled: PooledClient,
-    pub(super) fresh: PooledClient,
+pub(crate) struct UpstreamClient {
+    pub(crate) pooled: PooledClient,
+    pub(crate) fresh: PooledClient,
 }
 
 /// What is needed to send a request again: its head and its whole body.
-pub(super) struct Replay {
+pub(crate) struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
@@ -189,7 +189,7 @@ pub(super) struct Replay {
 impl Replay {
     /// A copy of `req` to send again, when it may be: an idempotent method and a body that can
     /// be sent again (`replay_body`). `None` otherwise (no copy is made).
-    pub(super) fn of(req: &Request<UpstreamBody>, replay_body: impl FnOnce() -> Option<UpstreamBody>) -> Option<Self> {
+    pub(crate) fn of(req: &Request<UpstreamBody>, replay_body: impl FnOnce() -> Option<UpstreamBody>) -> Option<Self> {
         if !req.method().is_idempotent() {
             return None;
         }
@@ -216,7 +216,7 @@ impl Replay {
 impl UpstreamClient {
     /// Sends `req` on a pooled connection; if that connection turns out to have been closed by
     /// the upstream before any response byte, sends `replay` once on a fresh connection.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         req: Request<UpstreamBody>,
         replay: Option<Replay>,

@@ -8,18 +8,18 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::DeadlineExceeded;
-use crate::error::BoxError;
+use crate::body::BoxError;
+use crate::body::DeadlineExceeded;
 
 /// The client's request body failed (malformed chunking, connection lost mid-body).
 #[derive(Debug, thiserror::Error)]
 #[error("client request body: {0}")]
-pub(super) struct ClientBodyError(BoxError);
+pub(crate) struct ClientBodyError(BoxError);
 
 /// Wraps the client's body. When it fails for the client's own reasons, the error is wrapped in
 /// [`ClientBodyError`] and `failed` is set: an h2 upstream connection reports a body that
 /// ended in an error only as a reset stream, so the error chain alone cannot tell.
-pub(super) struct ClientBody<B> {
+pub(crate) struct ClientBody<B> {
     inner: B,
     /// `None` for a request without a body (nothing can fail; no allocation).
     failed: Option<Arc<AtomicBool>>,
@@ -27,7 +27,7 @@ pub(super) struct ClientBody<B> {
 
 impl<B: Body> ClientBody<B> {
     /// Returns the body and, when it can fail, the flag that says it did.
-    pub(super) fn new(inner: B) -> (Self, Option<Arc<AtomicBool>>) {
+    pub(crate) fn new(inner: B) -> (Self, Option<Arc<AtomicBool>>) {
         let failed = (!inner.is_end_stream()).then(Arc::default);
         (
             Self {
@@ -42,7 +42,7 @@ impl<B: Body> ClientBody<B> {
 impl<B> ClientBody<Buffered<B>> {
     /// The same body again, for a retry: only one that is known whole (empty, or read ahead to
     /// its end), never one still streaming from the client.
-    pub(super) fn replay(&self) -> Option<Self> {
+    pub(crate) fn replay(&self) -> Option<Self> {
         let b = &self.inner;
         if b.rest.is_some() {
             return None;
@@ -94,7 +94,7 @@ where
 /// `buffer_request_body`): a body that ends within the size is validated whole (framing, length
 /// limit, deadline) and a malformed one never reaches the upstream. A longer body is forwarded
 /// as the bytes read so far followed by the rest, streamed.
-pub(super) struct Buffered<B> {
+pub(crate) struct Buffered<B> {
     head: Option<bytes::Bytes>,
     trailers: Option<http::HeaderMap>,
     /// What is still to be read from the client; `None` once the body ended inside the buffer.
@@ -104,7 +104,7 @@ pub(super) struct Buffered<B> {
 impl<B> Buffered<B> {
     /// No read-ahead: the body streams as it comes. A body that is already at its end (a GET)
     /// is held as "ended", so it can be replayed.
-    pub(super) fn passthrough(body: B) -> Self
+    pub(crate) fn passthrough(body: B) -> Self
     where
         B: Body,
     {
@@ -124,7 +124,7 @@ where
     ///
     /// # Errors
     /// The body's own error (malformed, too large, deadline passed), before anything was sent.
-    pub(super) async fn read_ahead(mut body: B, limit: usize) -> Result<Self, BoxError> {
+    pub(crate) async fn read_ahead(mut body: B, limit: usize) -> Result<Self, BoxError> {
         use http_body_util::BodyExt;
         let mut buf = bytes::BytesMut::new();
         let mut trailers = None;

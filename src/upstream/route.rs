@@ -1,6 +1,6 @@
 //! Route selection: host (exact or `*.suffix`) and the longest segment-aware path prefix.
 
-use crate::config::RouteConfig;
+use super::{Pins, RouteConfig, UserMode};
 
 #[derive(Debug)]
 pub struct Route {
@@ -9,8 +9,8 @@ pub struct Route {
     prefix: String,
     pub upstream: usize,
     pub rate_limit: Option<crate::ratelimit::Rate>,
-    pub pins: Option<crate::config::Pins>,
-    pub user: crate::config::UserMode,
+    pub pins: Option<Pins>,
+    pub user: UserMode,
     pub request_timeout: Option<Option<std::time::Duration>>,
     pub path_parameters: crate::policy::path::PathParameters,
     pub buffer_request_body: Option<u64>,
@@ -104,7 +104,7 @@ mod tests {
             upstream: 0,
             rate_limit: None,
             pins: None,
-            user: crate::config::UserMode::Off,
+            user: UserMode::Off,
             request_timeout: None,
             path_parameters: crate::policy::path::PathParameters::Refuse,
             buffer_request_body: None,

@@ -25,7 +25,7 @@ pub(crate) fn is_extended_connect<B>(req: &Request<B>) -> bool {
 ///
 /// # Errors
 /// When no random key can be drawn (the system RNG failed).
-pub(super) fn to_upgrade_request(method: &mut Method, headers: &mut HeaderMap) -> Result<HeaderValue, &'static str> {
+pub(crate) fn to_upgrade_request(method: &mut Method, headers: &mut HeaderMap) -> Result<HeaderValue, &'static str> {
     use base64::Engine;
     use ring::rand::SecureRandom;
     let mut nonce = [0u8; 16];
@@ -45,7 +45,7 @@ pub(super) fn to_upgrade_request(method: &mut Method, headers: &mut HeaderMap) -
 }
 
 /// Whether the upstream's `101` answers `key` (RFC 6455 §4.2.2: SHA-1 of key + GUID, base64).
-pub(super) fn accepts(headers: &HeaderMap, key: &HeaderValue) -> bool {
+pub(crate) fn accepts(headers: &HeaderMap, key: &HeaderValue) -> bool {
     let want = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     headers
         .get(header::SEC_WEBSOCKET_ACCEPT)
@@ -54,7 +54,7 @@ pub(super) fn accepts(headers: &HeaderMap, key: &HeaderValue) -> bool {
 
 /// The upstream's `101` head as the h2 client's `200` (RFC 8441 §5): the HTTP/1.1 handshake
 /// fields stay behind; the negotiated subprotocol and extensions go on.
-pub(super) fn to_connect_response(status: &mut StatusCode, headers: &mut HeaderMap) {
+pub(crate) fn to_connect_response(status: &mut StatusCode, headers: &mut HeaderMap) {
     *status = StatusCode::OK;
     for name in [
         header::CONNECTION,

@@ -168,7 +168,7 @@ fn audit_verify_cli_reports_ok_and_the_first_broken_line() {
         };
         let (a, task) = ztgate::audit::Auditor::start(&cfg).unwrap();
         for i in 0..3 {
-            a.record(format!(r#"{{"kind":"test","i":{i}}}"#).into_bytes()).await;
+            a.emit(&serde_json::json!({"kind": "test", "i": i})).await.unwrap();
         }
         task.finish(Duration::from_secs(5)).await;
     });

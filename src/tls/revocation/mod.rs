@@ -32,8 +32,8 @@ use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::fetch::{HttpFetch, MAX_CRL_BYTES, decode};
-use crate::config::{RevocationMode, TlsConfig};
 use crate::telemetry::metrics;
+use crate::tls::{RevocationMode, TlsConfig};
 
 /// Distinct distribution points remembered (each is one CA's CRL: a handful in practice).
 const MAX_DISTRIBUTION_POINTS: usize = 1024;
@@ -290,7 +290,7 @@ impl Revocation {
                 slot.crl.store(Some(Arc::new(crl)));
                 *lock(&slot.signer) = Some(issuer_der);
                 *lock(&slot.failed) = None;
-                metrics::expiry(&self.expiry());
+                super::export_expiry(&self.expiry());
                 out
             }
             Err(reason) => {
@@ -438,7 +438,7 @@ impl Revocation {
                     if newer {
                         changed += 1;
                         slot.crl.store(Some(Arc::new(crl)));
-                        metrics::expiry(&self.expiry());
+                        super::export_expiry(&self.expiry());
                     }
                     *lock(&slot.failed) = None;
                 }

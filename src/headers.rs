@@ -3,16 +3,16 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-pub const X_ZTGATE_IDENTITY: HeaderName = HeaderName::from_static("x-ztgate-identity");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub(crate) const X_ZTGATE_IDENTITY: HeaderName = HeaderName::from_static("x-ztgate-identity");
 /// The authenticated user's `sub`, on routes with user authentication.
-pub const X_ZTGATE_USER: HeaderName = HeaderName::from_static("x-ztgate-user");
+pub(crate) const X_ZTGATE_USER: HeaderName = HeaderName::from_static("x-ztgate-user");
 
 /// Prefix of every identity header ztgate owns; client-sent ones are always removed.
-pub const ZTGATE_PREFIX: &str = "x-ztgate-";
+pub(crate) const ZTGATE_PREFIX: &str = "x-ztgate-";
 
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -24,7 +24,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Whether the request asks for a protocol upgrade (WebSocket and friends, HTTP/1.1 only).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -35,7 +35,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the client's `TE` offers `trailers` (RFC 9110 §10.1.4), the token gRPC needs.
-pub fn te_trailers(headers: &HeaderMap) -> bool {
+pub(crate) fn te_trailers(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TE)
         .iter()
@@ -50,7 +50,7 @@ pub fn te_trailers(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers, including any the `Connection` header names. With `keep_upgrade`
 /// the `Upgrade` header and a `Connection: upgrade` survive, so an upgrade can pass through.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1). Collect them first: the
     // map cannot be changed while borrowed. Rare in practice, so the Vec usually stays empty.
     let mut named: Vec<HeaderName> = Vec::new();
@@ -108,7 +108,7 @@ pub struct HeadersConfig {
 /// Client-sent fields removed from every request by default: ztgate sets the real value, or
 /// upstream frameworks trust them for the client's address, certificate or user, or to serve
 /// another path or method than the one policy judged. docs/security.md lists why each is here.
-pub const DEFAULT_STRIP: &[&str] = &[
+pub(crate) const DEFAULT_STRIP: &[&str] = &[
     // Client address and the original request, as proxies report them.
     "forwarded",
     "x-forwarded-for",
@@ -146,7 +146,7 @@ pub const DEFAULT_STRIP: &[&str] = &[
 
 /// Why a client header field was removed (label of `ztgate_request_headers_removed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removed {
+pub(crate) enum Removed {
     /// `x-forwarded-client-cert` or `x-ztgate-*`: only ztgate sets them.
     Identity,
     /// On [`DEFAULT_STRIP`].
@@ -158,14 +158,14 @@ pub enum Removed {
 }
 
 impl Removed {
-    pub const ALL: [Removed; 4] = [
+    pub(crate) const ALL: [Removed; 4] = [
         Removed::Identity,
         Removed::Default,
         Removed::Configured,
         Removed::Underscore,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Removed::Identity => "identity",
             Removed::Default => "default_list",
@@ -176,7 +176,7 @@ impl Removed {
 }
 
 /// Header fields ztgate needs to frame, route or identify a request: never on a strip list.
-pub fn is_protected(name: &HeaderName) -> bool {
+pub(crate) fn is_protected(name: &HeaderName) -> bool {
     [
         header::HOST,
         header::CONTENT_LENGTH,
@@ -215,13 +215,13 @@ fn classify(name: &HeaderName, cfg: &HeadersConfig) -> Option<Removed> {
 /// something is removed. Calls `removed` once per field removed.
 ///
 /// # Errors
-/// [`BadRequest::HeaderUnderscore`](crate::error::BadRequest::HeaderUnderscore) for a name
-/// with `_` under [`Underscores::Reject`].
-pub fn strip_client_headers(
+/// [`UnderscoreRejected`] for a name with `_` under [`Underscores::Reject`] (nothing is removed
+/// then).
+pub(crate) fn strip_client_headers(
     headers: &mut HeaderMap,
     cfg: &HeadersConfig,
     mut removed: impl FnMut(Removed),
-) -> Result<(), crate::error::BadRequest> {
+) -> Result<(), UnderscoreRejected> {
     if !headers.keys().any(|k| classify(k, cfg).is_some()) {
         return Ok(());
     }
@@ -230,7 +230,7 @@ pub fn strip_client_headers(
         .filter_map(|k| classify(k, cfg).map(|r| (k.clone(), r)))
         .collect();
     if cfg.with_underscores == Underscores::Reject && names.iter().any(|(_, r)| *r == Removed::Underscore) {
-        return Err(crate::error::BadRequest::HeaderUnderscore);
+        return Err(UnderscoreRejected);
     }
     for (name, why) in names {
         if let http::header::Entry::Occupied(e) = headers.entry(name) {
@@ -242,9 +242,15 @@ pub fn strip_client_headers(
     Ok(())
 }
 
+/// A header name contains `_` and the configuration refuses such requests
+/// ([`Underscores::Reject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("header name contains '_'")]
+pub(crate) struct UnderscoreRejected;
+
 /// The RFC 7239 `Forwarded` value ztgate sets: `for` the client's address (IPv6 quoted and in
 /// brackets, §6), `proto=https`, `host` the judged authority (quoted: `:` is not a token char).
-pub fn forwarded_value(client: std::net::IpAddr, authority: &str) -> Option<http::HeaderValue> {
+pub(crate) fn forwarded_value(client: std::net::IpAddr, authority: &str) -> Option<http::HeaderValue> {
     let value = match client {
         std::net::IpAddr::V4(ip) => format!("for={ip};proto=https;host=\"{authority}\""),
         std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=https;host=\"{authority}\""),
@@ -293,7 +299,7 @@ mod tests {
         assert!(h.is_empty());
     }
 
-    fn strip(h: &mut HeaderMap, cfg: &HeadersConfig) -> Result<Vec<&'static str>, crate::error::BadRequest> {
+    fn strip(h: &mut HeaderMap, cfg: &HeadersConfig) -> Result<Vec<&'static str>, UnderscoreRejected> {
         let mut removed = Vec::new();
         strip_client_headers(h, cfg, |r| removed.push(r.as_str()))?;
         Ok(removed)
@@ -357,10 +363,7 @@ mod tests {
             with_underscores: Underscores::Reject,
             ..HeadersConfig::default()
         };
-        assert_eq!(
-            strip(&mut request(), &reject),
-            Err(crate::error::BadRequest::HeaderUnderscore)
-        );
+        assert_eq!(strip(&mut request(), &reject), Err(UnderscoreRejected));
 
         let allow = HeadersConfig {
             with_underscores: Underscores::Allow,

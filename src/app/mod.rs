@@ -1,5 +1,7 @@
 //! Wiring: load TLS and policy, build the stack, bind, serve, drain.
 
+pub mod admin;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +13,14 @@ use tracing::{info, warn};
 use crate::audit::Auditor;
 use crate::config::Config;
 use crate::middleware;
+use crate::middleware::forward::{Forward, ForwardSettings};
+use crate::policy::PolicyStore;
 use crate::policy::{Policy, PolicyError};
-use crate::reload::{self, PolicyStore};
+use crate::reload;
 use crate::server::{self, Server};
-use crate::telemetry::{self, admin, metrics};
+use crate::telemetry::{self, metrics};
 use crate::tls::{self, TlsError};
-use crate::upstream::{Forward, RouteTable};
+use crate::upstream::{RouteTable, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -34,6 +38,8 @@ pub enum AppError {
     CrlFetch(#[from] crate::tls::CrlFetchError),
     #[error("{0}")]
     Posture(#[from] crate::posture::PostureError),
+    #[error("user tokens: {0}")]
+    UserJwks(#[from] crate::jwt::JwksError),
     #[error(
         "policy {0} states posture requirements but the config has no [posture] provider (every such rule would deny)"
     )]
@@ -87,7 +93,15 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     let tls = tls::server_tls(&cfg.tls).map_err(|e| errors.push(e.into())).ok();
     let policy = Policy::load(&cfg.policy.file).map_err(|e| errors.push(e.into())).ok();
     let routes = Arc::new(RouteTable::new(&cfg.routes));
-    let forward = Forward::new(cfg, routes.clone())
+    let forward = Upstreams::new(&cfg.upstreams)
+        .map(|upstreams| {
+            let settings = ForwardSettings {
+                max_request_body: cfg.listener.max_request_body,
+                request_timeout: cfg.listener.request_timeout,
+                set_forwarded: cfg.headers.forwarded,
+            };
+            Forward::new(upstreams, routes.clone(), settings)
+        })
         .map_err(|e| errors.push(e.into()))
         .ok();
     let posture = cfg
@@ -131,7 +145,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 reloadables.push(crate::posture::Reloadable::User(u.clone()));
             }
             let policy = PolicyStore::new(policy);
-            let request_metrics = metrics::RequestMetrics::register(routes.names());
+            let request_metrics = crate::middleware::metrics::RequestMetrics::register(routes.names());
             let penalty = cfg.anomaly.as_ref().and_then(|a| a.tighten.map(|(rate, _)| rate));
             let limits = Arc::new(crate::ratelimit::Limits::new(
                 cfg.rate_limit,
@@ -179,6 +193,11 @@ const CRL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// Runs ztgate on bound listeners until `shutdown` completes, then drains.
 pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), Vec<AppError>> {
     let handle = metrics::install();
+    metrics::zero(
+        metrics::BAD_REQUESTS_TOTAL,
+        "reason",
+        crate::error::BadRequest::ALL.map(crate::error::BadRequest::code),
+    );
     // A fetched CRL whose file does not exist yet is downloaded before anything else: without
     // it the listener cannot verify revocation, and ztgate does not start without that.
     let fetcher = Arc::new(crate::tls::CrlFetcher::new(
@@ -298,9 +317,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             loop {
                 tokio::select! {
                                         _ = tick.tick() => {
-                        metrics::expiry(&server.tls.load().expiry);
+                        tls::export_expiry(&server.tls.load().expiry);
                         if let Some(rev) = &server.revocation {
-                            metrics::expiry(&rev.expiry());
+                            tls::export_expiry(&rev.expiry());
                         }
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();

@@ -16,12 +16,12 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::BoxError;
+use crate::body::BoxError;
 
 /// The body was cut because `request_timeout` was reached.
 #[derive(Debug, thiserror::Error)]
 #[error("request_timeout reached")]
-pub struct DeadlineExceeded;
+pub(crate) struct DeadlineExceeded;
 
 /// Which side a body is on. A cut response body is counted here
 /// (`ztgate_request_timeouts_total{phase="response_body"}`); a cut request body ends the upstream

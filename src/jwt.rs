@@ -12,9 +12,15 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 
-use super::PostureError;
-
 /// Why a token was refused; the code is what audit records show.
+/// A JWKS file that cannot be used: unreadable, not a JWKS document, or without one usable key.
+#[derive(Debug, thiserror::Error)]
+#[error("JWKS {path}: {message}")]
+pub struct JwksError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtError {
     Malformed,
@@ -59,7 +65,7 @@ pub struct Jwks {
 }
 
 /// Parses an algorithm name as configured; only asymmetric ones.
-pub fn parse_algorithm(s: &str) -> Option<Algorithm> {
+pub(crate) fn parse_algorithm(s: &str) -> Option<Algorithm> {
     Some(match s {
         "ES256" => Algorithm::ES256,
         "ES384" => Algorithm::ES384,
@@ -83,7 +89,7 @@ impl Jwks {
         issuer: Option<&str>,
         audience: Option<&str>,
         leeway: u64,
-    ) -> Result<Self, PostureError> {
+    ) -> Result<Self, JwksError> {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.leeway = leeway;
         validation.validate_nbf = true;
@@ -109,7 +115,7 @@ impl Jwks {
     }
 
     /// Reads the key set again; a broken file keeps the current keys.
-    pub fn reload(&self) -> Result<usize, PostureError> {
+    pub fn reload(&self) -> Result<usize, JwksError> {
         let keys = parse_file(&self.path, &self.allowed)?;
         let n = keys.len();
         self.keys.store(Arc::new(keys));
@@ -152,8 +158,8 @@ impl Jwks {
     }
 }
 
-fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, PostureError> {
-    let err = |message: String| PostureError::Jwks {
+fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, JwksError> {
+    let err = |message: String| JwksError {
         path: path.to_path_buf(),
         message,
     };
@@ -216,7 +222,7 @@ fn rsa_alg(a: KeyAlgorithm) -> Option<Algorithm> {
 /// Verified tokens, so that a client sending the same token on every request pays for one
 /// signature check. Bounded: past `CACHE_ENTRIES`, expired entries go, then everything. The
 /// caller re-checks what depends on the request (binding) on every use; expiry is checked here.
-pub struct TokenCache<T> {
+pub(crate) struct TokenCache<T> {
     map: dashmap::DashMap<String, (T, u64)>,
 }
 
@@ -233,7 +239,7 @@ impl<T: Clone> Default for TokenCache<T> {
 
 impl<T: Clone> TokenCache<T> {
     /// `None`: not cached. `Some(Err(Expired))`: cached but past `exp`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Result<T, JwtError>> {
+    pub(crate) fn get(&self, token: &str, now: u64) -> Option<Result<T, JwtError>> {
         self.map.get(token).map(|e| {
             if e.1 <= now {
                 Err(JwtError::Expired)
@@ -243,7 +249,7 @@ impl<T: Clone> TokenCache<T> {
         })
     }
 
-    pub fn insert(&self, token: &str, value: T, exp: u64, now: u64) {
+    pub(crate) fn insert(&self, token: &str, value: T, exp: u64, now: u64) {
         if self.map.len() >= CACHE_ENTRIES {
             self.map.retain(|_, e| e.1 > now);
             if self.map.len() >= CACHE_ENTRIES {
@@ -254,13 +260,13 @@ impl<T: Clone> TokenCache<T> {
     }
 
     /// After the key set changed: a removed key must stop working at once.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.map.clear();
     }
 }
 
 /// Seconds since the Unix epoch (JWT time).
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -268,13 +274,13 @@ pub fn unix_now() -> u64 {
 
 /// The RFC 8705 confirmation claim: `cnf: {"x5t#S256": base64url(SHA-256(cert DER))}`.
 #[derive(Debug, serde::Deserialize)]
-pub struct Confirmation {
+pub(crate) struct Confirmation {
     #[serde(rename = "x5t#S256")]
     pub x5t_s256: Option<String>,
 }
 
 /// Whether a `x5t#S256` thumbprint names the certificate with this hex SHA-256 fingerprint.
-pub fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
+pub(crate) fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
     use base64::Engine;
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(x5t.trim_end_matches('=')) else {
         return false;
@@ -286,4 +292,34 @@ pub fn thumbprint_matches(x5t: &str, fingerprint_hex: &str) -> bool {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 == Some(*b)
         })
+}
+
+/// Why a request's user could not be established (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserError {
+    Missing,
+    /// Not `Authorization: Bearer <token>`.
+    NotBearer,
+    Invalid(JwtError),
+    Unbound,
+    WrongCertificate,
+}
+
+impl UserError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserError::Missing => "user-token-missing",
+            UserError::NotBearer => "user-token-not-bearer",
+            UserError::Invalid(JwtError::Malformed) => "user-token-malformed",
+            UserError::Invalid(JwtError::DisallowedAlgorithm) => "user-token-disallowed-algorithm",
+            UserError::Invalid(JwtError::BadSignature) => "user-token-bad-signature",
+            UserError::Invalid(JwtError::Expired) => "user-token-expired",
+            UserError::Invalid(JwtError::NotYetValid) => "user-token-not-yet-valid",
+            UserError::Invalid(JwtError::WrongIssuer) => "user-token-wrong-issuer",
+            UserError::Invalid(JwtError::WrongAudience) => "user-token-wrong-audience",
+            UserError::Invalid(JwtError::MissingClaim) => "user-token-missing-claim",
+            UserError::Unbound => "user-token-unbound",
+            UserError::WrongCertificate => "user-token-wrong-certificate",
+        }
+    }
 }
