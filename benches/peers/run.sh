@@ -9,7 +9,8 @@
 #
 # Targets: nginx, haproxy (nginx.conf, haproxy.cfg here; installed with apt-get when missing), bare and
 # full (ztgate with benches/configs/bare.toml / full.toml), and any --zt NAME=CONFIG[:BINARY] (e.g.
-# --zt full-mi=full:/tmp/ztgate-mimalloc to compare builds). Default: nginx,haproxy,bare,full.
+# --zt full-glibc=full:/tmp/ztgate-glibc to compare builds). Default: nginx,haproxy,bare,full;
+# --targets '' runs only the --zt ones.
 # Tests: ka-h1 (64 HTTP/1.1 keep-alive connections), ka-h2 (8 h2 connections x 8 streams), newconn (32
 # loops of TCP connect + full TLS 1.3 handshake, no resumption + 1 request + close).
 # Per target and test, medians over the rounds: req/s, p50/p99 latency, CPU µs per request of the proxy's
@@ -29,7 +30,7 @@ while (($#)); do
         --tests) TESTS=$2; shift ;;
         --targets) TARGETS=$2; shift ;;
         --zt) EXTRA+=("$2"); shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
