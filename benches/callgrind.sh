@@ -11,7 +11,7 @@
 # anomaly detection, rate limit (benches/configs/full.toml says what exactly).
 # sha256/req is reported apart and subtracted: valgrind does not emulate SHA-NI, so the audit hash chain
 # runs sha2's software rounds under callgrind (~40k instructions per request) that a real CPU does not.
-# Env: ZTGATE (binary, default target/release/ztgate, built if missing), N1 (200), N2 (2200),
+# Env: ZTGATE (a binary to measure; default: target/release/ztgate, built first), N1 (200), N2 (2200),
 #      PORT_BASE (23500: upstream +80, ztgate +43, admin +90), WORK (scratch dir; profiles are kept there).
 # Needs valgrind (apt-get install -y valgrind).
 set -euo pipefail

@@ -2,7 +2,10 @@
 # the upstream and the ztgate configs of benches/configs/, so that both benches measure the same thing.
 # The caller sets WORK (a scratch directory) and runs from the repository root.
 
-ZTGATE=${ZTGATE:-target/release/ztgate}
+# ZTGATE names a binary to measure as it is; unset, the tree's release build, brought up to date.
+if [[ -z ${ZTGATE:-} ]]; then
+    ZTGATE=target/release/ztgate BUILD_ZTGATE=1
+fi
 CONFIGS=$PWD/benches/configs
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -30,10 +33,10 @@ wait_port() { # PORT PID [TRIES of 0.2 s]
 
 # The release binary and the load generator (benches/loadgen.rs), built once and reused.
 build_bins() {
-    if [[ ! -x $ZTGATE ]]; then
-        log "building ztgate (cargo build --release)"
+    if [[ -n ${BUILD_ZTGATE:-} ]]; then
         cargo build --release --locked --bin ztgate >&2
     fi
+    [[ -x $ZTGATE ]] || { echo "no ztgate binary at $ZTGATE" >&2; exit 2; }
     LOADGEN=${LOADGEN:-$(cargo bench --locked --bench loadgen --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for l in sys.stdin:

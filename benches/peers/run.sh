@@ -16,7 +16,7 @@
 # Per target and test, medians over the rounds: req/s, p50/p99 latency, CPU µs per request of the proxy's
 # processes (utime+stime from /proc, all of nginx's), RSS (summed over the processes; peak is VmHWM).
 # Env: PORT_BASE (default 23400: upstream +80, nginx +45, haproxy +46, ztgate targets +43, +44, +47...,
-#      their admin ports +90...), CONNS (64), NEWCONN_C (32), ZTGATE (default target/release/ztgate),
+#      their admin ports +90...), CONNS (64), NEWCONN_C (32), ZTGATE (a binary; default: the release build, built first),
 #      WORK (scratch dir: PKI, rendered configs, logs, raw results).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
