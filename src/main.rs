@@ -1,5 +1,12 @@
 use std::process::ExitCode;
 
+/// jemalloc instead of glibc's malloc: ~6–7 % fewer instructions per request for 1–3 MiB more idle
+/// RSS; mimalloc saved as much but cost 8–17 MiB idle and 46 KiB per connection (docs/performance.md,
+/// "Global allocator"). The binary's choice only: the library and its tests keep the system allocator.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser;
 use ztgate::cli::{AuditCommand, CertsCommand, Cli, Command};
 use ztgate::config::Config;
