@@ -20,7 +20,9 @@ use crate::ctx::RequestCtx;
 use crate::error::{BadRequest, ProxyError};
 use crate::headers;
 use crate::upstream::client_body::{Buffered, ClientBody, ClientBodyError};
-use crate::upstream::{Replay, RouteTable, Upstreams, websocket};
+use hyper_util::client::legacy::Error as ClientError;
+
+use crate::upstream::{Replay, RouteTable, Upstream, Upstreams, websocket};
 
 /// Forwards to the upstream of the request's route. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -89,9 +91,6 @@ impl Inner {
         let Some(route) = ctx.route.get().and_then(|i| self.routes.get(*i)) else {
             return Err(ProxyError::Internal("request reached forward without a route"));
         };
-        // The identity the request was judged as (a trusted hop's forwarded client, else the
-        // connection's own) is the one passed upstream.
-        let conn = ctx.peer();
         let Some(upstream) = self.upstreams.get(route.upstream) else {
             return Err(ProxyError::Internal("route names an upstream that does not exist"));
         };
@@ -144,6 +143,58 @@ impl Inner {
             _ => Buffered::passthrough(body),
         };
         let (body, body_failed) = ClientBody::new(body);
+        let ws_key = self.rewrite_head(&mut parts, upstream, canonical, &ctx, ws_over_h2, upgrade)?;
+        let up_req = Request::from_parts(parts, body);
+        let replay = Replay::of(&up_req, || up_req.body().replay());
+        let fut = upstream.client.send(up_req, replay);
+        let sent = tokio::time::Instant::now();
+        let head_by = match deadline {
+            Some(at) if at < sent + upstream.response_timeout => at,
+            _ => sent + upstream.response_timeout,
+        };
+        let outcome = tokio::time::timeout_at(head_by, fut).await;
+        self.latency.record(sent.elapsed().as_secs_f64());
+        // Only a failed connect proves the upstream saw nothing; a timeout or a cut body may
+        // have left part of the request with it.
+        if !matches!(&outcome, Ok(Err(e)) if e.is_connect()) {
+            ctx.mark_reached_upstream();
+        }
+        let resp = self.answer(
+            outcome,
+            upstream,
+            deadline,
+            head_by,
+            body_done.as_deref(),
+            body_failed.as_deref(),
+        )?;
+        let resp = relay(resp, upstream, client_upgrade, ws_key.as_ref())?;
+        Ok(resp.map(|b| {
+            Either::Left(match deadline {
+                Some(at) => Deadline::until(b, at, Side::Response, None),
+                None => Deadline::none(b),
+            })
+        }))
+    }
+
+    /// Rewrites the request head for `upstream`: its URI and version, the judged authority sent
+    /// once (`Host` to HTTP/1.1, `:authority` to h2, RFC 9113 §8.3.1), hop-by-hop fields removed
+    /// (RFC 9110 §7.6.1), and the identity headers only ztgate sets. Returns the WebSocket key
+    /// when an h2 extended CONNECT becomes an HTTP/1.1 upgrade (RFC 8441).
+    ///
+    /// # Errors
+    /// 400 `target-unforwardable` when the target cannot be rebuilt for the upstream.
+    fn rewrite_head(
+        &self,
+        parts: &mut http::request::Parts,
+        upstream: &Upstream,
+        canonical: &crate::canonical::Canonical,
+        ctx: &RequestCtx,
+        ws_over_h2: bool,
+        upgrade: bool,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        // The identity the request was judged as (a trusted hop's forwarded client, else the
+        // connection's own) is the one passed upstream.
+        let conn = ctx.peer();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         // The judged authority goes upstream, once: as `Host` to HTTP/1.1 (the URI only picks
         // the pool), as `:authority` with no `host` field to h2 (RFC 9113 §8.3.1).
@@ -194,109 +245,110 @@ impl Inner {
         h.insert(headers::X_FORWARDED_FOR, conn.peer_ip.clone());
         h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(headers::X_REQUEST_ID, ctx.id.0.clone());
-        let up_req = Request::from_parts(parts, body);
-        let replay = Replay::of(&up_req, || up_req.body().replay());
-        let fut = upstream.client.send(up_req, replay);
-        let sent = tokio::time::Instant::now();
-        let head_by = match deadline {
-            Some(at) if at < sent + upstream.response_timeout => at,
-            _ => sent + upstream.response_timeout,
-        };
-        let outcome = tokio::time::timeout_at(head_by, fut).await;
-        self.latency.record(sent.elapsed().as_secs_f64());
-        // Only a failed connect proves the upstream saw nothing; a timeout or a cut body may
-        // have left part of the request with it.
-        if !matches!(&outcome, Ok(Err(e)) if e.is_connect()) {
-            ctx.mark_reached_upstream();
-        }
-        let mut resp = match outcome {
+        Ok(ws_key)
+    }
+
+    /// The upstream's answer, or the error it comes to: who was slow (408 for the client's
+    /// body, 504 for the upstream), a refused connect (502), a body over the limit (413) or
+    /// malformed (400), anything else the upstream did (502).
+    fn answer(
+        &self,
+        outcome: Result<Result<Response<Incoming>, ClientError>, tokio::time::error::Elapsed>,
+        upstream: &Upstream,
+        deadline: Option<tokio::time::Instant>,
+        head_by: tokio::time::Instant,
+        body_done: Option<&AtomicBool>,
+        body_failed: Option<&AtomicBool>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match outcome {
             // The deadline passed while the client was still sending its body: the client's fault.
-            Err(_) if body_done.as_ref().is_some_and(|d| !d.load(Ordering::Acquire)) => {
+            Err(_) if body_done.is_some_and(|d| !d.load(Ordering::Acquire)) => {
                 crate::telemetry::metrics::request_timeout("request_body");
-                return Err(ProxyError::RequestTimeout);
+                Err(ProxyError::RequestTimeout)
             }
             Err(_) => {
                 if deadline == Some(head_by) {
                     crate::telemetry::metrics::request_timeout("response_head");
                 }
-                return Err(ProxyError::UpstreamTimeout {
+                Err(ProxyError::UpstreamTimeout {
                     upstream: upstream.name.clone(),
-                });
+                })
             }
             Ok(Err(e)) if in_chain::<DeadlineExceeded>(&e) => {
                 crate::telemetry::metrics::request_timeout("request_body");
-                return Err(ProxyError::RequestTimeout);
+                Err(ProxyError::RequestTimeout)
             }
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(ProxyError::UpstreamUnavailable {
-                    upstream: upstream.name.clone(),
-                    source: e.into(),
-                });
-            }
+            Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnavailable {
+                upstream: upstream.name.clone(),
+                source: e.into(),
+            }),
             Ok(Err(e)) if in_chain::<http_body_util::LengthLimitError>(&e) => {
-                return Err(ProxyError::PayloadTooLarge { limit: self.max_body });
+                Err(ProxyError::PayloadTooLarge { limit: self.max_body })
             }
-            Ok(Err(e))
-                if in_chain::<ClientBodyError>(&e)
-                    || body_failed.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) =>
-            {
+            Ok(Err(e)) if in_chain::<ClientBodyError>(&e) || body_failed.is_some_and(|f| f.load(Ordering::Acquire)) => {
                 debug!(error = %e, "client request body failed");
-                return Err(ProxyError::BadRequest(BadRequest::BodyMalformed));
+                Err(ProxyError::BadRequest(BadRequest::BodyMalformed))
             }
-            Ok(Err(e)) => {
-                return Err(ProxyError::UpstreamFailed {
-                    upstream: upstream.name.clone(),
-                    source: e.into(),
-                });
-            }
-            Ok(Ok(resp)) => resp,
-        };
-
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        // A 101 to a request that asked for no upgrade (ztgate removed the client's `Upgrade`,
-        // or there was none) cannot be relayed: the tunnel would be dead on arrival.
-        if switching && client_upgrade.is_none() {
-            return Err(ProxyError::UpstreamFailed {
+            Ok(Err(e)) => Err(ProxyError::UpstreamFailed {
                 upstream: upstream.name.clone(),
-                source: "upstream switched protocols without an upgrade request".into(),
-            });
+                source: e.into(),
+            }),
+            Ok(Ok(resp)) => Ok(resp),
         }
-        if let (true, Some(key)) = (switching, &ws_key)
-            && !websocket::accepts(resp.headers(), key)
-        {
-            return Err(ProxyError::UpstreamFailed {
-                upstream: upstream.name.clone(),
-                source: "upstream's Sec-WebSocket-Accept does not answer the key".into(),
-            });
-        }
-        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                            debug!(error = %e, "upgraded connection ended");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "upgrade failed"),
-                }
-            });
-        }
-        if switching && ws_key.is_some() {
-            let (mut head, body) = resp.into_parts();
-            websocket::to_connect_response(&mut head.status, &mut head.headers);
-            resp = Response::from_parts(head, body);
-        } else {
-            headers::strip_hop_by_hop(resp.headers_mut(), switching);
-        }
-        Ok(resp.map(|b| {
-            Either::Left(match deadline {
-                Some(at) => Deadline::until(b, at, Side::Response, None),
-                None => Deadline::none(b),
-            })
-        }))
     }
+}
+
+/// Relays the upstream's response head: a `101` only to a request that asked for the upgrade
+/// (then both sides are joined), a WebSocket accept checked and turned back into an h2 `200`
+/// (RFC 8441), hop-by-hop fields removed otherwise.
+///
+/// # Errors
+/// 502 when the upstream switched protocols unasked or answered the wrong WebSocket key.
+fn relay(
+    mut resp: Response<Incoming>,
+    upstream: &Upstream,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ws_key: Option<&HeaderValue>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // A 101 to a request that asked for no upgrade (ztgate removed the client's `Upgrade`,
+    // or there was none) cannot be relayed: the tunnel would be dead on arrival.
+    if switching && client_upgrade.is_none() {
+        return Err(ProxyError::UpstreamFailed {
+            upstream: upstream.name.clone(),
+            source: "upstream switched protocols without an upgrade request".into(),
+        });
+    }
+    if let (true, Some(key)) = (switching, ws_key)
+        && !websocket::accepts(resp.headers(), key)
+    {
+        return Err(ProxyError::UpstreamFailed {
+            upstream: upstream.name.clone(),
+            source: "upstream's Sec-WebSocket-Accept does not answer the key".into(),
+        });
+    }
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        debug!(error = %e, "upgraded connection ended");
+                    }
+                }
+                Err(e) => debug!(error = %e, "upgrade failed"),
+            }
+        });
+    }
+    if switching && ws_key.is_some() {
+        let (mut head, body) = resp.into_parts();
+        websocket::to_connect_response(&mut head.status, &mut head.headers);
+        resp = Response::from_parts(head, body);
+    } else {
+        headers::strip_hop_by_hop(resp.headers_mut(), switching);
+    }
+    Ok(resp)
 }
 
 /// The answer to a client body that failed while being read ahead (nothing was forwarded).
