@@ -98,7 +98,6 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
             _ = drain.wait_for(|d| *d) => break Ok(Close::Drain),
             () = registration.close.notified() => break Ok(Close::NoLongerTrusted),
             () = tokio::time::sleep_until(deadline) => break Ok(Close::Deadline(deadline_reason)),
-            () = activity.head_started() => idle.as_mut().reset(tokio::time::Instant::now()),
             () = idle.as_mut() => match activity.check(tokio::time::Instant::now(), &bounds) {
                 super::idle::Verdict::Expired(why) => break Ok(Close::Idle(why)),
                 super::idle::Verdict::Wait(at) => idle.as_mut().reset(at),

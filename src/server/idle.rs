@@ -94,9 +94,9 @@ pub(crate) struct Activity {
     /// When the connection last became idle (handshake done, or the last response finished).
     idle_since: AtomicU64,
     /// When the first byte of a next HTTP/1.1 head was read while idle; [`NONE`]: not yet.
+    /// Nobody is woken for it: the task looks again within the shortest bound anyway
+    /// ([`Activity::check`]), which is never later than the head's own bound.
     head_started: AtomicU64,
-    /// Told when a head starts: its bound may end before the one the task sleeps towards.
-    head: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -108,7 +108,6 @@ impl Activity {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
-            head: tokio::sync::Notify::new(),
         })
     }
 
@@ -135,20 +134,11 @@ impl Activity {
     /// `header_read_timeout` then bounds.
     /// `now` is asked only then: most reads happen while busy and cost two atomic loads.
     pub(crate) fn read(&self, now: impl FnOnce() -> Instant) {
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self.head_started.load(Ordering::Relaxed) == NONE
-            && self
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.head_started.load(Ordering::Relaxed) == NONE {
+            let _ = self
                 .head_started
-                .compare_exchange(NONE, self.ms(now()), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.head.notify_one();
+                .compare_exchange(NONE, self.ms(now()), Ordering::AcqRel, Ordering::Relaxed);
         }
-    }
-
-    /// Completes when an HTTP/1.1 head has started since the last call (a stored permit counts).
-    pub(crate) async fn head_started(&self) {
-        self.head.notified().await;
     }
 
     fn finished(&self, now: Instant) {
@@ -158,8 +148,9 @@ impl Activity {
         }
     }
 
-    /// Whether the connection is past a bound at `now`, else when to look again (at most the
-    /// shortest bound away: nothing but a starting head, which is told, can end sooner).
+    /// Whether the connection is past a bound at `now`, else when to look again: at most the
+    /// shortest bound away, so a head that starts meanwhile (its bound is at least that long) is
+    /// still closed exactly at its own deadline, and no request has to wake the connection's task.
     pub(crate) fn check(&self, now: Instant, bounds: &Bounds) -> Verdict {
         let recheck = bounds.keepalive.min(bounds.header_read).min(bounds.first_request);
         if self.in_flight.load(Ordering::Acquire) > 0 {
