@@ -198,6 +198,16 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
         "reason",
         crate::error::BadRequest::ALL.map(crate::error::BadRequest::code),
     );
+    metrics::zero(
+        metrics::TLS_HANDSHAKES_TOTAL,
+        "result",
+        crate::tls::profile::Rule::ALL.map(crate::tls::profile::Rule::reason),
+    );
+    metrics::zero(
+        metrics::ANOMALIES_TOTAL,
+        "kind",
+        crate::anomaly::Kind::ALL.map(crate::anomaly::Kind::as_str),
+    );
     // A fetched CRL whose file does not exist yet is downloaded before anything else: without
     // it the listener cannot verify revocation, and ztgate does not start without that.
     let fetcher = Arc::new(crate::tls::CrlFetcher::new(
