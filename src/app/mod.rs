@@ -256,7 +256,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
         .local_addr()
         .map_or_else(|_| cfg.listener.address.to_string(), |a| a.to_string());
     ready.set(true);
-    info!(listen = %proxy_addr, admin = ?cfg.admin.as_ref().map(|a| a.address), policy = %cfg.policy.file.display(), "ztgate ready");
+    info!(listen = %proxy_addr, admin = %cfg.admin.as_ref().map_or_else(|| "off".to_string(), |a| a.address.to_string()), policy = %cfg.policy.file.display(), "ztgate ready");
     let shutdown = {
         let ready = ready.clone();
         async move {

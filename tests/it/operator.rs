@@ -169,3 +169,44 @@ async fn request_log_lines_carry_identity_and_address_on_http1_and_h2() {
         );
     }
 }
+
+// ---- item 8: logs an operator can read -----------------------------------------------------
+
+/// With stderr a pipe (as under systemd or Kubernetes) and the default pretty format: no ANSI
+/// escapes, `admin=` in Display form, a 502's cause with the address dialled and the OS error,
+/// and a policy reload with two problems logged as one line naming both.
+#[tokio::test]
+async fn pretty_logs_to_a_pipe_are_plain_one_line_and_name_the_cause() {
+    let pki = Pki::new();
+    let d = Daemon::start(&pki, "http://127.0.0.1:1", "");
+    let ready = d.wait_for(|l| l.contains("ztgate ready")).await;
+    assert!(ready[0].contains("admin=127.0.0.1:"), "{ready:?}");
+    assert!(!ready[0].contains("Some("), "{ready:?}");
+
+    let client = Client::new(&pki.ca.cert_pem(), Some(&pki.client));
+    let reply = client.get(d.addr, "/hello").await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    let failed = d.wait_for(|l| l.contains("request failed")).await;
+    assert!(
+        failed[0].contains("connect 127.0.0.1:1: Connection refused (os error 111)"),
+        "{failed:?}"
+    );
+
+    // Two problems in one policy file: one event, one line, both named.
+    std::fs::write(
+        pki.path("policy.toml"),
+        "[[rule]]\nname = \"a\"\nbogus = 1\n\n[[rule]]\nname = \"b\"\nalso_bogus = 2\n",
+    )
+    .unwrap();
+    signal(&d.child, "HUP");
+    let rejected = d.wait_for(|l| l.contains("policy reload rejected")).await;
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0].contains("`bogus`") && rejected[0].contains("`also_bogus`"),
+        "{rejected:?}"
+    );
+    let lines = d.lines();
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "ANSI escape in {lines:?}");
+    // Every line is an event: it starts with the timestamp's year.
+    assert!(lines.iter().all(|l| l.starts_with("20")), "{lines:?}");
+}
