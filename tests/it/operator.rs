@@ -210,3 +210,115 @@ async fn pretty_logs_to_a_pipe_are_plain_one_line_and_name_the_cause() {
     // Every line is an event: it starts with the timestamp's year.
     assert!(lines.iter().all(|l| l.starts_with("20")), "{lines:?}");
 }
+
+// ---- item 11: a dev PKI that can mint another identity --------------------------------------
+
+fn ztgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn issuer_cn(pem_path: &std::path::Path) -> String {
+    let pem = std::fs::read(pem_path).unwrap();
+    let der: rustls::pki_types::CertificateDer = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.issuer().to_string()
+}
+
+/// `certs dev` keeps the CA key (0600) and names each CA uniquely; `certs issue` mints a third
+/// identity from it that the proxy accepts and the policy judges: 403 before a rule names it,
+/// 200 after.
+#[tokio::test]
+async fn certs_issue_mints_a_third_identity_that_policy_can_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        let o = ztgate(&["certs", "dev", "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(a.join("ca-key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (ca_a, ca_b) = (issuer_cn(&a.join("ca.pem")), issuer_cn(&b.join("ca.pem")));
+    assert!(ca_a.starts_with("CN=ztgate dev CA "), "{ca_a}");
+    assert_ne!(ca_a, ca_b, "two dev CAs share a name");
+
+    let reader = "spiffe://ztgate.dev/ns/default/sa/reader";
+    let o = ztgate(&[
+        "certs",
+        "issue",
+        "--spiffe-id",
+        reader,
+        "--dns",
+        "reader.local",
+        "--ca-dir",
+        a.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("reader.pem"));
+    assert_eq!(issuer_cn(&a.join("reader.pem")), ca_a);
+    let cert_pem = std::fs::read_to_string(a.join("reader.pem")).unwrap();
+    let der: rustls::pki_types::CertificateDer =
+        rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let id = ztgate::identity::PeerIdentity::from_der(&der).unwrap();
+    assert_eq!(id.spiffe_id.unwrap().as_str(), reader);
+    assert_eq!(id.dns, vec!["reader.local".to_string()]);
+    // Again without --force: refused, the files are kept.
+    let again = ztgate(&[
+        "certs",
+        "issue",
+        "--spiffe-id",
+        reader,
+        "--ca-dir",
+        a.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    // Not a SPIFFE ID: refused.
+    let bad = ztgate(&[
+        "certs",
+        "issue",
+        "--spiffe-id",
+        "reader",
+        "--ca-dir",
+        a.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a SPIFFE ID"));
+
+    let issued = ztgate::pki::Issued {
+        chain_pem: cert_pem.clone(),
+        cert_pem,
+        key_pem: std::fs::read_to_string(a.join("reader-key.pem")).unwrap(),
+        der: der.to_vec(),
+        serial: vec![],
+    };
+    let policy = a.join("policy.toml");
+    std::fs::write(&policy, EXAMPLE_POLICY).unwrap();
+    let upstream = echo_upstream().await;
+    let cfg = config_toml(&a, &policy, "", &upstream, "", "/") + "\n[log]\nformat = \"json\"\n";
+    std::fs::write(a.join("ztgate.toml"), cfg).unwrap();
+    let (mut child, addr) = spawn_daemon(&a.join("ztgate.toml"));
+    let client = Client::new(&std::fs::read_to_string(a.join("ca.pem")).unwrap(), Some(&issued));
+    assert_eq!(client.get(addr, "/hello").await.unwrap().status, StatusCode::FORBIDDEN);
+    let allow = format!("\n[[rule]]\nid = \"reader\"\neffect = \"allow\"\nspiffe_id = [\"{reader}\"]\n");
+    std::fs::write(&policy, format!("{EXAMPLE_POLICY}{allow}")).unwrap();
+    signal(&child, "HUP");
+    let allowed = eventually(10, || {
+        let c = &client;
+        async move { c.get(addr, "/hello").await.map(|r| r.status) == Ok(StatusCode::OK) }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(allowed);
+}
