@@ -75,6 +75,7 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
     if let Some(a) = &cfg.admin {
         println!("  # metrics and health:\n  curl http://{}/metrics\n", a.address);
     }
+    println!("  # {}\n", audit_location(cfg.audit.as_ref().map(|a| &a.sink)));
     println!("Ctrl-C stops the demo.\n");
     app::serve(cfg, listeners, server::shutdown::signal())
         .await
@@ -183,4 +184,39 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
     let mut resp = Response::new(Full::new(Bytes::from(out)));
     *resp.status_mut() = status;
     Ok(resp)
+}
+
+/// Where the demo's audit records go, as the line it prints.
+fn audit_location(sink: Option<&crate::audit::SinkConfig>) -> String {
+    match sink {
+        Some(crate::audit::SinkConfig::File { path, .. }) => format!(
+            "audit log (one JSON line per decision): {p}\n  ztgate audit verify {p}",
+            p = path.display()
+        ),
+        Some(crate::audit::SinkConfig::Stdout) => "audit log: JSON lines on standard output".to_string(),
+        None => "audit log: off (the config has no [audit] table)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_says_where_the_audit_log_is() {
+        let file = crate::audit::SinkConfig::File {
+            path: "audit/ztgate-audit.log".into(),
+            max_bytes: 1,
+            keep: 1,
+        };
+        assert_eq!(
+            audit_location(Some(&file)),
+            "audit log (one JSON line per decision): audit/ztgate-audit.log\n  ztgate audit verify audit/ztgate-audit.log"
+        );
+        assert_eq!(
+            audit_location(Some(&crate::audit::SinkConfig::Stdout)),
+            "audit log: JSON lines on standard output"
+        );
+        assert!(audit_location(None).contains("off"));
+    }
 }

@@ -322,3 +322,21 @@ async fn certs_issue_mints_a_third_identity_that_policy_can_allow() {
     let _ = child.wait();
     assert!(allowed);
 }
+
+// ---- item 12: usage errors and help ---------------------------------------------------------
+
+/// A usage error exits 2 (README's exit codes), and `--config` and `certs issue`'s flags have
+/// help text.
+#[test]
+fn usage_errors_exit_2_and_flags_have_help() {
+    let o = ztgate(&["run", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = ztgate(&["certs", "issue"]);
+    assert_eq!(o.status.code(), Some(2), "--spiffe-id is required");
+    let help = String::from_utf8(ztgate(&["run", "--help"]).stdout).unwrap();
+    assert!(help.contains("--config <CONFIG>") && help.contains("The config file (TOML)"), "{help}");
+    let help = String::from_utf8(ztgate(&["certs", "issue", "--help"]).stdout).unwrap();
+    for flag in ["--spiffe-id <ID>", "--dns <NAME>", "--ca-dir <DIR>", "--out <DIR>", "--name", "--force"] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
+}
