@@ -334,9 +334,76 @@ fn usage_errors_exit_2_and_flags_have_help() {
     let o = ztgate(&["certs", "issue"]);
     assert_eq!(o.status.code(), Some(2), "--spiffe-id is required");
     let help = String::from_utf8(ztgate(&["run", "--help"]).stdout).unwrap();
-    assert!(help.contains("--config <CONFIG>") && help.contains("The config file (TOML)"), "{help}");
+    assert!(
+        help.contains("--config <CONFIG>") && help.contains("The config file (TOML)"),
+        "{help}"
+    );
     let help = String::from_utf8(ztgate(&["certs", "issue", "--help"]).stdout).unwrap();
-    for flag in ["--spiffe-id <ID>", "--dns <NAME>", "--ca-dir <DIR>", "--out <DIR>", "--name", "--force"] {
+    for flag in [
+        "--spiffe-id <ID>",
+        "--dns <NAME>",
+        "--ca-dir <DIR>",
+        "--out <DIR>",
+        "--name",
+        "--force",
+    ] {
         assert!(help.contains(flag), "{flag} in {help}");
+    }
+}
+
+// ---- item 10: explain says who issued the certificate and whether the handshake takes it ----
+
+fn explain_json(pki: &Pki, cert_pem: &str) -> serde_json::Value {
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = pki.write(
+        "ztgate.toml",
+        &config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/"),
+    );
+    let cert = pki.write("explained.pem", cert_pem);
+    let o = ztgate(&[
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--url",
+        "https://localhost/hello",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn explain_json_has_the_issuer_and_whether_the_handshake_would_refuse_the_certificate() {
+    let pki = Pki::new();
+    let ok = explain_json(&pki, &pki.client.cert_pem);
+    assert_eq!(ok["issuer"], "CN=test CA");
+    assert_eq!(
+        ok["handshake"],
+        serde_json::json!({ "accepted": true, "reason": "ok", "detail": null })
+    );
+    assert_eq!(ok["status"], 200);
+
+    let mut server_only = ztgate::pki::LeafSpec::client("svc", Some(CLIENT_ID));
+    server_only.eku = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let mut expired = ztgate::pki::LeafSpec::client("old", Some(CLIENT_ID));
+    (expired.valid_from_days, expired.valid_until_days) = (-30, -1);
+    let other = ztgate::pki::CertAuthority::new("other CA").unwrap();
+    for (pem, reason) in [
+        (pki.issue(&server_only).cert_pem, "bad_eku"),
+        (pki.issue(&expired).cert_pem, "expired"),
+        (
+            other
+                .issue(&ztgate::pki::LeafSpec::client("c", Some(CLIENT_ID)))
+                .unwrap()
+                .cert_pem,
+            "unknown_ca",
+        ),
+    ] {
+        let v = explain_json(&pki, &pem);
+        assert_eq!(v["handshake"]["accepted"], false, "{reason}: {v}");
+        assert_eq!(v["handshake"]["reason"], reason, "{v}");
+        assert!(v["handshake"]["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
 }
