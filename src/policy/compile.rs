@@ -537,8 +537,22 @@ fn rule_rate(v: &toml::Value) -> Result<crate::ratelimit::Rate, String> {
 /// typo such as `GTE` would be a valid extension token that no client sends, so a rule naming it
 /// would silently never match: anything else is refused, with the closest known method.
 const KNOWN_METHODS: [&str; 16] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL",
-    "COPY", "MOVE", "LOCK", "UNLOCK",
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
 ];
 
 fn method(s: &str) -> Result<Method, String> {

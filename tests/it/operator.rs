@@ -407,3 +407,37 @@ fn explain_json_has_the_issuer_and_whether_the_handshake_would_refuse_the_certif
         assert!(v["handshake"]["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
 }
+
+// ---- item 9 (part): a leaf certificate as client_ca -----------------------------------------
+
+#[test]
+fn check_refuses_a_client_certificate_given_as_client_ca_and_says_what_it_is() {
+    let pki = Pki::new();
+    pki.write("client.pem", &pki.client.cert_pem);
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let d = pki.dir.path().display().to_string();
+    let cfg = config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/").replace(
+        &format!("client_ca = \"{d}/ca.pem\""),
+        &format!("client_ca = \"{d}/client.pem\""),
+    );
+    let o = ztgate(&["check", "--config", pki.write("ztgate.toml", &cfg).to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{out}");
+    assert!(
+        out.contains("the trust anchor `CN=client` is not a CA certificate") && out.contains("client.pem"),
+        "{out}"
+    );
+    assert!(!out.contains("relax"), "relaxing would not make a leaf a CA: {out}");
+    // The CA itself passes.
+    let good = ztgate(&[
+        "check",
+        "--config",
+        pki.write(
+            "good.toml",
+            &config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/"),
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    assert!(good.status.success(), "{good:?}");
+}
