@@ -441,3 +441,24 @@ fn check_refuses_a_client_certificate_given_as_client_ca_and_says_what_it_is() {
     ]);
     assert!(good.status.success(), "{good:?}");
 }
+
+#[test]
+fn check_reports_a_type_error_in_plain_words_with_its_line() {
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let cfg = config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/").replace(
+        "handshake_timeout = \"2s\"\n",
+        "handshake_timeout = \"2s\"\nmax_connections = \"lots\"\n",
+    );
+    let path = pki.write("ztgate.toml", &cfg);
+    let o = ztgate(&["check", "--config", path.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{out}");
+    let line = cfg.lines().position(|l| l.starts_with("max_connections")).unwrap() + 1;
+    assert!(
+        out.contains(&format!(
+            "ztgate.toml:{line}:19: expected a whole number (no quotes), found the string \"lots\""
+        )),
+        "{out}"
+    );
+}
