@@ -4,8 +4,7 @@ and ztgate "full" (1,000-rule policy, hash-chained audit log to a file with fsyn
 metrics, anomaly detection, rate limit set high), under the same load from benches/loadgen.rs.
 
 Usage: benches/compare.sh [-d SECONDS] [-r RUNS] [--tests ka-h1,ka-h2,newconn,idle]
-       benches/compare.py --peer-config DIR [--pki /tmp/bench/pki] [--port 19443]
-         (only writes the same full-stack config for ../shared/bench/run.sh; docs/performance.md)
+(nginx and haproxy side by side: benches/peers/run.sh, with the configs of benches/configs/.)
 Prints medians of RUNS runs: requests/s, ratios, p50/p99 latency, the proxy's CPU time per
 request (from /proc/PID/stat) and its peak RSS (VmHWM). Everything runs on this machine:
 load generator, proxy and upstream share its cores, so absolute numbers are lower bounds.
@@ -143,18 +142,6 @@ rate_factor = 1000.0
 '''
 
 
-def peer_config(out, pki, port):
-    """The full stack, configured for ../shared/bench/run.sh: its PKI, its upstream on :18080."""
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    pki = Path(pki).resolve()
-    client = "spiffe://example.org/ns/default/sa/client"
-    extra = full_extra(out, inventory(out, pki / "client.crt"))
-    path = config(out, "peer-full", (port, port + 1), policy_1000(client), extra,
-                  pki=(pki / "server.crt", pki / "server.key", pki / "ca.crt"), upstream="http://127.0.0.1:18080")
-    print(path)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-d", type=float, default=8)
@@ -164,13 +151,7 @@ def main():
     ap.add_argument("--fsync", default="batch", choices=["batch", "interval"], help="audit fsync policy of the full stack")
     ap.add_argument("--no-audit", action="store_true", help="full stack without the audit log (to isolate its cost)")
     ap.add_argument("--no-posture", action="store_true", help="full stack without device posture (to isolate its cost)")
-    ap.add_argument("--peer-config", metavar="DIR",
-                    help="only write the full-stack config for ../shared/bench/run.sh into DIR and print its path")
-    ap.add_argument("--pki", default="/tmp/bench/pki", help="with --peer-config: the shared harness's PKI")
-    ap.add_argument("--port", type=int, default=19443, help="with --peer-config: TLS port (admin on PORT+1)")
     a = ap.parse_args()
-    if a.peer_config:
-        return peer_config(a.peer_config, a.pki, a.port)
     tests = a.tests.split(",")
 
     sh("cargo", "build", "--release", "--locked", "--bin", "ztgate", cwd=REPO, stdout=subprocess.DEVNULL)

@@ -1,13 +1,15 @@
 //! mTLS load generator (and a minimal upstream), for benches/compare.sh.
 //!
 //!     cargo bench --bench loadgen -- load --url https://127.0.0.1:8443/ --ca ca.pem \
-//!         --cert client.pem --key client-key.pem [-c 64] [-d 10] [--h2 --streams 8] [--new-conn]
+//!         --cert client.pem --key client-key.pem [-c 64] [-d 10 | --count N] [--h2 --streams 8] [--new-conn]
 //!     cargo bench --bench loadgen -- upstream --listen 127.0.0.1:18080
 //!
 //! `load` keeps `-c` HTTP/1.1 keep-alive connections busy (or, with `--h2`, `-c` connections with
 //! `--streams` concurrent streams each; with `--new-conn`, a full TLS handshake per request,
 //! resumption off) for `-d` seconds and prints one line of JSON: requests, requests/s, latency
 //! percentiles in microseconds, errors. An `http://` URL is plain HTTP (the upstream's ceiling).
+//! `--count N` (COUNTED mode) replaces the deadline: every connection (h2: every stream) sends
+//! exactly N requests, so that two runs differ by a known number of requests (benches/callgrind.sh).
 //! `upstream` answers every request with 200 and a 13-byte body, as fast as hyper can.
 //! Run without a subcommand (as `cargo bench` does), it does nothing.
 
@@ -34,7 +36,21 @@ struct Opts {
     h2: bool,
     streams: usize,
     new_conn: bool,
+    /// COUNTED mode: requests per connection (h2: per stream) instead of a deadline; 0 = off.
+    count: u64,
     server_name: String,
+}
+
+impl Opts {
+    /// Whether a loop that has sent `sent` requests goes on: until the deadline, or in COUNTED
+    /// mode until it has sent exactly `count` (failures included, so a broken target ends the run).
+    fn more(&self, sent: u64, deadline: Instant) -> bool {
+        if self.count > 0 {
+            sent < self.count
+        } else {
+            Instant::now() < deadline
+        }
+    }
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
@@ -61,6 +77,7 @@ fn opts(args: &[String], count_flag: &str, count_default: usize, secs_flag: &str
         h2: args.iter().any(|a| a == "--h2"),
         streams: arg(args, "--streams").unwrap_or(8),
         new_conn: args.iter().any(|a| a == "--new-conn"),
+        count: arg(args, "--count").unwrap_or(0),
     }
 }
 
@@ -205,7 +222,9 @@ async fn load(o: Opts) {
             let mut lat = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             if o.new_conn {
-                while Instant::now() < deadline {
+                let mut sent = 0;
+                while o.more(sent, deadline) {
+                    sent += 1;
                     let t = Instant::now();
                     match connect(&o, &tls).await {
                         Ok(mut s) => match send(&mut s, &o).await {
@@ -229,7 +248,9 @@ async fn load(o: Opts) {
                 let o = o.clone();
                 streams.push(tokio::spawn(async move {
                     let (mut lat, mut errors) = (Vec::with_capacity(1 << 16), 0u64);
-                    while Instant::now() < deadline {
+                    let mut sent = 0;
+                    while o.more(sent, deadline) {
+                        sent += 1;
                         let t = Instant::now();
                         match send(&mut s, &o).await {
                             Ok(()) => lat.push(t.elapsed().as_micros() as u32),

@@ -115,8 +115,14 @@ pub enum CertsCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain of audit files, given oldest first (e.g. `audit.log.2 audit.log.1
-    /// audit.log`); reports the first edited, deleted, reordered or truncated line.
+    /// audit.log`); names the first edited, deleted, reordered or truncated line. With --key,
+    /// checks the signed checkpoints: every record up to the last one is proven, and the records
+    /// after it are counted. Exit codes: 0 intact, 1 tampered or damaged, 2 usage, 3 nothing
+    /// proven by a checkpoint (with --key), 66 a file or key cannot be read.
     Verify {
+        /// Public key (PEM, Ed25519) the checkpoints are signed with; repeat for rotated keys.
+        #[arg(long = "key", value_name = "PUB")]
+        keys: Vec<PathBuf>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },

@@ -44,6 +44,15 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
         pki::write_dev_pki(&pki_dir, false)?;
         println!("minted a dev PKI in {}", pki_dir.display());
     }
+    // A dev PKI minted before `certs dev` made an audit signing key gets one now.
+    let signing_key = cfg.audit.as_ref().and_then(|a| a.checkpoint.as_ref()).map(|c| &c.key);
+    if let Some(key) = signing_key.filter(|k| !k.exists())
+        && key.parent() == Some(pki_dir.as_path())
+        && key.file_name() == Some(std::ffi::OsStr::new(pki::DEV_AUDIT_SIGNING_KEY))
+    {
+        pki::write_audit_signing_key(&pki_dir)?;
+        println!("minted a dev audit signing key in {}", pki_dir.display());
+    }
 
     let upstream_addr = cfg
         .upstreams
@@ -75,7 +84,18 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
     if let Some(a) = &cfg.admin {
         println!("  # metrics and health:\n  curl http://{}/metrics\n", a.address);
     }
-    println!("  # {}\n", audit_location(cfg.audit.as_ref().map(|a| &a.sink)));
+    if let Some(crate::audit::SinkConfig::File { path, .. }) = cfg.audit.as_ref().map(|a| &a.sink) {
+        let key = match signing_key {
+            Some(_) => format!("--key {d}/{} ", pki::DEV_AUDIT_VERIFY_KEY),
+            None => String::new(),
+        };
+        println!(
+            "  # the audit log, and its proof (after Ctrl-C, up to the shutdown checkpoint):
+  \
+             ztgate audit verify {key}{}\n",
+            path.display()
+        );
+    }
     println!("Ctrl-C stops the demo.\n");
     app::serve(cfg, listeners, server::shutdown::signal())
         .await
@@ -186,37 +206,3 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
     Ok(resp)
 }
 
-/// Where the demo's audit records go, as the line it prints.
-fn audit_location(sink: Option<&crate::audit::SinkConfig>) -> String {
-    match sink {
-        Some(crate::audit::SinkConfig::File { path, .. }) => format!(
-            "audit log (one JSON line per decision): {p}\n  ztgate audit verify {p}",
-            p = path.display()
-        ),
-        Some(crate::audit::SinkConfig::Stdout) => "audit log: JSON lines on standard output".to_string(),
-        None => "audit log: off (the config has no [audit] table)".to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_demo_says_where_the_audit_log_is() {
-        let file = crate::audit::SinkConfig::File {
-            path: "audit/ztgate-audit.log".into(),
-            max_bytes: 1,
-            keep: 1,
-        };
-        assert_eq!(
-            audit_location(Some(&file)),
-            "audit log (one JSON line per decision): audit/ztgate-audit.log\n  ztgate audit verify audit/ztgate-audit.log"
-        );
-        assert_eq!(
-            audit_location(Some(&crate::audit::SinkConfig::Stdout)),
-            "audit log: JSON lines on standard output"
-        );
-        assert!(audit_location(None).contains("off"));
-    }
-}

@@ -5,7 +5,10 @@
 mod dev;
 pub mod raw;
 
-pub use dev::{DEV_ADMIN_SPIFFE_ID, DEV_CLIENT_SPIFFE_ID, IssueRequest, issue_from_dir, write_dev_pki};
+pub use dev::{
+    DEV_ADMIN_SPIFFE_ID, DEV_AUDIT_SIGNING_KEY, DEV_AUDIT_VERIFY_KEY, DEV_CLIENT_SPIFFE_ID, IssueRequest,
+    issue_from_dir, write_audit_signing_key, write_dev_pki,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -28,12 +28,17 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Policy(#[from] PolicyError),
-    #[error("cannot open the audit log {sink}: {source}")]
-    Audit {
-        sink: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Audit(#[from] crate::audit::StartError),
+    /// Shutdown: records that did not reach the audit sink (the process exits non-zero).
+    #[error(
+        "{} audit record(s) were not written to the audit log: {} written to standard error instead, {} lost{}",
+        .0.diverted + .0.lost,
+        .0.diverted,
+        .0.lost,
+        if .0.finished { "" } else { "; the writer did not finish, so what it held is unknown" }
+    )]
+    AuditIncomplete(crate::audit::Delivery),
     #[error("initial CRL download failed (the CRL file does not exist yet, so ztgate cannot start): {0}")]
     CrlFetch(#[from] crate::tls::CrlFetchError),
     #[error("{0}")]
@@ -220,12 +225,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     }
     let (auditor, audit_task) = match &cfg.audit {
         Some(a) => {
-            let (auditor, task) = Auditor::start(a).map_err(|source| {
-                vec![AppError::Audit {
-                    sink: format!("{:?}", a.sink),
-                    source,
-                }]
-            })?;
+            let (auditor, task) = Auditor::start(a).map_err(|e| vec![AppError::Audit(e)])?;
             (auditor, Some(task))
         }
         None => {
@@ -358,8 +358,16 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    // Every clone of the auditor held by the server and its tasks is gone with them; records of
+    // anything still running reach the writer or, once it has stopped, standard error.
+    drop(auditor);
     if let Some(t) = audit_task {
-        t.finish(cfg.drain_timeout).await;
+        let delivery = t.finish(cfg.drain_timeout).await;
+        if !delivery.complete() {
+            let e = AppError::AuditIncomplete(delivery);
+            tracing::error!("{e}");
+            return Err(vec![e]);
+        }
     }
     Ok(())
 }

@@ -1,114 +1,134 @@
 //! The writer task: takes serialized records from a bounded channel, chains them, writes them in
-//! batches, fsyncs per policy, rotates by size. When a write fails (disk full, file gone) it
-//! marks the sink unhealthy — the request path then fails closed — keeps the batch, and retries
-//! by reopening the file until a write succeeds.
+//! batches, fsyncs per policy, signs checkpoints, rotates by size. When a write fails (disk full,
+//! file gone) it marks the sink unhealthy — the request path then fails closed — keeps the
+//! batch, and retries by reopening the file until a write succeeds, or, once ztgate is stopping
+//! and the deadline has passed, writes what it holds to the last-resort sink (standard error).
+//!
+//! A batch is chained anew at every attempt, so a record whose response was refused meanwhile
+//! (group commit) can be replaced by its refused version, and checkpoints are signed at the
+//! position they are finally written at.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::chain::Chain;
-use super::{Fsync, Shared, SinkConfig};
+use super::checkpoint::{Reason, SigningKey};
+use super::sink::{self, Sink, Tail, last_line};
+use super::{AuditConfig, Fsync, Shared, SinkConfig, StartError};
 use crate::telemetry::metrics;
 
 const BATCH: usize = 512;
 const RETRY: Duration = Duration::from_millis(250);
 /// How long the writer waits after the first record of a batch for more to arrive.
 const LINGER: Duration = Duration::from_millis(2);
+/// How long a writer whose task handle was dropped keeps retrying before it diverts.
+const ORPHANED: Duration = Duration::from_secs(30);
 
-enum Sink {
-    File {
-        path: PathBuf,
-        file: Option<File>,
-        /// Bytes in the current file.
-        len: u64,
-        max_bytes: u64,
-        keep: usize,
-    },
-    Stdout,
+/// One record on its way to the writer.
+pub(super) struct Entry {
+    /// A serialized record (a JSON object).
+    pub(super) record: Vec<u8>,
+    /// Group commit: told `true` once the record is written (and fsynced), `false` when a write
+    /// failed and the response is refused instead.
+    pub(super) done: Option<oneshot::Sender<bool>>,
+    /// Group commit: the record as it must read when its response is refused (status 503).
+    pub(super) refused: Option<Vec<u8>>,
+}
+
+/// A line the writer holds until it is written.
+enum Held {
+    Record(Entry),
+    Checkpoint(Reason),
+}
+
+/// Checkpoint signing state.
+struct Signer {
+    key: SigningKey,
+    every: u64,
+    interval: Duration,
+    /// Records held or written since the last checkpoint.
+    since: u64,
+    /// When the oldest record not covered by a checkpoint arrived.
+    oldest: Option<Instant>,
 }
 
 pub(super) struct Writer {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Entry>,
     sink: Sink,
     chain: Chain,
     fsync: Fsync,
     shared: Arc<Shared>,
+    signer: Option<Signer>,
+    /// Lines not yet written, oldest first.
+    held: Vec<Held>,
 }
 
 impl Writer {
-    /// Opens the sink and recovers the chain from the current file's last line.
-    pub(super) fn open(
-        rx: mpsc::Receiver<Vec<u8>>,
-        sink: &SinkConfig,
-        fsync: Fsync,
-        shared: Arc<Shared>,
-    ) -> io::Result<Self> {
-        let (sink, chain) = match sink {
+    /// Opens the sink, loads the signing key, recovers the chain from the current file's last line.
+    pub(super) fn open(rx: mpsc::Receiver<Entry>, cfg: &AuditConfig, shared: Arc<Shared>) -> Result<Self, StartError> {
+        let signer = match &cfg.checkpoint {
+            Some(c) => Some(Signer {
+                key: SigningKey::load(&c.key)?,
+                every: c.every.max(1),
+                interval: c.interval,
+                since: 0,
+                oldest: None,
+            }),
+            None => None,
+        };
+        let (sink, chain) = match &cfg.sink {
             SinkConfig::Stdout => (Sink::Stdout, Chain::default()),
-            SinkConfig::File { path, max_bytes, keep } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut sink = Sink::File {
-                    path: path.clone(),
-                    file: None,
-                    len: 0,
-                    max_bytes: *max_bytes,
-                    keep: *keep,
-                };
-                let chain = match last_line(path)? {
-                    Tail::Empty => Chain::default(),
-                    Tail::Line(line) => Chain::after(&line).unwrap_or_else(|| {
-                        warn!(file = %path.display(), "last audit line is not a chained record; starting a new chain");
-                        Chain::default()
-                    }),
-                    Tail::Partial(line) => {
-                        // A crash mid-write: keep the damaged file as evidence (verify flags it)
-                        // and continue the chain from its last complete line in a new file.
-                        error!(file = %path.display(), "audit file ends with a partial line; rotating it aside");
-                        sink.rotate()?;
-                        line.and_then(|l| Chain::after(&l)).unwrap_or_default()
-                    }
-                };
-                sink.reopen()?;
-                (sink, chain)
-            }
+            SinkConfig::File { path, max_bytes, keep } => open_file(path, *max_bytes, *keep)?,
         };
         Ok(Self {
             rx,
             sink,
             chain,
-            fsync,
+            fsync: cfg.fsync,
             shared,
+            signer,
+            held: Vec::new(),
         })
     }
 
-    /// Runs until `stop` is notified (or every sender is gone), then writes what is queued.
-    pub(super) async fn run(mut self, stop: Arc<tokio::sync::Notify>) {
-        let mut stopping = false;
-        let mut records: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
-        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-        let mut pending_records = 0usize;
+    /// Runs until `stop` carries a deadline (or every sender is gone), writes what is queued, signs
+    /// a last checkpoint, and past the deadline diverts what cannot be written to standard error.
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
+        let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
         let mut last_sync = Instant::now();
+        let mut give_up: Option<Instant> = None;
         loop {
-            if buf.is_empty() {
-                // Wait for work; 0 means the channel is closed and drained.
-                let n = if stopping {
-                    self.rx.recv_many(&mut records, BATCH).await
+            if give_up.is_none()
+                && let Some(at) = *stop.borrow()
+            {
+                // No new records; what is queued is still delivered below.
+                self.rx.close();
+                give_up = Some(at);
+            }
+            if self.held.is_empty() {
+                let due = self.signer.as_ref().and_then(|s| s.oldest.map(|o| o + s.interval));
+                let n = if give_up.is_some() {
+                    self.rx.recv_many(&mut batch, BATCH).await
                 } else {
                     tokio::select! {
-                        n = self.rx.recv_many(&mut records, BATCH) => n,
-                        () = stop.notified() => {
-                            // No new records; what is queued is still delivered below.
-                            self.rx.close();
-                            stopping = true;
+                        n = self.rx.recv_many(&mut batch, BATCH) => n,
+                        changed = stop.changed() => {
+                            if changed.is_err() {
+                                // The task handle is gone without `finish`: deliver what is
+                                // queued, within the ordinary bound.
+                                self.rx.close();
+                                give_up = Some(Instant::now() + ORPHANED);
+                            }
+                            continue;
+                        }
+                        () = sleep_until(due) => {
+                            self.held.push(Held::Checkpoint(Reason::Interval));
+                            self.covered();
                             continue;
                         }
                     }
@@ -116,41 +136,58 @@ impl Writer {
                 if n == 0 {
                     break;
                 }
-                if n < BATCH && !stopping {
+                if n < BATCH && give_up.is_none() {
                     // Linger briefly so one wake-up, one write and one fsync serve many records.
-                    // Requests do not wait for this (only for queue space).
                     tokio::time::sleep(LINGER).await;
-                    while records.len() < 4 * BATCH {
+                    while batch.len() < 4 * BATCH {
                         match self.rx.try_recv() {
-                            Ok(r) => records.push(r),
+                            Ok(r) => batch.push(r),
                             Err(_) => break,
                         }
                     }
                 }
-                for r in records.drain(..) {
-                    self.chain.append(&r, &mut buf);
-                    pending_records += 1;
+                for e in batch.drain(..) {
+                    self.held.push(Held::Record(e));
+                    self.count_record();
                 }
             }
-            let sync = match self.fsync {
-                Fsync::Batch => true,
-                Fsync::Interval(every) => last_sync.elapsed() >= every,
-            };
+            let waiting = self
+                .held
+                .iter()
+                .any(|h| matches!(h, Held::Record(Entry { done: Some(_), .. })));
+            let sync = waiting
+                || match self.fsync {
+                    Fsync::Batch => true,
+                    Fsync::Interval(every) => last_sync.elapsed() >= every,
+                };
+            let (buf, chain, lines) = self.chain_held();
             let started = Instant::now();
             match self.sink.write(&buf, sync) {
                 Ok(()) => {
-                    metrics::audit_written(pending_records, started.elapsed().as_secs_f64());
+                    metrics::audit_written(lines, started.elapsed().as_secs_f64());
                     if sync {
                         last_sync = Instant::now();
                     }
-                    buf.clear();
-                    pending_records = 0;
+                    self.chain = chain;
+                    for h in self.held.drain(..) {
+                        if let Held::Record(Entry { done: Some(done), .. }) = h {
+                            let _ = done.send(true);
+                        }
+                    }
                     if !self.shared.healthy.swap(true, Ordering::AcqRel) {
                         info!("audit log writable again; accepting requests");
                         metrics::audit_healthy(true);
                     }
-                    if let Err(e) = self.sink.rotate_if_full() {
-                        error!(error = %e, "audit log rotation failed; writing on to the current file");
+                    if self.sink.is_full() {
+                        if self.signer.as_ref().is_some_and(|s| s.since > 0) {
+                            // Each rotated file ends with a checkpoint covering it.
+                            self.held.push(Held::Checkpoint(Reason::Rotation));
+                            self.covered();
+                            continue;
+                        }
+                        if let Err(e) = self.sink.rotate_and_reopen() {
+                            error!(error = %e, "audit log rotation failed; writing on to the current file");
+                        }
                     }
                 }
                 Err(e) => {
@@ -159,6 +196,13 @@ impl Writer {
                         metrics::audit_healthy(false);
                     }
                     metrics::audit_write_error();
+                    self.refuse_waiters();
+                    if let Some(at) = give_up.or(*stop.borrow())
+                        && Instant::now() >= at
+                    {
+                        self.divert_all(&e.to_string());
+                        break;
+                    }
                     tokio::time::sleep(RETRY).await;
                     if let Err(e) = self.sink.reopen() {
                         warn!(error = %e, "audit log still cannot be opened");
@@ -166,118 +210,169 @@ impl Writer {
                 }
             }
         }
+        self.finish();
+    }
+
+    /// The shutdown checkpoint and the final fsync, once nothing else is queued.
+    fn finish(&mut self) {
+        if self.held.is_empty() && self.signer.as_ref().is_some_and(|s| s.since > 0) {
+            self.held.push(Held::Checkpoint(Reason::Shutdown));
+            self.covered();
+            let (buf, chain, lines) = self.chain_held();
+            match self.sink.write(&buf, true) {
+                Ok(()) => {
+                    metrics::audit_written(lines, 0.0);
+                    self.chain = chain;
+                    self.held.clear();
+                }
+                Err(e) => self.divert_all(&e.to_string()),
+            }
+        }
         if let Err(e) = self.sink.sync() {
             error!(error = %e, "final audit fsync failed");
         }
     }
-}
 
-impl Sink {
-    fn write(&mut self, buf: &[u8], sync: bool) -> io::Result<()> {
-        match self {
-            Sink::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(buf)?;
-                out.flush()
-            }
-            Sink::File { file, len, .. } => {
-                let f = file
-                    .as_mut()
-                    .ok_or_else(|| io::Error::other("audit file is not open"))?;
-                if let Err(e) = f.write_all(buf) {
-                    // Never leave half a batch behind: the retry writes it whole, and a partial
-                    // line would break the chain.
-                    let _ = f.set_len(*len);
-                    return Err(e);
+    /// Chains the held lines after the current chain: the bytes, the chain after them, and the
+    /// number of records among them.
+    fn chain_held(&self) -> (Vec<u8>, Chain, usize) {
+        let mut chain = self.chain.clone();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut records = 0;
+        for h in &self.held {
+            match h {
+                Held::Record(e) => {
+                    chain.append(&e.record, &mut buf);
+                    records += 1;
                 }
-                if sync {
-                    f.sync_data()?;
+                Held::Checkpoint(reason) => {
+                    // Only held when there is a signer.
+                    if let Some(s) = &self.signer {
+                        let cp = s.key.checkpoint(&chain, *reason);
+                        chain.append(&cp, &mut buf);
+                    }
                 }
-                *len += buf.len() as u64;
-                Ok(())
+            }
+        }
+        (buf, chain, records)
+    }
+
+    fn count_record(&mut self) {
+        if let Some(s) = &mut self.signer {
+            s.since += 1;
+            s.oldest.get_or_insert_with(Instant::now);
+            if s.since >= s.every || s.oldest.is_some_and(|o| o.elapsed() >= s.interval) {
+                let reason = if s.since >= s.every {
+                    Reason::Records
+                } else {
+                    Reason::Interval
+                };
+                self.held.push(Held::Checkpoint(reason));
+                self.covered();
             }
         }
     }
 
-    fn sync(&mut self) -> io::Result<()> {
-        match self {
-            Sink::File { file: Some(f), .. } => f.sync_all(),
-            _ => Ok(()),
+    fn covered(&mut self) {
+        if let Some(s) = &mut self.signer {
+            s.since = 0;
+            s.oldest = None;
         }
     }
 
-    fn reopen(&mut self) -> io::Result<()> {
-        if let Sink::File { path, file, len, .. } = self {
-            let f = OpenOptions::new().create(true).append(true).open(&*path)?;
-            *len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            *file = Some(f);
-        }
-        Ok(())
-    }
-
-    fn rotate_if_full(&mut self) -> io::Result<()> {
-        match self {
-            Sink::File { len, max_bytes, .. } if *len >= *max_bytes => {
-                self.rotate()?;
-                self.reopen()
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// `path` → `path.1`, `path.1` → `path.2`, ...; the oldest beyond `keep` is deleted.
-    fn rotate(&mut self) -> io::Result<()> {
-        let Sink::File { path, file, keep, .. } = self else {
-            return Ok(());
-        };
-        if let Some(f) = file.take() {
-            f.sync_all()?;
-        }
-        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
-        let _ = std::fs::remove_file(numbered(*keep));
-        for n in (1..*keep).rev() {
-            if numbered(n).exists() {
-                std::fs::rename(numbered(n), numbered(n + 1))?;
+    /// Group commit: the write failed, so the responses waiting for it are refused (503) and their
+    /// records replaced by what the client got.
+    fn refuse_waiters(&mut self) {
+        for h in &mut self.held {
+            if let Held::Record(e) = h
+                && let Some(done) = e.done.take()
+            {
+                if let Some(refused) = e.refused.take() {
+                    e.record = refused;
+                }
+                let _ = done.send(false);
             }
         }
-        if *keep > 0 {
-            std::fs::rename(&*path, numbered(1))?;
-        } else {
-            std::fs::remove_file(&*path)?;
+    }
+
+    /// Past the shutdown deadline: everything held and queued goes to standard error, chained as it
+    /// would have been written (so it can be appended to the file later and still verify).
+    fn divert_all(&mut self, why: &str) {
+        self.rx.close();
+        while let Ok(e) = self.rx.try_recv() {
+            self.held.push(Held::Record(e));
+            self.count_record();
         }
-        Ok(())
+        if self.signer.as_ref().is_some_and(|s| s.since > 0) {
+            // Signed here too: the diverted lines end proven.
+            self.held.push(Held::Checkpoint(Reason::Shutdown));
+            self.covered();
+        }
+        self.refuse_waiters();
+        let (buf, chain, _) = self.chain_held();
+        let (mut diverted, mut lost) = (0u64, 0u64);
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if sink::divert(line, why) {
+                diverted += 1;
+            } else {
+                lost += 1;
+            }
+        }
+        self.held.clear();
+        self.chain = chain;
+        self.shared.diverted.fetch_add(diverted, Ordering::AcqRel);
+        self.shared.lost.fetch_add(lost, Ordering::AcqRel);
+        error!(
+            diverted,
+            lost,
+            error = why,
+            "audit log not writable at shutdown: {diverted} line(s) written to standard error instead (\"ztgate\":\"{}\"), {lost} lost",
+            sink::NOT_WRITTEN
+        );
     }
 }
 
-enum Tail {
-    Empty,
-    Line(Vec<u8>),
-    /// The file does not end with a newline; the last complete line, if any.
-    Partial(Option<Vec<u8>>),
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
-/// The file's last line, reading only its tail.
-fn last_line(path: &Path) -> io::Result<Tail> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Tail::Empty),
-        Err(e) => return Err(e),
+/// Opens the audit file and continues the chain after its last line.
+fn open_file(path: &Path, max_bytes: u64, keep: usize) -> Result<(Sink, Chain), StartError> {
+    let io = |source| StartError::Open {
+        path: path.to_path_buf(),
+        source,
     };
-    let len = f.metadata()?.len();
-    if len == 0 {
-        return Ok(Tail::Empty);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let start = len.saturating_sub(256 * 1024);
-    f.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail)?;
-    let complete = tail.ends_with(b"\n");
-    let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
-    let mut lines = body.rsplit(|b| *b == b'\n');
-    let last = lines.next().map(<[u8]>::to_vec);
-    Ok(if complete {
-        last.map_or(Tail::Empty, Tail::Line)
-    } else {
-        Tail::Partial(lines.next().map(<[u8]>::to_vec))
-    })
+    let mut sink = Sink::File {
+        path: path.to_path_buf(),
+        file: None,
+        len: 0,
+        max_bytes,
+        keep,
+    };
+    let chain = match last_line(path).map_err(io)? {
+        // Empty or missing: a start right after a rotation continues from the rotated file.
+        Tail::Empty => match last_line(&PathBuf::from(format!("{}.1", path.display()))) {
+            Ok(Tail::Line(line)) => Chain::after(&line).unwrap_or_default(),
+            _ => Chain::default(),
+        },
+        Tail::Line(line) => Chain::after(&line).unwrap_or_else(|| {
+            warn!(file = %path.display(), "last audit line is not a chained record; starting a new chain");
+            Chain::default()
+        }),
+        Tail::Partial(line) => {
+            // A crash mid-write: keep the damaged file as evidence (verify flags it) and continue
+            // the chain from its last complete line in a new file.
+            error!(file = %path.display(), "audit file ends with a partial line; rotating it aside");
+            sink.rotate().map_err(io)?;
+            line.and_then(|l| Chain::after(&l)).unwrap_or_default()
+        }
+    };
+    sink.reopen().map_err(io)?;
+    Ok((sink, chain))
 }

@@ -199,7 +199,11 @@ pub(crate) struct RawAudit {
     pub(crate) fsync: Option<Spanned<String>>,
     pub(crate) fsync_interval: Option<Spanned<String>>,
     pub(crate) on_full: Option<Spanned<String>>,
+    pub(crate) respond_after: Option<Spanned<String>>,
     pub(crate) queue: Option<Spanned<i64>>,
+    pub(crate) signing_key: Option<Spanned<String>>,
+    pub(crate) checkpoint_every: Option<Spanned<i64>>,
+    pub(crate) checkpoint_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

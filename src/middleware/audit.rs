@@ -1,7 +1,8 @@
 //! Writes one audit record per request, whatever its outcome. Sits outside sanitize, route and
 //! policy so it sees their rejections; they report what they learned (normalised path, route,
 //! deciding rule) through the request's [`Note`]. Refuses new requests with 503 while a blocking
-//! audit log cannot be written (fail closed).
+//! audit log cannot be written (fail closed); with group commit (`respond_after = "durable"`)
+//! holds each response until its record is on disk, and refuses it with 503 when it cannot be.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,8 +12,8 @@ use http::{Request, Response, header};
 use tower::{Layer, Service};
 
 use super::BoxFuture;
-use crate::audit::Auditor;
 use crate::audit::record::{Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
+use crate::audit::{Auditor, CommitError};
 use crate::body::ProxyBody;
 use crate::ctx::RequestCtx;
 use crate::error::{Outcome, ProxyError};
@@ -143,10 +144,27 @@ where
                 duration_us: started.elapsed().as_micros() as u64,
             };
             // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
-            if layer.auditor.emit(&record).await.is_err() {
-                return Err(ProxyError::Internal("audit record could not be serialized"));
+            if !layer.auditor.group_commit() || matches!(result, Err(ProxyError::AuditUnavailable)) {
+                if layer.auditor.emit(&record).await.is_err() {
+                    return Err(ProxyError::Internal("audit record could not be serialized"));
+                }
+                return result;
             }
-            result
+            // Group commit: the response waits for its record's durable write; when that write
+            // fails the client gets 503 instead, and the log says so.
+            let refuse = |r: &mut RequestRecord<'_>| {
+                r.decision = "error";
+                r.reason = ProxyError::AuditUnavailable.reason();
+                r.status = ProxyError::AuditUnavailable.status().as_u16();
+                r.bytes = None;
+            };
+            match layer.auditor.commit(record, refuse).await {
+                Ok(()) => result,
+                Err(CommitError::NotRecorded) => Err(ProxyError::AuditUnavailable),
+                Err(CommitError::Unserializable(_)) => {
+                    Err(ProxyError::Internal("audit record could not be serialized"))
+                }
+            }
         })
     }
 }

@@ -36,6 +36,30 @@ pub fn write_dev_pki(out: &Path, force: bool) -> Result<Vec<PathBuf>, PkiError> 
         ("admin.pem", admin.cert_pem, false),
         ("admin-key.pem", admin.key_pem, true),
     ];
+    let mut written = write_all(out, files)?;
+    written.extend(write_audit_signing_key(out)?);
+    Ok(written)
+}
+
+/// The dev audit signing key pair (Ed25519): `audit-signing-key.pem` (PKCS#8, 0600; the config's
+/// `[audit] signing_key`) and `audit-signing.pub` (for `ztgate audit verify --key`). Returns the
+/// files written.
+pub fn write_audit_signing_key(out: &Path) -> Result<Vec<PathBuf>, PkiError> {
+    let (private, public) = crate::audit::checkpoint::generate_pem()?;
+    write_all(
+        out,
+        [
+            (DEV_AUDIT_SIGNING_KEY, private, true),
+            (DEV_AUDIT_VERIFY_KEY, public, false),
+        ],
+    )
+}
+
+/// File names of the dev audit signing key pair, in the `certs dev` directory.
+pub const DEV_AUDIT_SIGNING_KEY: &str = "audit-signing-key.pem";
+pub const DEV_AUDIT_VERIFY_KEY: &str = "audit-signing.pub";
+
+fn write_all<const N: usize>(out: &Path, files: [(&str, String, bool); N]) -> Result<Vec<PathBuf>, PkiError> {
     let mut written = Vec::new();
     for (name, content, secret) in files {
         let path = out.join(name);

@@ -1,5 +1,6 @@
-//! One client connection: TLS handshake (bounded), identity (parsed once), then HTTP/1.1 or h2
-//! by ALPN through the shared tower stack.
+//! One client connection: established by `handshake.rs`, then served over HTTP/1.1 or h2 (by
+//! ALPN) through the shared tower stack until it ends or ztgate closes it (drain, trust withdrawn,
+//! certificate expiry, idle bounds).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,193 +9,40 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::handshake::{Established, Tls, establish};
+use super::refusal::{audit_refused_request, refused_request};
 use super::{ConnCtx, Server};
-use crate::identity::PeerIdentity;
-use crate::telemetry::loglimit::{Class, admit};
 use crate::telemetry::metrics;
 
 pub(super) async fn handle(
-    mut stream: TcpStream,
-    mut peer: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
     id: u64,
     server: Arc<Server>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let open = metrics::connections_open();
     open.increment(1.0);
     let _open = scopeguard(move || open.decrement(1.0));
     let _ = stream.set_nodelay(true);
+    if let Some(established) = establish(stream, peer, id, &server).await {
+        serve(established, &server, drain).await;
+    }
+}
 
-    // One deadline covers the PROXY header and the TLS handshake together.
-    let handshake_started = tokio::time::Instant::now();
-    let deadline = handshake_started + server.listener.handshake_timeout;
-    if let Some(pp) = &server.listener.proxy_protocol {
-        match proxied_peer(pp, &mut stream, peer, deadline).await {
-            Ok(real) => {
-                if real != peer {
-                    tracing::Span::current().record("client.real", tracing::field::display(real));
-                }
-                peer = real;
-            }
-            Err(reason) => {
-                metrics::handshake(reason);
-                audit_handshake(&server, id, peer, reason).await;
-                return;
-            }
-        }
-    }
-
-    let tls_state = server.tls.load_full();
-    let acceptor = TlsAcceptor::from(tls_state.config.clone());
-    let accept = acceptor.accept(stream).into_fallible();
-    let outcome = tokio::time::timeout_at(deadline, accept).await;
-    metrics::handshake_duration(handshake_started.elapsed().as_secs_f64());
-    let tls = match outcome {
-        Err(_) => {
-            metrics::handshake("timeout");
-            debug!("TLS handshake timed out");
-            audit_handshake(&server, id, peer, "timeout").await;
-            return;
-        }
-        Ok(Err((e, tcp))) => {
-            let reason = crate::tls::handshake_failure_reason(&e);
-            metrics::handshake(reason);
-            if admit(Class::Handshake) {
-                warn!(reason, error = %e, "TLS handshake refused");
-            }
-            audit_handshake(&server, id, peer, reason).await;
-            linger_close(tcp).await;
-            return;
-        }
-        Ok(Ok(tls)) => tls,
-    };
-
-    let (_, session) = tls.get_ref();
-    // The verifier requires a client certificate, so a session without one is a bug: fail closed.
-    let chain: Arc<[rustls::pki_types::CertificateDer<'static>]> = session
-        .peer_certificates()
-        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-        .unwrap_or_default();
-    let Some(leaf) = chain.first() else {
-        metrics::handshake("no_client_cert");
-        warn!("handshake completed without a client certificate; closing");
-        return;
-    };
-    // The handshake was verified under the trust current when it started; a reload may have
-    // installed another while it was in flight. Judge the chain by the trust current now.
-    let tls_state = match trusted_now(&server, tls_state, &chain) {
-        Ok(state) => state,
-        Err(e) => {
-            let reason = crate::tls::verification_failure_reason(&e);
-            metrics::handshake(reason);
-            if admit(Class::Handshake) {
-                warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
-            }
-            audit_handshake(&server, id, peer, reason).await;
-            let mut tls = tls;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            return;
-        }
-    };
-    let identity = match PeerIdentity::from_der(leaf) {
-        Ok(identity) => identity,
-        Err(e) => {
-            metrics::handshake("bad_certificate");
-            warn!(error = %e, "client certificate verified but unreadable; closing");
-            return;
-        }
-    };
-    tracing::Span::current().record("client.id", tracing::field::display(identity.display_name()));
-    if let Some(e) = &identity.spiffe_error {
-        warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
-    }
-
-    let mut ctx = match ConnCtx::new(
-        id,
-        peer,
-        identity,
-        session.server_name().map(str::to_string),
-        tls_state.server_uri.as_deref(),
-    ) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            warn!(error = %e, "closing");
-            return;
-        }
-    };
-    // Online revocation (distribution-point CRL, OCSP) needs the network, which rustls'
-    // synchronous verifier cannot wait for: it runs here, before any request is read.
-    if let Some(revocation) = &server.revocation
-        && let Err(e) = revocation
-            .check(&chain, &tls_state.client_ca, &ctx.identity.fingerprint_sha256)
-            .await
-    {
-        let reason = e.reason();
-        metrics::handshake(reason);
-        if admit(Class::Handshake) {
-            warn!(reason, error = %e, "client certificate refused after the handshake");
-        }
-        audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
-        let mut tls = tls;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-        return;
-    }
-    metrics::handshake("ok");
-    if let Some(detector) = &server.detector {
-        let now = crate::middleware::anomaly::now_ms();
-        let (stats, flag) = detector.connection(&ctx.identity.fingerprint_sha256, peer.ip(), now);
-        ctx.anomaly = Some(stats);
-        if let Some(flag) = flag {
-            crate::middleware::anomaly::report(&server.auditor, &ctx, &flag).await;
-        }
-    }
-    // Trust ends at the certificate's notAfter, or earlier at the configured maximum age.
-    let not_after = cert_deadline(ctx.identity.not_after);
-    let (deadline, deadline_reason) = match server.listener.max_connection_age {
-        Some(age) if tokio::time::Instant::now() + age < not_after => (tokio::time::Instant::now() + age, "max_age"),
-        _ => (not_after, "cert_expired"),
-    };
-    let ctx = Arc::new(ctx);
-    let ctx_chain = chain.clone();
-    let registration =
-        match server
-            .connections
-            .register(ctx.clone(), chain, server.listener.max_connections_per_identity)
-        {
-            Ok(r) => r,
-            Err(over) => {
-                // Refused cheaply: no HTTP, a TLS close_notify, counted and audited.
-                metrics::connections_closed("identity_cap", 1);
-                warn!(
-                    open = over.open,
-                    "identity holds max_connections_per_identity connections; closing"
-                );
-                audit_handshake(&server, id, peer, "identity_connection_cap").await;
-                let mut tls = tls;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-                return;
-            }
-        };
-    // A reload that swept the registry before this connection registered cannot have seen it;
-    // one that stored its trust after `trusted_now` above and swept after registering has. So
-    // the trust is read again now that the connection is registered: any later reload's sweep
-    // finds it.
-    if let Err(e) = trusted_now(&server, tls_state, &ctx_chain) {
-        let reason = crate::tls::verification_failure_reason(&e);
-        metrics::handshake(reason);
-        if admit(Class::Handshake) {
-            warn!(reason, error = %e, "client certificate no longer trusted when its handshake completed; closing");
-        }
-        drop(registration);
-        audit_refused_certificate(&server, id, peer, Some(&ctx.audit_identity), reason).await;
-        let mut tls = tls;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-        return;
-    }
+/// Serves HTTP on an established connection until it ends, or closes it (gracefully, then
+/// bounded by the drain timeout) when ztgate must.
+async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<bool>) {
+    let Established {
+        tls,
+        ctx,
+        registration,
+        deadline,
+        deadline_reason,
+    } = est;
     let conn_ctx = ctx.clone();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
@@ -266,7 +114,7 @@ pub(super) async fn handle(
         Err(Err(e)) => {
             debug!(error = %e, "connection ended with an error");
             if let Some(refused) = refused_request(&e) {
-                audit_refused_request(&server, &conn_ctx, refused).await;
+                audit_refused_request(server, &conn_ctx, refused).await;
             }
             return;
         }
@@ -281,7 +129,7 @@ pub(super) async fn handle(
         Close::Idle(why) => {
             let reason = why.reason();
             debug!(reason, "closing an idle connection");
-            audit_refused_request(&server, &conn_ctx, (reason, None)).await;
+            audit_refused_request(server, &conn_ctx, (reason, None)).await;
             if why == super::idle::IdleClose::HeaderRead {
                 // Half a head: nothing to finish gracefully (hyper closed it the same way).
                 metrics::protocol_error(why.label());
@@ -296,7 +144,7 @@ pub(super) async fn handle(
         Ok(Err(e)) => {
             debug!(error = %e, "connection ended with an error while closing");
             if let Some(refused) = refused_request(&e) {
-                audit_refused_request(&server, &conn_ctx, refused).await;
+                audit_refused_request(server, &conn_ctx, refused).await;
             }
         }
         Ok(Ok(())) => {}
@@ -339,7 +187,6 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
         super::idle::TrackedFuture::new(self.inner.call(req), busy)
     }
 }
-type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// One client connection's HTTP, by the protocol ALPN chose.
 enum HttpConn {
@@ -372,24 +219,6 @@ impl std::future::Future for HttpConn {
     }
 }
 
-/// The TLS state whose trust `chain` holds now. The handshake verified it under `seen`; each
-/// state a reload has installed since is asked again (a pointer swap is the trust generation:
-/// every reload stores a new `Arc`), until the current one has judged it.
-fn trusted_now(
-    server: &Server,
-    mut seen: Arc<crate::tls::ServerTls>,
-    chain: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<Arc<crate::tls::ServerTls>, rustls::Error> {
-    loop {
-        let current = server.tls.load_full();
-        if Arc::ptr_eq(&current, &seen) {
-            return Ok(seen);
-        }
-        current.still_trusted(chain)?;
-        seen = current;
-    }
-}
-
 /// Why an established connection is being closed by ztgate.
 enum Close {
     /// SIGTERM: the listener drains.
@@ -400,151 +229,6 @@ enum Close {
     Deadline(&'static str),
     /// Past an idle bound (`first_request_timeout`, `keepalive_timeout`, `header_read_timeout`).
     Idle(super::idle::IdleClose),
-}
-
-/// The monotonic instant of a certificate's notAfter (Unix seconds). Far-future dates saturate.
-fn cert_deadline(not_after: i64) -> tokio::time::Instant {
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    // webpki accepts a certificate through the whole second of its notAfter; it is expired from
-    // the next one, so that is when the connection ends.
-    let left = u64::try_from(not_after.saturating_sub(now_unix).saturating_add(1)).unwrap_or(0);
-    // One year past now is as good as never for a connection, and keeps the addition in range.
-    let left = std::time::Duration::from_secs(left.min(365 * 24 * 3600));
-    tokio::time::Instant::now() + left
-}
-
-/// Reads the PROXY protocol header (from a trusted source only) and returns the client address
-/// it carries, or the socket's own for a LOCAL header. Errors are the reason label.
-async fn proxied_peer(
-    pp: &super::ProxyProtocolConfig,
-    stream: &mut TcpStream,
-    socket_peer: SocketAddr,
-    deadline: tokio::time::Instant,
-) -> Result<SocketAddr, &'static str> {
-    use super::proxy_protocol::{self, ProxyHeader};
-    if !pp.trusted.is_empty() && !pp.trusted.iter().any(|c| c.contains(socket_peer.ip())) {
-        warn!("PROXY protocol connection from a source not in proxy_protocol_trusted; closing");
-        return Err("proxy_protocol_untrusted");
-    }
-    match tokio::time::timeout_at(deadline, proxy_protocol::read(stream)).await {
-        Err(_) => {
-            debug!("no PROXY protocol header before the handshake timeout");
-            Err("timeout")
-        }
-        Ok(Err(e)) => {
-            warn!(error = %e, "PROXY protocol header refused; closing");
-            Err(e.reason())
-        }
-        Ok(Ok(ProxyHeader::Proxied { source, .. })) => Ok(source),
-        Ok(Ok(ProxyHeader::Local)) => Ok(socket_peer),
-    }
-}
-
-/// A request hyper refused before it reached the stack (it answers those itself, on HTTP/1):
-/// the audit reason and the status sent, logged and counted here; `None` for errors that are not
-/// a refused request.
-fn refused_request(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, Option<u16>)> {
-    let hyper_error = std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<hyper::Error>());
-    let (reason, status) = hyper_error.and_then(classify_protocol_error)?;
-    metrics::protocol_error(reason);
-    if admit(Class::Rejected) {
-        warn!(reason, status, error = %e, "request refused by the HTTP parser");
-    }
-    Some((reason, status))
-}
-
-/// Audits a [`refused_request`] like any other decision, under the connection's identity.
-async fn audit_refused_request(server: &Server, ctx: &ConnCtx, (reason, status): (&'static str, Option<u16>)) {
-    use crate::audit::record::{ProtocolRecord, SCHEMA_VERSION, timestamp};
-    if !server.auditor.enabled() {
-        return;
-    }
-    let record = ProtocolRecord {
-        v: SCHEMA_VERSION,
-        ts: timestamp(std::time::SystemTime::now()),
-        kind: "protocol",
-        conn_id: ctx.id,
-        peer: &ctx.audit_peer,
-        identity: &ctx.audit_identity,
-        decision: "error",
-        reason,
-        status,
-    };
-    // Logged and counted by `emit` if it ever fails; the connection is closing either way.
-    let _ = server.auditor.emit(&record).await;
-}
-
-/// The audit reason and the status hyper sent (none for a header timeout: it just closes), or
-/// `None` for errors that are not a refused request (a client going away, an h2 GOAWAY).
-fn classify_protocol_error(e: &hyper::Error) -> Option<(&'static str, Option<u16>)> {
-    if e.is_parse_too_large() {
-        // hyper answers 414 for a long request line and 431 for a large head; only its
-        // message tells the two apart.
-        return Some(if e.to_string().contains("URI") {
-            ("uri-too-long", Some(414))
-        } else {
-            ("headers-too-large", Some(431))
-        });
-    }
-    if e.is_parse() {
-        return Some(("malformed-request", Some(400)));
-    }
-    if e.is_timeout() {
-        return Some(("header-read-timeout", None));
-    }
-    None
-}
-
-async fn audit_handshake(server: &Server, conn_id: u64, peer: SocketAddr, reason: &'static str) {
-    audit_refused_certificate(server, conn_id, peer, None, reason).await;
-}
-
-async fn audit_refused_certificate(
-    server: &Server,
-    conn_id: u64,
-    peer: SocketAddr,
-    identity: Option<&serde_json::value::RawValue>,
-    reason: &'static str,
-) {
-    use crate::audit::record::{HandshakeRecord, SCHEMA_VERSION, timestamp};
-    if !server.auditor.enabled() {
-        return;
-    }
-    let record = HandshakeRecord {
-        v: SCHEMA_VERSION,
-        ts: timestamp(std::time::SystemTime::now()),
-        kind: "handshake",
-        conn_id,
-        peer,
-        identity,
-        decision: "deny",
-        reason,
-    };
-    // Logged and counted by `emit` if it ever fails; the connection is closing either way.
-    let _ = server.auditor.emit(&record).await;
-}
-
-/// Closes a refused connection so the client can read our TLS alert: send FIN, then discard what
-/// the client still sends (briefly, bounded). Closing with unread bytes in the socket makes the
-/// kernel send RST, which can destroy the alert before the client reads it.
-async fn linger_close(mut tcp: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if tcp.shutdown().await.is_err() {
-        return;
-    }
-    let mut buf = [0u8; 4096];
-    let drain = async {
-        let mut total = 0usize;
-        while total < 64 * 1024 {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
 }
 
 /// Runs `f` when dropped, however the connection ends.

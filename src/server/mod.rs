@@ -5,9 +5,11 @@ mod config;
 pub(crate) mod conn;
 mod exec;
 mod framing;
+mod handshake;
 mod idle;
 mod listener;
 pub mod proxy_protocol;
+mod refusal;
 pub mod registry;
 pub mod shutdown;
 

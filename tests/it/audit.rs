@@ -42,7 +42,7 @@ async fn every_request_and_refused_handshake_is_recorded_exactly_once_with_a_val
     assert!(no_cert.is_err());
     s.stop().await;
 
-    let v = verify(&[log.as_path()]).unwrap();
+    let v = verify(&[log.as_path()], &[]).unwrap();
     let recs = audit_records(&log);
     assert_eq!(v.records as usize, recs.len());
     let requests: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "request").collect();
@@ -113,7 +113,7 @@ async fn a_full_disk_refuses_requests_with_503_until_the_log_is_writable_again()
     s.stop().await;
 
     let recs = audit_records(&real);
-    verify(&[real.as_path()]).unwrap();
+    verify(&[real.as_path()], &[]).unwrap();
     assert!(
         recs.iter().any(|r| r["path"] == "/first" && r["status"] == 200),
         "the record held during the outage is written"
@@ -151,7 +151,7 @@ async fn drop_mode_keeps_serving_on_a_full_disk_and_counts_what_it_drops() {
 }
 
 #[test]
-fn audit_verify_cli_reports_ok_and_the_first_broken_line() {
+fn audit_verify_cli_reports_ok_and_names_the_edited_line_itself() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("a.log");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -164,7 +164,9 @@ fn audit_verify_cli_reports_ok_and_the_first_broken_line() {
             },
             fsync: ztgate::audit::Fsync::Batch,
             on_full: ztgate::audit::OnFull::Block,
+            respond_after: ztgate::audit::RespondAfter::Queued,
             queue: 8,
+            checkpoint: None,
         };
         let (a, task) = ztgate::audit::Auditor::start(&cfg).unwrap();
         for i in 0..3 {
@@ -184,9 +186,9 @@ fn audit_verify_cli_reports_ok_and_the_first_broken_line() {
     let text = std::fs::read_to_string(&good).unwrap().replace(r#""i":1"#, r#""i":7"#);
     std::fs::write(&good, text).unwrap();
     let bad = run(&good);
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(1), "tampering exits 1");
     assert!(
-        String::from_utf8_lossy(&bad.stderr).contains(":3: prev does not match"),
+        String::from_utf8_lossy(&bad.stderr).contains("a.log:2: the line does not match its own hash: it was edited"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
@@ -230,7 +232,7 @@ async fn a_burst_of_denials_is_flagged_as_an_anomaly_and_normal_traffic_is_not()
     assert_eq!(anomalies.len(), 1, "one flag (then cooldown): {anomalies:?}");
     assert_eq!(anomalies[0]["anomaly"], "deny_burst");
     assert_eq!(anomalies[0]["identity"]["spiffe_id"], CLIENT_ID);
-    verify(&[log.as_path()]).unwrap();
+    verify(&[log.as_path()], &[]).unwrap();
 }
 
 #[tokio::test]

@@ -31,17 +31,22 @@ fn certs_dev_mints_the_documented_files_and_refuses_to_overwrite() {
         "client-key.pem",
         "admin.pem",
         "admin-key.pem",
+        "audit-signing-key.pem",
+        "audit-signing.pub",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // The audit signing pair is Ed25519 and belongs together.
+    let signing = ztgate::audit::SigningKey::load(&out.join("audit-signing-key.pem")).unwrap();
+    let verifying = ztgate::audit::VerifyingKey::load(&out.join("audit-signing.pub")).unwrap();
+    assert_eq!(signing.id(), verifying.id());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(out.join("client-key.pem"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "private keys must not be group/world readable");
+        for key in ["client-key.pem", "audit-signing-key.pem"] {
+            let mode = std::fs::metadata(out.join(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "private keys must not be group/world readable");
+        }
     }
     let client = std::fs::read(out.join("client.pem")).unwrap();
     let der = rustls::pki_types::pem::PemObject::from_pem_slice(&client)

@@ -190,10 +190,16 @@ async fn slowloris_is_cut_at_the_header_read_timeout() {
 
 #[tokio::test]
 async fn an_identity_over_its_connection_cap_is_refused_while_others_connect() {
-    let mut s = Server::start(Opts {
-        listener_extra: "max_connections_per_identity = 2".into(),
-        ..Opts::default()
-    })
+    let pki = Pki::new();
+    let log = pki.path("audit/ztgate-audit.log");
+    let mut s = Server::start_with(
+        pki,
+        Opts {
+            listener_extra: "max_connections_per_identity = 2".into(),
+            audit: Some(format!("file = \"{}\"", log.display())),
+            ..Opts::default()
+        },
+    )
     .await;
     let mut a = s.client().connect_h1(s.addr).await;
     let mut b = s.client().connect_h1(s.addr).await;
@@ -222,6 +228,15 @@ async fn an_identity_over_its_connection_cap_is_refused_while_others_connect() {
     .await;
     assert!(freed);
     s.stop().await;
+    // Counted and audited under one name, with the identity that was refused.
+    let caps: Vec<serde_json::Value> = audit_records(&log)
+        .into_iter()
+        .filter(|r| r["kind"] == "handshake")
+        .collect();
+    assert_eq!(caps.len(), 1, "{caps:?}");
+    assert_eq!(caps[0]["reason"], "identity_cap");
+    assert_eq!(caps[0]["decision"], "deny");
+    assert_eq!(caps[0]["identity"]["spiffe_id"], CLIENT_ID);
 }
 
 #[tokio::test]

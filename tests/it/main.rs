@@ -1,6 +1,7 @@
 //! One integration binary: real listeners on 127.0.0.1:0, real TLS, certificates minted per test.
 
 mod audit;
+mod audit_proof;
 mod canonical;
 mod cli;
 mod crl_files;

@@ -73,11 +73,60 @@ pub(super) fn audit(c: &mut Collector<'_>, a: &RawAudit) -> Option<AuditConfig> 
         "drop" => OnFull::Drop,
         _ => OnFull::Block,
     };
+    let respond_after = match choice(c, &a.respond_after, &["queued", "durable"], "queued").as_str() {
+        "durable" => RespondAfter::Durable,
+        _ => RespondAfter::Queued,
+    };
+    if let Some(r) = a
+        .respond_after
+        .as_ref()
+        .filter(|_| respond_after == RespondAfter::Durable)
+    {
+        // A response that waits for its record contradicts both dropping it and deferring its fsync.
+        if on_full == OnFull::Drop {
+            c.push(
+                r.span(),
+                "respond_after = \"durable\" conflicts with on_full = \"drop\"",
+            );
+        }
+        if matches!(fsync, Fsync::Interval(_)) {
+            c.push(
+                r.span(),
+                "respond_after = \"durable\" conflicts with fsync = \"interval\"",
+            );
+        }
+    }
     let queue = positive(c, &a.queue, 8192, "queue");
+    let every = positive(c, &a.checkpoint_every, 1000, "checkpoint_every") as u64;
+    let interval = a
+        .checkpoint_interval
+        .as_ref()
+        .map_or(Some(Duration::from_secs(60)), |d| duration(c, d))?;
+    let checkpoint = match &a.signing_key {
+        Some(k) => Some(CheckpointConfig {
+            key: non_empty_path(c, k),
+            every,
+            interval,
+        }),
+        None => {
+            for span in [
+                a.checkpoint_every.as_ref().map(Spanned::span),
+                a.checkpoint_interval.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                c.push(span, "checkpoints need `signing_key = \"...\"` in [audit]");
+            }
+            None
+        }
+    };
     Some(AuditConfig {
         sink,
         fsync,
         on_full,
+        respond_after,
         queue,
+        checkpoint,
     })
 }

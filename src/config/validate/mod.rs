@@ -24,7 +24,7 @@ use super::{
     AdminConfig, Config, CrlScope, CrlSource, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
     RevocationMode, RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol, UserMode,
 };
-use crate::audit::{AuditConfig, Fsync, OnFull, SinkConfig};
+use crate::audit::{AuditConfig, CheckpointConfig, Fsync, OnFull, RespondAfter, SinkConfig};
 use crate::diag::{Collector, Diagnostics, parse_duration};
 use crate::headers::{HeadersConfig, Underscores};
 use crate::policy::path::PathParameters;
