@@ -205,4 +205,3 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
     *resp.status_mut() = status;
     Ok(resp)
 }
-

@@ -74,6 +74,7 @@ pub(crate) const HANDSHAKE_RESULTS: &[&str] = &[
     "crl_expired",
     "bad_eku",
     "bad_certificate",
+    "identity_unrenderable",
     "timeout",
     "client_closed",
     "proxy_protocol_invalid",
