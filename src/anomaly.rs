@@ -57,6 +57,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind (the `kind` label's values, exported as 0 from start-up).
+    pub const ALL: [Kind; 4] = [Kind::RateSpike, Kind::DenyBurst, Kind::NewRoute, Kind::ManySources];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::RateSpike => "rate_spike",

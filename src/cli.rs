@@ -1,5 +1,5 @@
 //! Command line (DESIGN.md "Contracts"): `run`, `check`, `explain`, `audit verify`, `certs dev`,
-//! `healthcheck`, `demo`.
+//! `certs issue`, `healthcheck`, `demo`. A usage error (unknown flag, missing value) exits 2.
 
 use std::path::PathBuf;
 
@@ -16,17 +16,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy.
     Run {
+        /// The config file (TOML).
         #[arg(long, short, default_value = "config/ztgate.toml")]
         config: PathBuf,
     },
     /// Validate the config, the policy and the TLS files without starting; print every problem.
     Check {
+        /// The config file (TOML).
         #[arg(long, short, default_value = "config/ztgate.toml")]
         config: PathBuf,
     },
     /// Show the decision a request would get, the rule that made it, and why other rules did not
     /// match.
     Explain {
+        /// The config file (TOML).
         #[arg(long, short, default_value = "config/ztgate.toml")]
         config: PathBuf,
         /// The client certificate (PEM) the request would be made with.
@@ -67,6 +70,7 @@ pub enum Command {
     },
     /// Everything a newcomer needs: dev PKI, an echo upstream and the proxy, with curl lines.
     Demo {
+        /// The config file (TOML).
         #[arg(long, short, default_value = "config/ztgate.toml")]
         config: PathBuf,
     },
@@ -74,11 +78,35 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Mint a development PKI (CA, server, client and admin certificates; ECDSA P-256).
+    /// Mint a development PKI (CA, server, client and admin certificates; ECDSA P-256). The CA's
+    /// key is kept as ca-key.pem (mode 0600) so that `certs issue` can mint more identities.
     Dev {
+        /// Directory to write ca.pem, ca-key.pem, server.pem, client.pem, admin.pem and their keys.
         #[arg(long, default_value = "certs/dev")]
         out: PathBuf,
         /// Replace an existing dev PKI.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mint one more client certificate and key from a dev CA (as `certs dev` wrote it), e.g. a
+    /// third identity to try a policy with: writes NAME.pem and NAME-key.pem.
+    Issue {
+        /// The SPIFFE ID to certify (URI SAN), e.g. spiffe://ztgate.dev/ns/default/sa/reader.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+        /// A DNS name to add as a SAN (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Directory holding the dev CA's ca.pem and ca-key.pem.
+        #[arg(long, value_name = "DIR", default_value = "certs/dev")]
+        ca_dir: PathBuf,
+        /// Directory to write the certificate and key to.
+        #[arg(long, value_name = "DIR", default_value = "certs/dev")]
+        out: PathBuf,
+        /// File name stem and certificate CN (default: the SPIFFE ID's last segment).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace existing files of that name.
         #[arg(long)]
         force: bool,
     },

@@ -71,7 +71,7 @@ impl<'a> Collector<'a> {
                     None => format!("unknown key `{unknown}` (valid keys: {})", candidates.join(", ")),
                 }
             }
-            None => message.to_string(),
+            None => plain_type_error(message).unwrap_or_else(|| message.to_string()),
         };
         self.push(span, message);
     }
@@ -90,6 +90,41 @@ impl<'a> Collector<'a> {
             problems: self.problems,
         })
     }
+}
+
+/// serde's "invalid type: string \"lots\", expected i64" in words an operator uses: "expected a
+/// whole number, found the string \"lots\"". `None` for other messages.
+fn plain_type_error(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.rsplit_once(", expected ")?;
+    let expected = match expected {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => {
+            "a whole number (no quotes)"
+        }
+        "f32" | "f64" => "a number (no quotes)",
+        "a boolean" => "true or false (no quotes)",
+        "a string" => "a string in double quotes (a duration is written like \"60s\")",
+        "a sequence" => "a list in brackets, like [\"a\", \"b\"]",
+        "a map" => "a table",
+        other => other,
+    };
+    let found = if let Some(s) = found.strip_prefix("string ") {
+        format!("the string {s}")
+    } else if let Some(n) = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "))
+    {
+        format!("the number {}", n.trim_matches('`'))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        b.trim_matches('`').to_string()
+    } else if found == "sequence" {
+        "a list".to_string()
+    } else if found == "map" {
+        "a table".to_string()
+    } else {
+        found.to_string()
+    };
+    Some(format!("expected {expected}, found {found}"))
 }
 
 /// Splits serde's "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
@@ -177,6 +212,23 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn type_errors_read_in_plain_words() {
+        assert_eq!(
+            plain_type_error("invalid type: string \"lots\", expected i64").as_deref(),
+            Some("expected a whole number (no quotes), found the string \"lots\"")
+        );
+        assert_eq!(
+            plain_type_error("invalid type: integer `5`, expected a string").as_deref(),
+            Some("expected a string in double quotes (a duration is written like \"60s\"), found the number 5")
+        );
+        assert_eq!(
+            plain_type_error("invalid type: string \"yes\", expected a boolean").as_deref(),
+            Some("expected true or false (no quotes), found the string \"yes\"")
+        );
+        assert_eq!(plain_type_error("missing field `id`"), None);
+    }
 
     #[test]
     fn line_col_counts_from_one() {

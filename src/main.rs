@@ -147,6 +147,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Certs {
+            command:
+                CertsCommand::Issue {
+                    spiffe_id,
+                    dns,
+                    ca_dir,
+                    out,
+                    name,
+                    force,
+                },
+        } => {
+            let name = name.unwrap_or_else(|| pki::IssueRequest::default_name(&spiffe_id));
+            let req = pki::IssueRequest {
+                spiffe_id,
+                dns,
+                name,
+                force,
+            };
+            match pki::issue_from_dir(&ca_dir, &out, &req) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Healthcheck { url, timeout } => {
             match current_thread().block_on(ztgate::app::admin::probe(&url, timeout)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,13 @@
 //! the tests mint. ECDSA P-256 keys throughout. [`raw`] writes what rcgen will not (defective
 //! certificates, other issuers' shapes).
 
+mod dev;
 pub mod raw;
+
+pub use dev::{
+    DEV_ADMIN_SPIFFE_ID, DEV_AUDIT_SIGNING_KEY, DEV_AUDIT_VERIFY_KEY, DEV_CLIENT_SPIFFE_ID, IssueRequest,
+    issue_from_dir, write_audit_signing_key, write_dev_pki,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +35,16 @@ pub enum PkiError {
     Exists(PathBuf),
     #[error("no secure random source: {0}")]
     Random(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    NotDevCa { path: PathBuf, problem: &'static str },
+    #[error("`{0}` is not a SPIFFE ID (spiffe://trust-domain/path)")]
+    SpiffeId(String),
 }
 
 /// A CA that can issue leaf certificates, intermediate CAs and CRLs: self-signed (a root) or
@@ -126,6 +142,47 @@ impl CertAuthority {
         let copy = KeyPair::try_from(key.serialize_der())?;
         Ok(Self {
             issuer: CertifiedIssuer::self_signed(params, key)?,
+            key: copy,
+            chain_pem: String::new(),
+        })
+    }
+
+    /// The CA whose certificate is `cert_pem` (self-signed, a CN-only subject: a CA
+    /// `ztgate certs dev` minted) and whose key is `key_pem`, to issue more certificates. rcgen
+    /// cannot adopt an existing certificate, so this holds a fresh self-signature over the same
+    /// name and key: what it issues names the same issuer and key identifier, and so verifies
+    /// under the original `ca.pem`; [`CertAuthority::cert_pem`] is not that file.
+    pub fn from_pem(cert_path: &Path, cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let not_dev = |problem| PkiError::NotDevCa {
+            path: cert_path.to_path_buf(),
+            problem,
+        };
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| not_dev("not a PEM certificate"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| not_dev("not a certificate"))?;
+        if !cert.is_ca() || cert.subject() != cert.issuer() {
+            return Err(not_dev("not a self-signed CA certificate"));
+        }
+        let mut names = cert.subject().iter_attributes();
+        let cn = match (names.next(), names.next()) {
+            (Some(only), None) if only.attr_type() == &x509_parser::oid_registry::OID_X509_COMMON_NAME => only
+                .as_str()
+                .map_err(|_| not_dev("the CA's common name is not text"))?
+                .to_string(),
+            _ => {
+                return Err(not_dev(
+                    "the CA's subject is not a single common name (not a ztgate dev CA)",
+                ));
+            }
+        };
+        let key = KeyPair::from_pem(key_pem)?;
+        if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
+            return Err(not_dev("the CA key does not belong to this certificate"));
+        }
+        let copy = KeyPair::try_from(key.serialize_der())?;
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(ca_params(&cn, -1, 3650)?, key)?,
             key: copy,
             chain_pem: String::new(),
         })
@@ -407,81 +464,4 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
     b[0] &= 0x7f; // positive, as RFC 5280 requires
     b[0] |= 0x01; // and no leading zero byte to trim
     Ok(SerialNumber::from_slice(&b))
-}
-
-/// SPIFFE IDs of the dev PKI's two client identities (DESIGN.md contract).
-pub const DEV_CLIENT_SPIFFE_ID: &str = "spiffe://ztgate.dev/ns/default/sa/client";
-pub const DEV_ADMIN_SPIFFE_ID: &str = "spiffe://ztgate.dev/ns/ops/sa/admin";
-
-/// Writes the dev PKI into `out`: `ca.pem`, `server.pem`, `server-key.pem`, `client.pem`,
-/// `client-key.pem`, `admin.pem`, `admin-key.pem`. Keys are written with mode 0600.
-pub fn write_dev_pki(out: &Path, force: bool) -> Result<Vec<PathBuf>, PkiError> {
-    let ca_path = out.join("ca.pem");
-    if ca_path.exists() && !force {
-        return Err(PkiError::Exists(ca_path));
-    }
-    std::fs::create_dir_all(out).map_err(|source| PkiError::Write {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    let ca = CertAuthority::new("ztgate dev CA")?;
-    let server = ca.issue(&LeafSpec::server("ztgate dev server"))?;
-    let client = ca.issue(&LeafSpec::client("client", Some(DEV_CLIENT_SPIFFE_ID)))?;
-    let admin = ca.issue(&LeafSpec::client("admin", Some(DEV_ADMIN_SPIFFE_ID)))?;
-    let files = [
-        ("ca.pem", ca.cert_pem(), false),
-        ("server.pem", server.cert_pem, false),
-        ("server-key.pem", server.key_pem, true),
-        ("client.pem", client.cert_pem, false),
-        ("client-key.pem", client.key_pem, true),
-        ("admin.pem", admin.cert_pem, false),
-        ("admin-key.pem", admin.key_pem, true),
-    ];
-    let mut written = write_all(out, files)?;
-    written.extend(write_audit_signing_key(out)?);
-    Ok(written)
-}
-
-/// The dev audit signing key pair (Ed25519): `audit-signing-key.pem` (PKCS#8, 0600; the config's
-/// `[audit] signing_key`) and `audit-signing.pub` (for `ztgate audit verify --key`). Returns the
-/// files written.
-pub fn write_audit_signing_key(out: &Path) -> Result<Vec<PathBuf>, PkiError> {
-    let (private, public) = crate::audit::checkpoint::generate_pem()?;
-    write_all(
-        out,
-        [
-            (DEV_AUDIT_SIGNING_KEY, private, true),
-            (DEV_AUDIT_VERIFY_KEY, public, false),
-        ],
-    )
-}
-
-/// File names of the dev audit signing key pair, in the `certs dev` directory.
-pub const DEV_AUDIT_SIGNING_KEY: &str = "audit-signing-key.pem";
-pub const DEV_AUDIT_VERIFY_KEY: &str = "audit-signing.pub";
-
-fn write_all<const N: usize>(out: &Path, files: [(&str, String, bool); N]) -> Result<Vec<PathBuf>, PkiError> {
-    let mut written = Vec::new();
-    for (name, content, secret) in files {
-        let path = out.join(name);
-        write_file(&path, content.as_bytes(), secret).map_err(|source| PkiError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        written.push(path);
-    }
-    Ok(written)
-}
-
-fn write_file(path: &Path, content: &[u8], secret: bool) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    std::io::Write::write_all(&mut opts.open(path)?, content)
 }

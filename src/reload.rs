@@ -131,7 +131,7 @@ async fn reload_tls(server: &Server, cfg: Arc<TlsConfig>) -> bool {
         }
         Ok(Err(e)) => {
             metrics::tls_reload(false);
-            error!(error = %e, "certificate reload rejected, keeping the current certificates and CRLs");
+            error!(error = %crate::telemetry::OneLine(&e), "certificate reload rejected, keeping the current certificates and CRLs");
             false
         }
         Err(e) => {
@@ -220,7 +220,7 @@ pub(crate) async fn watch_posture(
                 }
                 Ok(Err(e)) => {
                     metrics::posture_reload(false);
-                    error!(error = %e, "{what} reload rejected, keeping the current one");
+                    error!(error = %crate::telemetry::OneLine(&e), "{what} reload rejected, keeping the current one");
                     false
                 }
                 Err(e) => {

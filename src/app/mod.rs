@@ -203,6 +203,16 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
         "reason",
         crate::error::BadRequest::ALL.map(crate::error::BadRequest::code),
     );
+    metrics::zero(
+        metrics::TLS_HANDSHAKES_TOTAL,
+        "result",
+        crate::tls::profile::Rule::ALL.map(crate::tls::profile::Rule::reason),
+    );
+    metrics::zero(
+        metrics::ANOMALIES_TOTAL,
+        "kind",
+        crate::anomaly::Kind::ALL.map(crate::anomaly::Kind::as_str),
+    );
     // A fetched CRL whose file does not exist yet is downloaded before anything else: without
     // it the listener cannot verify revocation, and ztgate does not start without that.
     let fetcher = Arc::new(crate::tls::CrlFetcher::new(
@@ -246,7 +256,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
         .local_addr()
         .map_or_else(|_| cfg.listener.address.to_string(), |a| a.to_string());
     ready.set(true);
-    info!(listen = %proxy_addr, admin = ?cfg.admin.as_ref().map(|a| a.address), policy = %cfg.policy.file.display(), "ztgate ready");
+    info!(listen = %proxy_addr, admin = %cfg.admin.as_ref().map_or_else(|| "off".to_string(), |a| a.address.to_string()), policy = %cfg.policy.file.display(), "ztgate ready");
     let shutdown = {
         let ready = ready.clone();
         async move {
@@ -391,6 +401,30 @@ pub enum ExplainError {
     Request(String),
 }
 
+/// What the TLS handshake would say of the certificate `explain` was given.
+#[derive(serde::Serialize)]
+struct Handshake {
+    /// Whether the listener's verifier (client CA, CRL files, profile) accepts it now. Online
+    /// revocation (`crl_discovery`, `ocsp`) needs the network and is not asked.
+    accepted: bool,
+    /// `ok`, or the handshake failure reason (docs/metrics.md), e.g. `bad_eku`, `expired`.
+    reason: &'static str,
+    /// rustls' message when refused.
+    detail: Option<String>,
+}
+
+impl Handshake {
+    fn text(&self) -> String {
+        match &self.detail {
+            None => "accepted".to_string(),
+            Some(d) => format!(
+                "REFUSED ({}: {d}): a client with this certificate never reaches the policy",
+                self.reason
+            ),
+        }
+    }
+}
+
 /// `ztgate explain`: what the data path would answer, step by step (normalise, route, policy),
 /// as text or JSON.
 pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String, ExplainError> {
@@ -398,13 +432,25 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
     use crate::policy::{RequestFacts, path};
 
     let policy = Policy::load(&cfg.policy.file)?;
-    let der = tls::load_certs(&req.cert)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ExplainError::Cert {
-            path: req.cert.clone(),
-            reason: "no certificate in file".into(),
-        })?;
+    let chain = tls::load_certs(&req.cert)?;
+    let der = chain.first().cloned().ok_or_else(|| ExplainError::Cert {
+        path: req.cert.clone(),
+        reason: "no certificate in file".into(),
+    })?;
+    // What the handshake would say of this certificate (and the intermediates in the file) now:
+    // the listener's own verifier, with the configured client CA, CRLs and profile.
+    let handshake = match tls::server_tls(&cfg.tls)?.still_trusted(&chain) {
+        Ok(()) => Handshake {
+            accepted: true,
+            reason: "ok",
+            detail: None,
+        },
+        Err(e) => Handshake {
+            accepted: false,
+            reason: tls::verification_failure_reason(&e),
+            detail: Some(e.to_string()),
+        },
+    };
     let peer = PeerIdentity::from_der(&der).map_err(|e| ExplainError::Cert {
         path: req.cert.clone(),
         reason: e.to_string(),
@@ -435,11 +481,20 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
     }
 
     let identity = peer.display_name().to_string();
+    let issuer = peer.issuer.clone();
+    let head_text = format!(
+        "identity: {identity}\nissuer:   {issuer}\nhandshake: {}\n",
+        handshake.text()
+    );
     let early = |status: u16, why: String| -> String {
         if json {
-            serde_json::json!({ "identity": identity, "status": status, "error": why }).to_string()
+            serde_json::json!({
+                "identity": identity, "issuer": issuer, "handshake": handshake,
+                "status": status, "error": why,
+            })
+            .to_string()
         } else {
-            format!("identity: {identity}\ndecision: {why}\n")
+            format!("{head_text}decision: {why}\n")
         }
     };
     let path = match path::normalize(uri.path()) {
@@ -486,6 +541,8 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
     if json {
         let out = serde_json::json!({
             "identity": identity,
+            "issuer": issuer,
+            "handshake": handshake,
             "request": { "method": method.as_str(), "host": host, "path": path, "route": route.name },
             "status": status,
             "decision": explanation.decision,
@@ -494,7 +551,7 @@ pub fn explain(cfg: &Config, req: &ExplainRequest, json: bool) -> Result<String,
         return Ok(serde_json::to_string_pretty(&out).unwrap_or_default() + "\n");
     }
     let head = format!(
-        "identity: {identity}\nrequest:  {method} {} {path} (route {})\n",
+        "{head_text}request:  {method} {} {path} (route {})\n",
         host.as_deref().unwrap_or("-"),
         route.name
     );

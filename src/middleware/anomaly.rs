@@ -92,7 +92,7 @@ where
 /// Logs, counts and audits one flag.
 pub(crate) async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
     metrics::anomaly(flag.kind.as_str());
-    warn!(anomaly = flag.kind.as_str(), detail = %flag.detail, client.id = %conn.identity.display_name(), "anomaly");
+    warn!(kind = flag.kind.as_str(), detail = %flag.detail, client.id = %conn.identity.display_name(), "anomaly flagged");
     #[derive(serde::Serialize)]
     struct AnomalyRecord<'a> {
         v: u32,

@@ -280,7 +280,7 @@ impl Inner {
             }
             Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnavailable {
                 upstream: upstream.name.clone(),
-                source: e.into(),
+                source: crate::upstream::ConnectError::new(&upstream.authority, &e).into(),
             }),
             Ok(Err(e)) if in_chain::<http_body_util::LengthLimitError>(&e) => {
                 Err(ProxyError::PayloadTooLarge { limit: self.max_body })

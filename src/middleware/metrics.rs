@@ -18,6 +18,35 @@ use crate::telemetry::metrics::{
     self, POLICY_DECISIONS_TOTAL, POLICY_SHADOW_TOTAL, REQUEST_DURATION, REQUESTS_TOTAL, UPSTREAM_ERRORS_TOTAL,
 };
 
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Whether a request can end with `outcome` and a status of `class`: the upstream answers
+/// (allow) with anything; ztgate's own refusals are 401/403 (deny), 429 (rate limited), and
+/// 4xx/5xx (error). Only these combinations are exported before they happen.
+pub(crate) fn possible(outcome: Outcome, class: &str) -> bool {
+    match outcome {
+        Outcome::Allow => true,
+        Outcome::Deny | Outcome::RateLimited => class == "4xx",
+        Outcome::Error => class == "4xx" || class == "5xx",
+    }
+}
+
+/// One `ztgate_requests_total` series: a registered handle, or the labels of a combination that
+/// should not happen, looked up (and so exported) only if it ever does.
+enum Lazy {
+    Registered(Counter),
+    Unregistered(Vec<::metrics::Label>),
+}
+
+impl Lazy {
+    fn increment(&self) {
+        match self {
+            Lazy::Registered(c) => c.increment(1),
+            Lazy::Unregistered(labels) => counter!(REQUESTS_TOTAL, labels.iter()).increment(1),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct MetricsLayer {
     metrics: RequestMetrics,
@@ -90,7 +119,7 @@ where
 #[derive(Clone)]
 pub struct RequestMetrics {
     /// `[route + 1][outcome][status class]`; route 0 is "none" (no route matched).
-    requests: std::sync::Arc<[[[Counter; 5]; 4]]>,
+    requests: std::sync::Arc<[[[Lazy; 5]; 4]]>,
     duration: Histogram,
     allow: Counter,
     deny: Counter,
@@ -104,14 +133,25 @@ pub struct RequestMetrics {
 impl RequestMetrics {
     /// `routes`: route names in the route table's order.
     pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
+        // Only the combinations that can happen are registered (and so exported as 0); an
+        // impossible one, should it ever happen, is still counted (registered on first use).
         let per_route = |route: String| {
-            ["allow", "deny", "error", "rate_limited"].map(|decision| {
-                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-                    counter!(REQUESTS_TOTAL, "route" => route.clone(), "decision" => decision, "status_class" => class)
+            [Outcome::Allow, Outcome::Deny, Outcome::Error, Outcome::RateLimited].map(|outcome| {
+                STATUS_CLASSES.map(|class| {
+                    let labels = [
+                        ::metrics::Label::new("route", route.clone()),
+                        ::metrics::Label::new("decision", outcome.as_str()),
+                        ::metrics::Label::new("status_class", class),
+                    ];
+                    if possible(outcome, class) {
+                        Lazy::Registered(counter!(REQUESTS_TOTAL, labels.iter()))
+                    } else {
+                        Lazy::Unregistered(labels.to_vec())
+                    }
                 })
             })
         };
-        let requests: Vec<[[Counter; 5]; 4]> = std::iter::once("none".to_string())
+        let requests: Vec<[[Lazy; 5]; 4]> = std::iter::once("none".to_string())
             .chain(routes.map(str::to_string))
             .map(per_route)
             .collect();
@@ -132,7 +172,7 @@ impl RequestMetrics {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         let route = route.map_or(0, |r| r + 1);
         if let Some(by_outcome) = self.requests.get(route).or_else(|| self.requests.first()) {
-            by_outcome[outcome as usize][class].increment(1);
+            by_outcome[outcome as usize][class].increment();
         }
         self.duration.record(seconds);
     }

@@ -238,10 +238,7 @@ impl Ctx<'_, '_> {
         }
         list!(raw.route, Route, |s: &str| Ok(s.to_string()));
         list!(raw.host, Host, |s: &str| Ok(NamePattern::parse(s)));
-        list!(raw.methods, Method, |s: &str| Method::from_bytes(
-            s.to_ascii_uppercase().as_bytes()
-        )
-        .map_err(|_| format!("invalid HTTP method `{s}`")));
+        list!(raw.methods, Method, method);
         list!(raw.paths, Path, path_pattern);
         if let Some(h) = raw.headers {
             let mut pairs = Vec::new();
@@ -534,4 +531,40 @@ fn rule_rate(v: &toml::Value) -> Result<crate::ratelimit::Rate, String> {
     let per_second = positive("requests_per_second")?.ok_or(usage)?;
     let burst = positive("burst")?.unwrap_or(per_second);
     Ok(crate::ratelimit::Rate { per_second, burst })
+}
+
+/// Methods a `methods` entry may name: RFC 9110's, PATCH (RFC 5789) and WebDAV's (RFC 4918). A
+/// typo such as `GTE` would be a valid extension token that no client sends, so a rule naming it
+/// would silently never match: anything else is refused, with the closest known method.
+const KNOWN_METHODS: [&str; 16] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+];
+
+fn method(s: &str) -> Result<Method, String> {
+    let upper = s.to_ascii_uppercase();
+    if !KNOWN_METHODS.contains(&upper.as_str()) {
+        let hint = crate::diag::closest(&upper, &KNOWN_METHODS)
+            .map(|m| format!(" (did you mean `{m}`?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "unknown HTTP method `{s}`{hint}; known: {}",
+            KNOWN_METHODS.join(", ")
+        ));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|_| format!("invalid HTTP method `{s}`"))
 }

@@ -57,7 +57,10 @@ impl PolicyStore {
                 true
             }
             Err(e) => {
-                error!("policy reload rejected, keeping the last good policy:\n{e}");
+                error!(
+                    error = %crate::telemetry::OneLine(&e),
+                    "policy reload rejected, keeping the last good policy"
+                );
                 metrics::policy_reload(false);
                 false
             }

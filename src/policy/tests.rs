@@ -701,3 +701,17 @@ fn user_conditions_match_the_token_claims() {
     // User conditions depend on the request: they never close a connection on reload.
     assert!(p.may_allow(&who));
 }
+
+#[test]
+fn an_unknown_method_is_refused_with_its_line_and_the_closest_known_one() {
+    let got = problems("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmethods = [\"GET\", \"GTE\"]\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, 4);
+    assert!(
+        got[0].1.starts_with("unknown HTTP method `GTE` (did you mean `GET`?)"),
+        "{}",
+        got[0].1
+    );
+    // Known methods, any case, WebDAV's included, are accepted.
+    policy("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmethods = [\"get\", \"PATCH\", \"propfind\"]\n");
+}

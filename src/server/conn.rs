@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -73,7 +73,10 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
         HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
     } else {
         let io = TokioIo::new(tls);
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let exec = super::exec::SpanExecutor {
+            span: tracing::Span::current(),
+        };
+        let mut h2 = hyper::server::conn::http2::Builder::new(exec);
         h2.timer(TokioTimer::new())
             .keep_alive_interval(server.listener.idle_timeout)
             // RFC 8441: WebSockets over h2 (extended CONNECT).
@@ -191,7 +194,7 @@ enum HttpConn {
             Box<hyper::server::conn::http1::UpgradeableConnection<TokioIo<super::framing::Watched<Tls>>, Svc>>,
         >,
     ),
-    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<TokioIo<Tls>, Svc, TokioExecutor>>>),
+    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<TokioIo<Tls>, Svc, super::exec::SpanExecutor>>>),
 }
 
 impl HttpConn {

@@ -3,6 +3,7 @@
 
 mod config;
 pub(crate) mod conn;
+mod exec;
 mod framing;
 mod handshake;
 mod idle;

@@ -60,6 +60,46 @@ pub(crate) const CONNECTION_CLOSE_REASONS: &[&str] = &[
     "keepalive_timeout",
 ];
 
+/// Every `result` of [`TLS_HANDSHAKES_TOTAL`] ztgate itself names (the `profile_*` reasons come
+/// from `tls::profile::Rule::ALL`, which the app adds): exported as 0 from start-up.
+pub(crate) const HANDSHAKE_RESULTS: &[&str] = &[
+    "ok",
+    "no_client_cert",
+    "unknown_ca",
+    "expired",
+    "not_yet_valid",
+    "revoked",
+    "revocation_unavailable",
+    "unknown_revocation_status",
+    "crl_expired",
+    "bad_eku",
+    "bad_certificate",
+    "identity_unrenderable",
+    "timeout",
+    "client_closed",
+    "proxy_protocol_invalid",
+    "proxy_protocol_io",
+    "proxy_protocol_untrusted",
+    "protocol",
+    "incompatible",
+    "no_alpn",
+    "io",
+];
+
+/// Every `reason` of [`PROTOCOL_ERRORS_TOTAL`].
+pub(crate) const PROTOCOL_ERROR_REASONS: &[&str] = &[
+    "malformed-request",
+    "uri-too-long",
+    "headers-too-large",
+    "header-read-timeout",
+];
+
+/// Every `phase` of [`REQUEST_TIMEOUTS_TOTAL`].
+pub(crate) const REQUEST_TIMEOUT_PHASES: &[&str] = &["request_body", "response_head", "response_body"];
+
+/// The `result` of every reload counter.
+const RELOAD_RESULTS: &[&str] = &["ok", "error"];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -244,6 +284,22 @@ fn describe() {
         "User token checks on routes with user authentication, by result: ok, missing, or why the token was refused."
     );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    zero_known_series();
+}
+
+/// Exports at 0 every series of this module's counters whose label set is known before the first
+/// event, so that `increase(...) > 0` alerts have a series to evaluate from the first scrape.
+/// `absolute(0)` never lowers a counter that has already counted (it keeps the maximum).
+fn zero_known_series() {
+    zero(TLS_HANDSHAKES_TOTAL, "result", HANDSHAKE_RESULTS.iter().copied());
+    zero(PROTOCOL_ERRORS_TOTAL, "reason", PROTOCOL_ERROR_REASONS.iter().copied());
+    zero(REQUEST_TIMEOUTS_TOTAL, "phase", REQUEST_TIMEOUT_PHASES.iter().copied());
+    for reloads in [POLICY_RELOAD_TOTAL, TLS_RELOAD_TOTAL, POSTURE_RELOAD_TOTAL] {
+        zero(reloads, "result", RELOAD_RESULTS.iter().copied());
+    }
+    for unlabelled in [AUDIT_WRITE_ERRORS_TOTAL, AUDIT_DROPPED_TOTAL, AUDIT_RECORDS_TOTAL] {
+        counter!(unlabelled).absolute(0);
+    }
 }
 
 /// An upstream connection stopped reading before the request was sent whole.
@@ -418,6 +474,29 @@ pub(crate) fn anomaly(kind: &'static str) {
 
 #[cfg(test)]
 mod tests {
+    /// The alert rules may only use metric names this module declares.
+    #[test]
+    fn alert_rules_use_only_declared_metrics() {
+        let rules = include_str!("../../deploy/prometheus/ztgate-rules.yml");
+        let declared = include_str!("metrics.rs");
+        let mut checked = 0;
+        for (i, _) in rules.match_indices("ztgate_") {
+            let name: String = rules[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !name.ends_with("_total") && !name.ends_with("_seconds") && !name.ends_with("_healthy") {
+                continue; // rule names and file names, not metrics
+            }
+            assert!(
+                declared.contains(&format!("\"{name}\"")),
+                "alert rules use undeclared metric {name}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 10, "{checked}");
+    }
+
     /// The Grafana dashboard may only use metric names this module declares.
     #[test]
     fn dashboard_uses_only_declared_metrics() {

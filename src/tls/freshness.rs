@@ -11,7 +11,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::TlsConfig;
-use super::profile::{ProfileViolation, Rule, TrustAnchors};
+use super::profile::{NOT_A_CA, ProfileViolation, Rule, TrustAnchors};
 use super::{load_certs, load_crls};
 use crate::identity::dn;
 
@@ -97,6 +97,16 @@ impl fmt::Display for StaleTrust {
                     f.write_str(": it verifies no client any more; remove it from the bundle")
                 }
             }
+            // A certificate with cA FALSE is not a CA that was issued badly but no CA at all:
+            // most often a client or server certificate given as `client_ca`.
+            Self::CaProfile {
+                violation: violation @ ProfileViolation::CaBasicConstraints { cert, what: NOT_A_CA },
+                ..
+            } => write!(
+                f,
+                "{cert} is not a CA certificate (its basicConstraints say cA FALSE: a client or server certificate?): client_ca must hold the CA that issued the client certificates; no client chaining to it is accepted ({})",
+                violation.reason()
+            ),
             Self::CaProfile { violation, .. } => {
                 write!(
                     f,

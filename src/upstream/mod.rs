@@ -29,6 +29,40 @@ pub(crate) use route::RouteTable;
 pub(crate) type UpstreamBody =
     client_body::ClientBody<client_body::Buffered<Deadline<http_body_util::Limited<hyper::body::Incoming>>>>;
 
+/// A connection to an upstream could not be made: names the address dialled and the OS error,
+/// which the client library's own error ("client error (Connect)") leaves out of its message.
+#[derive(Debug, thiserror::Error)]
+#[error("connect {addr}: {source}")]
+pub(crate) struct ConnectError {
+    /// The upstream's `host:port` as configured.
+    pub(crate) addr: String,
+    /// The socket error (`Connection refused (os error 111)`), or the client's own error text
+    /// when no socket error is in its chain (a name that does not resolve).
+    #[source]
+    pub(crate) source: std::io::Error,
+}
+
+impl ConnectError {
+    /// The connect failure behind `err` (the client library's error), dialling `addr`.
+    pub(crate) fn new(addr: &Authority, err: &(dyn std::error::Error + 'static)) -> Self {
+        let chain = || std::iter::successors(Some(err), |e| e.source());
+        let source = chain()
+            .find_map(|e| e.downcast_ref::<std::io::Error>())
+            .map(|io| match io.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(io.kind(), io.to_string()),
+            })
+            .unwrap_or_else(|| {
+                let text: Vec<String> = chain().map(ToString::to_string).collect();
+                std::io::Error::other(text.join(": "))
+            });
+        Self {
+            addr: addr.to_string(),
+            source,
+        }
+    }
+}
+
 /// One upstream: its address, protocol and client pool (built once per (re)load).
 pub struct Upstream {
     pub name: String,

@@ -13,6 +13,7 @@ mod idle;
 mod intermediary;
 mod logvolume;
 mod mtls;
+mod operator;
 mod ops;
 mod policy;
 mod posture;

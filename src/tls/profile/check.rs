@@ -132,12 +132,16 @@ fn end_entity(f: &Facts<'_>, cfg: &ProfileConfig, cert: impl Fn() -> CertRef) ->
     Ok(())
 }
 
+/// What [`ProfileViolation::CaBasicConstraints`] says of a certificate whose basicConstraints
+/// say cA FALSE: no CA at all (a leaf), which `check` words apart from a CA issued badly.
+pub(crate) const NOT_A_CA: &str = "says cA FALSE";
+
 fn ca(f: &Facts<'_>, cfg: &ProfileConfig, cert: impl Fn() -> CertRef) -> Result<(), ProfileViolation> {
     if cfg.enforces(Rule::CaBasicConstraints) {
         let what = match (f.bc, f.is_ca()) {
             (None, _) => Some("is missing"),
             (Some(_), None) => Some("cannot be read"),
-            (Some(_), Some(false)) => Some("says cA FALSE"),
+            (Some(_), Some(false)) => Some(NOT_A_CA),
             (Some(bc), Some(true)) if !bc.critical => Some("is not critical"),
             (Some(_), Some(true)) => None,
         };

@@ -35,6 +35,7 @@ mod violation;
 
 use rustls::pki_types::CertificateDer;
 
+pub(crate) use self::check::NOT_A_CA;
 use self::email::EmailConstraints;
 pub use self::email::strip_from_anchor as strip_email_constraints;
 use self::facts::Facts;
