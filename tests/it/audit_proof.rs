@@ -260,26 +260,9 @@ async fn without_group_commit_the_first_request_on_a_full_disk_is_still_answered
 
 /// `ztgate run` as a subprocess, its standard error collected.
 fn spawn_collecting(config: &Path) -> (std::process::Child, std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("ztgate exited before it was ready").unwrap();
-        if let Some(rest) = line.split("\"listen\":\"").nth(1) {
-            break rest.split('"').next().unwrap().parse().unwrap();
-        }
-    };
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let (child, addr) = spawn_daemon_with(config, move |l| sink.lock().unwrap().push(l));
     (child, addr, seen)
 }
 

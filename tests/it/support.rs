@@ -492,6 +492,14 @@ where
 /// Starts the real `ztgate run` binary on `config` (which listens on port 0, logs JSON) and
 /// returns it with the address it bound, read from its "ztgate ready" log line.
 pub fn spawn_daemon(config: &Path) -> (std::process::Child, SocketAddr) {
+    spawn_daemon_with(config, |_| {}) // the rest of stderr is drained
+}
+
+/// [`spawn_daemon`], handing every later stderr line to `on_line` (from a thread of its own).
+pub fn spawn_daemon_with(
+    config: &Path,
+    mut on_line: impl FnMut(String) + Send + 'static,
+) -> (std::process::Child, SocketAddr) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
         .args(["run", "--config", config.to_str().unwrap()])
@@ -505,7 +513,7 @@ pub fn spawn_daemon(config: &Path) -> (std::process::Child, SocketAddr) {
             break rest.split('"').next().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || for _ in lines {}); // keep draining stderr
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(&mut on_line));
     (child, addr)
 }
 
