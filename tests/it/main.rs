@@ -17,6 +17,7 @@ mod operator;
 mod ops;
 mod policy;
 mod posture;
+mod posture_mtls;
 mod profile;
 mod proxy;
 mod revocation;
