@@ -167,6 +167,7 @@ pub(crate) struct RawTrustedHop {
     pub(crate) spiffe_ids: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) fingerprints: Vec<Spanned<String>>,
+    pub(crate) cache_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

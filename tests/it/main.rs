@@ -7,6 +7,7 @@ mod cli;
 mod crl_files;
 mod faults;
 mod grpc;
+mod hop_cache;
 mod hostile;
 mod identity;
 mod idle;
