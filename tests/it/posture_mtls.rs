@@ -1,7 +1,8 @@
 //! The posture service over mTLS: ztgate presents its own certificate (`client_cert`,
 //! `client_key`) to a posture service that requires one, over HTTP/2 (ALPN) or HTTP/1.1. A
 //! service that refuses the certificate makes posture fail closed (403, `service-down`),
-//! counted, and logged with the service's address and the TLS error.
+//! counted, and logged with the service's address and the TLS error. `protocol = "http2"` speaks
+//! h2 with prior knowledge to a plain `http://` service.
 
 use std::sync::{Arc, Mutex};
 
@@ -293,4 +294,40 @@ fn posture_service_tls_mistakes_are_reported_by_check() {
     assert!(!o.status.success(), "{out}");
     assert!(out.contains("posture service TLS"), "{out}");
     assert!(out.contains(&missing.display().to_string()), "{out}");
+}
+
+#[tokio::test]
+async fn protocol_http2_speaks_h2_with_prior_knowledge_to_a_plain_http_service() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let versions: Arc<Mutex<Vec<Version>>> = Arc::default();
+    let v = versions.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let v = v.clone();
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                v.lock().unwrap().push(req.version());
+                async move {
+                    let body = Full::new(Bytes::from_static(br#"{"managed": true}"#));
+                    Ok::<_, std::convert::Infallible>(Response::new(body))
+                }
+            });
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .into_owned(),
+            );
+        }
+    });
+    let opts = Opts {
+        policy: POLICY.into(),
+        extra: format!(
+            "[posture]\nprovider = \"service\"\nurl = \"http://127.0.0.1:{port}/devices/{{device}}\"\nprotocol = \"http2\"\ntimeout = \"2s\"\n"
+        ),
+        ..Opts::default()
+    };
+    let mut s = Server::start(opts).await;
+    assert_eq!(s.client().get(s.addr, "/app").await.unwrap().status, StatusCode::OK);
+    assert_eq!(*versions.lock().unwrap(), [Version::HTTP_2]);
+    s.stop().await;
 }
