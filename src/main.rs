@@ -296,11 +296,11 @@ fn check(config: &std::path::Path) -> ExitCode {
         .into_iter()
         .partition(ztgate::tls::StaleTrust::is_problem);
     for w in &expired {
-        eprintln!("{}", located_at(&cfg, w.path(), &format!("warning: {w}")));
+        eprintln!("{}", located_at(&cfg, w.path(), "warning: ", &w.to_string()));
     }
     let stale: Vec<String> = stale
         .iter()
-        .map(|p| located_at(&cfg, p.path(), &p.to_string()))
+        .map(|p| located_at(&cfg, p.path(), "", &p.to_string()))
         .collect();
     match app::prepare(&cfg, ztgate::audit::Auditor::disabled()) {
         Ok(prepared) => {
@@ -337,18 +337,19 @@ fn check(config: &std::path::Path) -> ExitCode {
 /// An error found while loading a file the config names, positioned at the key that names it.
 fn locate(cfg: &Config, e: &app::AppError) -> String {
     match e.path() {
-        Some(path) => located_at(cfg, path, &e.to_string()),
+        Some(path) => located_at(cfg, path, "", &e.to_string()),
         None => e.to_string(),
     }
 }
 
-fn located_at(cfg: &Config, path: &std::path::Path, what: &str) -> String {
+/// `config:line:col: {kind}[tls] cert = "...": {what}`; `kind` is "" or "warning: ".
+fn located_at(cfg: &Config, path: &std::path::Path, kind: &str, what: &str) -> String {
     match cfg.file_ref(path) {
         Some(f) => {
             let p = f.problem(what);
-            format!("{}:{}:{}: {}", cfg.source.display(), p.line, p.col, p.message)
+            format!("{}:{}:{}: {kind}{}", cfg.source.display(), p.line, p.col, p.message)
         }
-        None => format!("{}: {what}", path.display()),
+        None => format!("{}: {kind}{what}", path.display()),
     }
 }
 

@@ -261,3 +261,30 @@ fn a_relative_path_the_working_directory_resolves_elsewhere_is_warned_about_once
     assert_eq!(warned[0]["line"], 10);
     assert_eq!(warned[0]["col"], 8);
 }
+
+/// The shipped `config/ztgate.toml` (paths relative to its folder) checks from any working
+/// directory, with the dev PKI where its comments say to mint it.
+#[test]
+fn the_shipped_config_checks_from_any_working_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let (conf, elsewhere) = (root.path().join("config"), root.path().join("elsewhere"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["ztgate.toml", "policy.toml"] {
+        std::fs::copy(repo.join("config").join(name), conf.join(name)).unwrap();
+    }
+    let o = ztgate_in(root.path(), &["certs", "dev", "--out", "certs/dev"]);
+    assert!(o.status.success(), "{o:?}");
+    let path = conf.join("ztgate.toml");
+    let o = ztgate_in(&elsewhere, &["check", "--config", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end(),
+        format!(
+            "{}: OK (1 upstream(s), 1 route(s), policy {})",
+            path.display(),
+            conf.join("policy.toml").display()
+        )
+    );
+}
