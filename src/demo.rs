@@ -44,7 +44,7 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
     let pki_dir = cfg.tls.client_ca.parent().unwrap_or(Path::new(".")).to_path_buf();
     if !cfg.tls.client_ca.exists() {
         pki::write_dev_pki(&pki_dir, false)?;
-        println!("minted a dev PKI in {}", pki_dir.display());
+        println!("minted a dev PKI in {}", shown(&pki_dir).display());
     }
     // A dev PKI minted before `certs dev` made an audit signing key gets one now.
     let signing_key = cfg.audit.as_ref().and_then(|a| a.checkpoint.as_ref()).map(|c| &c.key);
@@ -53,7 +53,7 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
         && key.file_name() == Some(std::ffi::OsStr::new(pki::DEV_AUDIT_SIGNING_KEY))
     {
         pki::write_audit_signing_key(&pki_dir)?;
-        println!("minted a dev audit signing key in {}", pki_dir.display());
+        println!("minted a dev audit signing key in {}", shown(&pki_dir).display());
     }
 
     let upstream_addr = cfg

@@ -63,6 +63,8 @@ impl AppError {
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             AppError::Tls(e) => Some(e.path()),
+            AppError::Posture(crate::posture::PostureError::Inventory { path, .. }) => Some(path),
+            AppError::Posture(crate::posture::PostureError::Jwks(e)) | AppError::UserJwks(e) => Some(&e.path),
             _ => None,
         }
     }
