@@ -99,8 +99,12 @@ pub(crate) fn parse(c: &mut Collector<'_>, text: &str) -> Option<(Parsed, KeyNam
             }
             if let Some((Step::Key(k), parent)) = path.split_last() {
                 removed.push((parent.to_vec(), k.clone()));
+                // A whole section of the wrong type (`tls = 5`) is gone: do not also call it missing.
+                if parent.is_empty() {
+                    skipped.insert(k.clone());
+                }
             }
-            // A key of a section is gone, not the section: nothing is skipped.
+            // Otherwise a key of a section is gone, not the section: nothing is skipped.
             continue;
         }
         if let Some(Step::Key(top)) = path.first() {
@@ -290,6 +294,16 @@ mod tests {
         assert_eq!(lines, vec!["3:1: missing required key `client_ca`".to_string()]);
         let parsed = parsed.map(|p| (p.raw.tls.is_none(), p.skipped.into_iter().collect::<Vec<_>>()));
         assert_eq!(parsed, Some((true, vec!["tls".to_string()])));
+    }
+
+    #[test]
+    fn a_section_of_the_wrong_type_is_reported_once() {
+        let text = "tls = 5\n[listener]\naddress = \"127.0.0.1:0\"\n";
+        let (lines, parsed) = problems(text);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("1:7: "), "{lines:?}");
+        let parsed = parsed.map(|p| p.skipped.into_iter().collect::<Vec<_>>());
+        assert_eq!(parsed, Some(vec!["tls".to_string()]));
     }
 
     #[test]
