@@ -147,6 +147,32 @@ fn check_names_the_key_of_a_file_that_exists_but_holds_no_certificate() {
             conf.display()
         )
     );
+
+    // With a problem in the config as well, the files that can be opened are still looked into:
+    // the config's problem, the CA's and the policy's, in one run.
+    std::fs::write(
+        conf.join("policy.toml"),
+        "[[rule]]\nid = \"a\"\neffect = \"allow\"\nmethod = [\"GET\"]\n",
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("url = \"http://", "url = \"ftp://");
+    std::fs::write(&path, cfg).unwrap();
+    let o = ztgate_in(&elsewhere, &["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{stderr}");
+    let (p, c) = (path.display(), conf.display());
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{p}:7:13: [tls] client_ca = \"notes.txt\": {c}/notes.txt contains no PEM certificate (\"-----BEGIN CERTIFICATE-----\")"
+            ),
+            format!("{p}:14:7: upstream url `ftp://127.0.0.1:1` must be http://host:port or https://host:port"),
+            format!("{c}/policy.toml:4:1: unknown key `method` (did you mean `methods`?)"),
+        ]
+    );
 }
 
 /// `ztgate run` from a working directory that is not the config's folder: every relative path
