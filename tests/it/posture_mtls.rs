@@ -292,8 +292,21 @@ fn posture_service_tls_mistakes_are_reported_by_check() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!o.status.success(), "{out}");
-    assert!(out.contains("posture service TLS"), "{out}");
+    assert!(out.contains("[posture] client_key"), "named by its key: {out}");
     assert!(out.contains(&missing.display().to_string()), "{out}");
+
+    // A key file that is there but holds no key: named by its key too.
+    pki.write("nope-key.pem", "not a key\n");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("[posture] client_key") && out.contains("no PEM private key"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
