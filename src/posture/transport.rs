@@ -7,6 +7,11 @@
 //! the alert gone. Each connection made here writes its read or write error into a slot shared by
 //! the service, and a failed request's log line adds what the slot holds.
 //!
+//! A TLS error (the alert) is kept over a plain I/O error that follows it: once the service has
+//! sent its alert and closed, writes fail with "Broken pipe", which says nothing. A service that
+//! resets the connection before ztgate reads the alert leaves only the reset to report (the
+//! kernel drops unread data on a reset).
+//!
 //! The slot is per service, not per request: two lookups failing at the same moment may both
 //! report the one error; both were talking to the same service, so the line is still about it.
 
@@ -20,21 +25,40 @@ use std::time::{Duration, Instant};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 
-/// The last I/O error a connection to the service had, as text, and when.
+/// An I/O error of a connection to the service, as text.
+struct Recorded {
+    at: Instant,
+    text: String,
+    /// rustls' error (an alert received, a certificate refused), not the socket's.
+    tls: bool,
+}
+
+/// How long a recorded TLS error outranks a plain I/O error after it.
+const TLS_PRECEDENCE: Duration = Duration::from_secs(1);
+
+/// The last I/O error a connection to the service had.
 #[derive(Clone, Default)]
-pub(super) struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+pub(super) struct LastError(Arc<Mutex<Option<Recorded>>>);
 
 impl LastError {
     fn set(&self, e: &io::Error) {
+        let tls = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
         let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot = Some((Instant::now(), e.to_string()));
+        if !tls && slot.as_ref().is_some_and(|r| r.tls && r.at.elapsed() < TLS_PRECEDENCE) {
+            return; // the broken pipe after the alert
+        }
+        *slot = Some(Recorded {
+            at: Instant::now(),
+            text: e.to_string(),
+            tls,
+        });
     }
 
     /// The error recorded since the last call, if it is younger than `max_age` (an older one
     /// belongs to an earlier exchange, not to the failure being reported).
     pub(super) fn take(&self, max_age: Duration) -> Option<String> {
         let taken = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        taken.and_then(|(at, text)| (at.elapsed() <= max_age).then_some(text))
+        taken.and_then(|r| (r.at.elapsed() <= max_age).then_some(r.text))
     }
 }
 
@@ -140,17 +164,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_error_is_taken_once() {
+    fn the_last_error_is_taken_once_and_a_tls_error_outranks_what_follows() {
         let last = LastError::default();
         let age = Duration::from_secs(5);
         assert_eq!(last.take(age), None);
-        last.set(&io::Error::other("received fatal alert: UnknownCA"));
-        last.set(&io::Error::other("received fatal alert: CertificateRequired"));
+        last.set(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        last.set(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        ));
+        last.set(&io::Error::from(io::ErrorKind::BrokenPipe));
         assert_eq!(
             last.take(age).as_deref(),
-            Some("received fatal alert: CertificateRequired")
+            Some("received fatal alert: UnknownCA"),
+            "the alert, not the broken pipe after it"
         );
         assert_eq!(last.take(age), None);
+        last.set(&io::Error::from(io::ErrorKind::ConnectionReset));
+        last.set(&io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(last.take(age).as_deref(), Some("broken pipe"));
         last.set(&io::Error::other("old"));
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(

@@ -76,10 +76,14 @@ async fn posture_service(
             let Ok((tcp, _)) = l.accept().await else { return };
             let (acceptor, seen, refused) = (acceptor.clone(), s.clone(), r.clone());
             tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
+                let tls = match acceptor.accept(tcp).into_fallible().await {
                     Ok(tls) => tls,
-                    Err(e) => {
+                    Err((e, tcp)) => {
                         refused.lock().unwrap().push(e.to_string());
+                        // Closed gracefully, as a real server does: the client reads the alert
+                        // instead of a reset (which drops unread data).
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        drop(tcp);
                         return;
                     }
                 };
