@@ -3,12 +3,14 @@
 //! error. Sanitize, route and policy are checks; the layer plumbing lives here once instead of
 //! three times.
 
+use std::future::Ready;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::BoxFuture;
+use futures_util::future::Either;
+
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
@@ -37,24 +39,27 @@ pub struct Checked<C, S> {
     inner: S,
 }
 
+/// A check's answer: its refusal at once, or the inner service's own future, unboxed (the checks
+/// nest into one future type, with no allocation per layer).
+pub(crate) type CheckFuture<F> = Either<Ready<Result<Response<ProxyBody>, ProxyError>>, F>;
+
 impl<B, C, S> Service<Request<B>> for Checked<C, S>
 where
     C: Check,
-    // Every inner service already returns a boxed future: hand it on rather than box it again.
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = BoxFuture;
+    type Future = CheckFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match self.check.check(&mut req) {
-            Ok(()) => self.inner.call(req),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(e) => Either::Left(std::future::ready(Err(e))),
         }
     }
 }
