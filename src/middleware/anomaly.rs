@@ -55,6 +55,11 @@ pub(crate) async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
         peer: std::net::SocketAddr,
         identity: Identity<'a>,
     }
+    impl crate::audit::AuditRecord for AnomalyRecord<'_> {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(self)
+        }
+    }
     let record = AnomalyRecord {
         v: SCHEMA_VERSION,
         ts: timestamp(SystemTime::now()),

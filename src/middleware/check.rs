@@ -20,6 +20,16 @@ pub trait Check: Clone + Send + Sync + 'static {
     fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError>;
 }
 
+/// Checks run one after the other as one: `(a, b)` is `a`, then `b` if `a` passed. The stack's
+/// consecutive synchronous checks are one such chain in one layer, so the request moves through
+/// one service instead of one per check.
+impl<A: Check, B: Check> Check for (A, B) {
+    fn check<Body>(&self, req: &mut Request<Body>) -> Result<(), ProxyError> {
+        self.0.check(req)?;
+        self.1.check(req)
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct CheckLayer<C>(pub C);
 

@@ -3,7 +3,8 @@
 //! observe (request id, span, anomaly, audit, metrics, log) ─► trusted hop ─► sanitize ─► route ─► user
 //! ─► rate limit ─► posture ─► policy ─► forward
 //!
-//! Inner layers reject with `Err(ProxyError)`; `observe` records every outcome once and turns
+//! Trusted hop, sanitize, route, user and rate limit are synchronous checks (`check::Check`),
+//! chained in one layer. Inner layers reject with `Err(ProxyError)`; `observe` records every outcome once and turns
 //! errors into responses through
 //! [`ProxyError::to_response`](crate::error::ProxyError::to_response), the only place that
 //! does. It sits outside the checks, so it sees every rejection.
@@ -47,21 +48,16 @@ use forward::Forward;
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub(crate) type Stack = observe::Observe<
-    Checked<
-        hop::TrustedHop,
-        Checked<
-            sanitize::Sanitize,
-            Checked<
-                route::Route,
-                Checked<
-                    user::UserCheck,
-                    Checked<ratelimit::RateLimit, posture::Posture<Checked<policy::PolicyCheck, Forward>>>,
-                >,
-            >,
-        >,
-    >,
->;
+pub(crate) type Stack = observe::Observe<Checked<Checks, posture::Posture<Checked<policy::PolicyCheck, Forward>>>>;
+
+/// The synchronous checks before posture, in order, as one chain (`check::Check` for pairs).
+type Checks = (
+    hop::TrustedHop,
+    (
+        sanitize::Sanitize,
+        (route::Route, (user::UserCheck, ratelimit::RateLimit)),
+    ),
+);
 
 /// What the stack is built from; everything is shared (`Arc`) across connections.
 pub(crate) struct Parts {
@@ -92,11 +88,19 @@ pub(crate) fn stack(p: Parts) -> Stack {
             audit::AuditSetup::new(p.auditor, p.routes.clone(), p.upstream_names),
             p.detector,
         ))
-        .layer(CheckLayer(hop::TrustedHop::new(p.trusted_hop, p.tls)))
-        .layer(CheckLayer(sanitize::Sanitize::new(p.headers)))
-        .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
-        .layer(CheckLayer(user::UserCheck::new(p.user_auth, p.routes.clone())))
-        .layer(CheckLayer(ratelimit::RateLimit::new(p.limits)))
+        .layer(CheckLayer((
+            hop::TrustedHop::new(p.trusted_hop, p.tls),
+            (
+                sanitize::Sanitize::new(p.headers),
+                (
+                    route::Route::new(p.routes.clone(), p.require_sni_match),
+                    (
+                        user::UserCheck::new(p.user_auth, p.routes.clone()),
+                        ratelimit::RateLimit::new(p.limits),
+                    ),
+                ),
+            ),
+        )))
         .layer(posture::PostureLayer::new(p.posture, p.policy.clone()))
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)

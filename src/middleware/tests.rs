@@ -37,7 +37,7 @@ fn conn(spiffe: &str) -> Arc<ConnCtx> {
     Arc::new(ConnCtx::new(7, peer, identity(spiffe), Some("app.internal".into()), None).unwrap())
 }
 
-/// A request as the trace layer hands it on: with its context.
+/// A request as the observing layer hands it on: with its context.
 fn request(path: &str, host: &str, spiffe: &str) -> (Request<()>, Arc<RequestCtx>) {
     let mut req = Request::builder().uri(path).body(()).unwrap();
     req.headers_mut()
@@ -464,4 +464,58 @@ async fn observe_fails_closed_without_a_connection_context() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     drop(svc);
     assert!(task.finish(Duration::from_secs(5)).await.complete());
+}
+
+/// A check that counts its calls and passes or refuses as told.
+#[derive(Clone)]
+struct Counting(Arc<AtomicUsize>, bool);
+
+impl Check for Counting {
+    fn check<B>(&self, _req: &mut Request<B>) -> Result<(), ProxyError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        if self.1 {
+            Ok(())
+        } else {
+            Err(ProxyError::Internal("refused by the test check"))
+        }
+    }
+}
+
+#[tokio::test]
+async fn chained_checks_run_in_order_and_stop_at_the_first_refusal() {
+    let (a, b, calls) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut pass = CheckLayer((Counting(a.clone(), true), Counting(b.clone(), true))).layer(inner(&calls));
+    assert_eq!(
+        call(&mut pass, request("/", "app.internal", CLIENT).0).await.unwrap(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        (
+            a.load(Ordering::SeqCst),
+            b.load(Ordering::SeqCst),
+            calls.load(Ordering::SeqCst)
+        ),
+        (1, 1, 1)
+    );
+    let mut refuse = CheckLayer((Counting(a.clone(), false), Counting(b.clone(), true))).layer(inner(&calls));
+    let err = call(&mut refuse, request("/", "app.internal", CLIENT).0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        ProxyError::Internal("refused by the test check").to_string()
+    );
+    // The refusal ends the chain: the second check and the inner service never ran.
+    assert_eq!(
+        (
+            a.load(Ordering::SeqCst),
+            b.load(Ordering::SeqCst),
+            calls.load(Ordering::SeqCst)
+        ),
+        (2, 1, 1)
+    );
 }
