@@ -65,7 +65,7 @@ impl AuditSetup {
         result: Result<Response<ProxyBody>, ProxyError>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Started { method, raw_path } = started;
-        let note = &*ctx;
+        let note = ctx;
         let conn = &ctx.conn;
         let route = note.route.get().and_then(|i| self.routes.get(*i));
         let verdict = note.verdict.get();
