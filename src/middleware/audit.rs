@@ -1,17 +1,15 @@
-//! Writes one audit record per request, whatever its outcome. Sits outside sanitize, route and
-//! policy so it sees their rejections; they report what they learned (normalised path, route,
-//! deciding rule) through the request's [`Note`]. Refuses new requests with 503 while a blocking
+//! Writes one audit record per request, whatever its outcome. The observing layer
+//! ([`super::observe`]) calls it outside sanitize, route and policy so it sees their rejections;
+//! they report what they learned (normalised path, route, deciding rule) through the request's
+//! [`RequestCtx`]. Refuses new requests with 503 while a blocking
 //! audit log cannot be written (fail closed); with group commit (`respond_after = "durable"`)
 //! holds each response until its record is on disk, and refuses it with 503 when it cannot be.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use http::{Request, Response, header};
-use tower::{Layer, Service};
+use http::{Method, Request, Response, header};
 
-use super::BoxFuture;
 use crate::audit::record::{Posture, RequestRecord, SCHEMA_VERSION, Shadow, timestamp};
 use crate::audit::{Auditor, CommitError};
 use crate::body::ProxyBody;
@@ -19,15 +17,22 @@ use crate::ctx::RequestCtx;
 use crate::error::{Outcome, ProxyError};
 use crate::upstream::RouteTable;
 
+/// What a request's audit record is built from besides the request's context. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct AuditLayer {
-    auditor: Auditor,
+pub(crate) struct AuditSetup {
+    pub(crate) auditor: Auditor,
     routes: Arc<RouteTable>,
     /// Upstream names by index, for the record.
     upstreams: Arc<[String]>,
 }
 
-impl AuditLayer {
+/// What is known of a request only before the stack consumes it.
+pub(crate) struct Started {
+    method: Method,
+    raw_path: String,
+}
+
+impl AuditSetup {
     pub(crate) fn new(auditor: Auditor, routes: Arc<RouteTable>, upstreams: Arc<[String]>) -> Self {
         Self {
             auditor,
@@ -35,136 +40,107 @@ impl AuditLayer {
             upstreams,
         }
     }
-}
 
-impl<S> Layer<S> for AuditLayer {
-    type Service = Audit<S>;
-    fn layer(&self, inner: S) -> Audit<S> {
-        Audit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Audit<S> {
-    inner: S,
-    layer: AuditLayer,
-}
-
-impl<B, S> Service<Request<B>> for Audit<S>
-where
-    // The inner future is already boxed: the pass-through path hands it on as it is.
-    B: Send + 'static,
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> BoxFuture {
-        if !self.layer.auditor.enabled() {
-            return self.inner.call(req);
-        }
-        let started = Instant::now();
-        let ctx = match RequestCtx::of(&req) {
-            Ok(ctx) => ctx.clone(),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let method = req.method().clone();
-        let raw_path = req.uri().path().to_string();
-        let fut = if self.layer.auditor.accepting() {
-            self.inner.call(req)
-        } else {
-            Box::pin(std::future::ready(Err(ProxyError::AuditUnavailable)))
-        };
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let result = fut.await;
-            let note = &*ctx;
-            let conn = &ctx.conn;
-            let route = note.route.get().and_then(|i| layer.routes.get(*i));
-            let verdict = note.verdict.get();
-            let decision = Outcome::of(&result);
-            let (rule, reason, status, bytes) = match &result {
-                Ok(resp) => {
-                    let bytes = resp
-                        .headers()
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok()?.parse().ok());
-                    (
-                        verdict.and_then(|v| v.0.as_deref()),
-                        "allowed",
-                        resp.status().as_u16(),
-                        bytes,
-                    )
-                }
-                Err(ProxyError::Denied { rule, reason }) => (rule.as_deref(), *reason, 403, None),
-                // A rule's own rate limit sets the verdict's rule (the global and route limits
-                // run before the policy, so they have none).
-                Err(e) => (
-                    verdict.and_then(|v| v.0.as_deref()),
-                    e.reason(),
-                    e.status().as_u16(),
-                    None,
-                ),
-            };
-            let record = RequestRecord {
-                v: SCHEMA_VERSION,
-                ts: timestamp(SystemTime::now()),
-                kind: "request",
-                request_id: ctx.id.as_str(),
-                conn_id: conn.id,
-                peer: &conn.audit_peer,
-                identity: &ctx.peer().audit_identity,
-                via: note.forwarded.get().map(|_| &*conn.audit_identity),
-                method: method.as_str(),
-                host: note.canonical.get().map(|c| c.authority.host()),
-                path: note.path.get().map_or(raw_path.as_str(), String::as_str),
-                route: route.map(|r| r.name.as_str()),
-                upstream: route.and_then(|r| layer.upstreams.get(r.upstream)).map(String::as_str),
-                reached_upstream: ctx.reached_upstream(),
-                decision: decision.as_str(),
-                rule,
-                reason,
-                shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
-                user: note.user.get().map(|u| u.sub.as_str()),
-                posture: note.posture.get().map(|(provider, result)| Posture {
-                    provider,
-                    result,
-                    failed: note.posture_failed.get().copied(),
-                }),
-                status,
-                bytes,
-                duration_us: started.elapsed().as_micros() as u64,
-            };
-            // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
-            if !layer.auditor.group_commit() || matches!(result, Err(ProxyError::AuditUnavailable)) {
-                if layer.auditor.emit(&record).await.is_err() {
-                    return Err(ProxyError::Internal("audit record could not be serialized"));
-                }
-                return result;
-            }
-            // Group commit: the response waits for its record's durable write; when that write
-            // fails the client gets 503 instead, and the log says so.
-            let refuse = |r: &mut RequestRecord<'_>| {
-                r.decision = "error";
-                r.reason = ProxyError::AuditUnavailable.reason();
-                r.status = ProxyError::AuditUnavailable.status().as_u16();
-                r.bytes = None;
-            };
-            match layer.auditor.commit(record, refuse).await {
-                Ok(()) => result,
-                Err(CommitError::NotRecorded) => Err(ProxyError::AuditUnavailable),
-                Err(CommitError::Unserializable(_)) => {
-                    Err(ProxyError::Internal("audit record could not be serialized"))
-                }
-            }
+    /// `None` when no audit log is configured.
+    pub(crate) fn begin<B>(&self, req: &Request<B>) -> Option<Started> {
+        self.auditor.enabled().then(|| Started {
+            method: req.method().clone(),
+            raw_path: req.uri().path().to_string(),
         })
+    }
+
+    /// Whether the log takes records now; when it does not, the request is refused with 503
+    /// before the checks run (fail closed).
+    pub(crate) fn accepting(&self) -> bool {
+        self.auditor.accepting()
+    }
+
+    /// Writes the request's record and returns its result: as it was, or, when the record
+    /// cannot be made durable under group commit, 503 (500 if it cannot be serialized at all).
+    pub(crate) async fn finish(
+        &self,
+        started: Started,
+        ctx: &RequestCtx,
+        since: Instant,
+        result: Result<Response<ProxyBody>, ProxyError>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Started { method, raw_path } = started;
+        let note = ctx;
+        let conn = &ctx.conn;
+        let route = note.route.get().and_then(|i| self.routes.get(*i));
+        let verdict = note.verdict.get();
+        let decision = Outcome::of(&result);
+        let (rule, reason, status, bytes) = match &result {
+            Ok(resp) => {
+                let bytes = resp
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                (
+                    verdict.and_then(|v| v.0.as_deref()),
+                    "allowed",
+                    resp.status().as_u16(),
+                    bytes,
+                )
+            }
+            Err(ProxyError::Denied { rule, reason }) => (rule.as_deref(), *reason, 403, None),
+            // A rule's own rate limit sets the verdict's rule (the global and route limits
+            // run before the policy, so they have none).
+            Err(e) => (
+                verdict.and_then(|v| v.0.as_deref()),
+                e.reason(),
+                e.status().as_u16(),
+                None,
+            ),
+        };
+        let record = RequestRecord {
+            v: SCHEMA_VERSION,
+            ts: timestamp(SystemTime::now()),
+            kind: "request",
+            request_id: ctx.id.as_str(),
+            conn_id: conn.id,
+            peer: &conn.audit_peer,
+            identity: &ctx.peer().audit_identity,
+            via: note.forwarded.get().map(|_| &*conn.audit_identity),
+            method: method.as_str(),
+            host: note.canonical.get().map(|c| c.authority.host()),
+            path: note.path.get().map_or(raw_path.as_str(), String::as_str),
+            route: route.map(|r| r.name.as_str()),
+            upstream: route.and_then(|r| self.upstreams.get(r.upstream)).map(String::as_str),
+            reached_upstream: ctx.reached_upstream(),
+            decision: decision.as_str(),
+            rule,
+            reason,
+            shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
+            user: note.user.get().map(|u| u.sub.as_str()),
+            posture: note.posture.get().map(|(provider, result)| Posture {
+                provider,
+                result,
+                failed: note.posture_failed.get().copied(),
+            }),
+            status,
+            bytes,
+            duration_us: since.elapsed().as_micros() as u64,
+        };
+        // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
+        if !self.auditor.group_commit() || matches!(result, Err(ProxyError::AuditUnavailable)) {
+            if self.auditor.emit(&record).await.is_err() {
+                return Err(ProxyError::Internal("audit record could not be serialized"));
+            }
+            return result;
+        }
+        // Group commit: the response waits for its record's durable write; when that write
+        // fails the client gets 503 instead, and the log says so.
+        let refuse = |r: &mut RequestRecord<'_>| {
+            r.decision = "error";
+            r.reason = ProxyError::AuditUnavailable.reason();
+            r.status = ProxyError::AuditUnavailable.status().as_u16();
+            r.bytes = None;
+        };
+        match self.auditor.commit(record, refuse).await {
+            Ok(()) => result,
+            Err(CommitError::NotRecorded) => Err(ProxyError::AuditUnavailable),
+            Err(CommitError::Unserializable(_)) => Err(ProxyError::Internal("audit record could not be serialized")),
+        }
     }
 }
