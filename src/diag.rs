@@ -38,6 +38,9 @@ impl fmt::Display for Diagnostics {
 pub(crate) struct Collector<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    /// What to call the key at a byte offset (`[listener] max_connections` for its value, `in
+    /// [listener]` for the key itself); set for config files, empty for others.
+    names: std::collections::HashMap<usize, String>,
 }
 
 impl<'a> Collector<'a> {
@@ -45,16 +48,24 @@ impl<'a> Collector<'a> {
         Self {
             text,
             problems: Vec::new(),
+            names: std::collections::HashMap::new(),
         }
+    }
+
+    /// Names the keys of the text: a problem found at a named offset says which key it is about
+    /// (`ztgate.toml:26:19: [listener] max_connections: expected a whole number ...`).
+    pub(crate) fn name_keys(&mut self, names: std::collections::HashMap<usize, String>) {
+        self.names = names;
     }
 
     pub(crate) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
-        self.problems.push(Problem {
-            line,
-            col,
-            message: message.into(),
-        });
+        let message = message.into();
+        let message = match self.names.get(&span.start) {
+            Some(name) if !message.starts_with(name.as_str()) => format!("{name}: {message}"),
+            _ => message,
+        };
+        self.problems.push(Problem { line, col, message });
     }
 
     /// Adds a TOML syntax or shape error (unknown key, wrong type, missing field). For an unknown

@@ -64,6 +64,7 @@ pub(crate) fn parse(c: &mut Collector<'_>, text: &str) -> Option<(Parsed, KeyNam
         return None;
     }
     let names = key_names(doc.get_ref());
+    c.name_keys(key_and_value_names(doc.get_ref(), &names));
     let span = doc.span();
     let mut root = DeValue::Table(doc.into_inner());
     let mut skipped = BTreeSet::new();
@@ -235,6 +236,43 @@ fn name_table(header: &str, prefix: &str, t: &DeTable<'_>, names: &mut KeyNames)
     }
 }
 
+/// [`KeyNames`] plus the offset of every key itself, named by its table (`in [listener]`), for
+/// problems reported at a key rather than its value (an unknown key).
+fn key_and_value_names(doc: &DeTable<'_>, values: &KeyNames) -> KeyNames {
+    fn keys(header: &str, t: &DeTable<'_>, names: &mut KeyNames) {
+        for (k, v) in t.iter() {
+            names.entry(k.span().start).or_insert_with(|| format!("in {header}"));
+            match v.get_ref() {
+                DeValue::Table(inner) => keys(header, inner, names),
+                DeValue::Array(a) => {
+                    for item in a.iter() {
+                        if let DeValue::Table(inner) = item.get_ref() {
+                            keys(header, inner, names);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut names = values.clone();
+    for (section, value) in doc.iter() {
+        let section = section.get_ref();
+        match value.get_ref() {
+            DeValue::Table(t) => keys(&format!("[{section}]"), t, &mut names),
+            DeValue::Array(a) => {
+                for item in a.iter() {
+                    if let DeValue::Table(t) = item.get_ref() {
+                        keys(&format!("[[{section}]]"), t, &mut names);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
 fn name_value(name: &str, v: &Spanned<DeValue<'_>>, names: &mut KeyNames) {
     names.insert(v.span().start, name.to_string());
 }
@@ -276,10 +314,10 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "7:1: unknown key `max_chain` (valid keys: cert, key, client_ca, crls, crl_scope, reload_interval, crl_sources, crl_fetch_interval, crl_discovery, ocsp, ocsp_responder, revocation_timeout, profile)".to_string(),
-                "9:8: expected a whole number (no quotes), found the string \"ten\"".to_string(),
-                "10:9: expected a whole number (no quotes), found the string \"x\"".to_string(),
-                "13:12: expected a string in double quotes (a duration is written like \"60s\"), found the number 5".to_string(),
+                "7:1: in [tls]: unknown key `max_chain` (valid keys: cert, key, client_ca, crls, crl_scope, reload_interval, crl_sources, crl_fetch_interval, crl_discovery, ocsp, ocsp_responder, revocation_timeout, profile)".to_string(),
+                "9:8: [audit] keep: expected a whole number (no quotes), found the string \"ten\"".to_string(),
+                "10:9: [audit] queue: expected a whole number (no quotes), found the string \"x\"".to_string(),
+                "13:12: [[route]] upstream: expected a string in double quotes (a duration is written like \"60s\"), found the number 5".to_string(),
             ]
         );
         let parsed = parsed.map(|p| (p.raw.routes.len(), p.skipped.into_iter().collect::<Vec<_>>()));

@@ -102,15 +102,17 @@ fsync = "sometimes"
     assert_eq!(o.status.code(), Some(64), "{stderr}");
     let (p, c) = (path.display(), conf.display());
     let expected = [
-        format!("{p}:3:19: expected a whole number (no quotes), found the string \"lots\""),
+        format!("{p}:3:19: [listener] max_connections: expected a whole number (no quotes), found the string \"lots\""),
         format!(
             "{p}:6:8: [tls] cert = \"certs/server.pem\": cannot read {c}/certs/server.pem: No such file or directory (os error 2)"
         ),
         format!(
             "{p}:11:8: [policy] file = \"policy.toml\": cannot read {c}/policy.toml: No such file or directory (os error 2)"
         ),
-        format!("{p}:15:7: upstream url `ftp://127.0.0.1:1` must be http://host:port or https://host:port"),
-        format!("{p}:23:9: unknown value `sometimes` (expected \"batch\" or \"interval\")"),
+        format!(
+            "{p}:15:7: [[upstream]] url: upstream url `ftp://127.0.0.1:1` must be http://host:port or https://host:port"
+        ),
+        format!("{p}:23:9: [audit] fsync: unknown value `sometimes` (expected \"batch\" or \"interval\")"),
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
     assert!(o.stdout.is_empty());
@@ -169,7 +171,9 @@ fn check_names_the_key_of_a_file_that_exists_but_holds_no_certificate() {
             format!(
                 "{p}:7:13: [tls] client_ca = \"notes.txt\": {c}/notes.txt contains no PEM certificate (\"-----BEGIN CERTIFICATE-----\")"
             ),
-            format!("{p}:14:7: upstream url `ftp://127.0.0.1:1` must be http://host:port or https://host:port"),
+            format!(
+                "{p}:14:7: [[upstream]] url: upstream url `ftp://127.0.0.1:1` must be http://host:port or https://host:port"
+            ),
             format!("{c}/policy.toml:4:1: unknown key `method` (did you mean `methods`?)"),
         ]
     );

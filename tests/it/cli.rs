@@ -91,11 +91,17 @@ fn check_reports_every_config_problem_with_its_line() {
     let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let path = cfg.display();
     assert!(
-        out.contains(&format!("{path}:{}:21: unknown unit", line_of("2 seconds"))),
+        out.contains(&format!(
+            "{path}:{}:21: [listener] handshake_timeout: unknown unit",
+            line_of("2 seconds")
+        )),
         "{out}"
     );
     assert!(
-        out.contains(&format!("{path}:{}:7: upstream url `ftp://", line_of("ftp://"))),
+        out.contains(&format!(
+            "{path}:{}:7: [[upstream]] url: upstream url `ftp://",
+            line_of("ftp://")
+        )),
         "{out}"
     );
 }
@@ -114,7 +120,7 @@ fn check_names_the_line_of_a_typo() {
     let out = text(&o);
     assert!(
         out.contains(&format!(
-            ":{line}:1: unknown key `clent_ca` (did you mean `client_ca`?)"
+            ":{line}:1: in [tls]: unknown key `clent_ca` (did you mean `client_ca`?)"
         )),
         "{out}"
     );
@@ -303,10 +309,10 @@ fn check_names_the_closest_profile_rule_and_the_allowed_chain_depth() {
     let depth = line_of("max_chain_depth");
     let relax = line_of("relax");
     for want in [
-        format!(":{depth}:19: max_chain_depth must be 0..=6"),
-        format!(":{relax}:10: unknown profile rule `ca-keyusage` (did you mean `ca-key-usage`?)"),
-        format!(":{relax}:25: `path` cannot be relaxed"),
-        format!(":{relax}:33: `chain-depth` is not relaxed: set max_chain_depth instead"),
+        format!(":{depth}:19: [tls] profile.max_chain_depth: max_chain_depth must be 0..=6"),
+        format!(":{relax}:10: [tls] profile.relax: unknown profile rule `ca-keyusage` (did you mean `ca-key-usage`?)"),
+        format!(":{relax}:25: [tls] profile.relax: `path` cannot be relaxed"),
+        format!(":{relax}:33: [tls] profile.relax: `chain-depth` is not relaxed: set max_chain_depth instead"),
     ] {
         assert!(out.contains(&want), "want {want}\n got {out}");
     }

@@ -560,7 +560,7 @@ fn check_reports_a_type_error_in_plain_words_with_its_line() {
     let line = cfg.lines().position(|l| l.starts_with("max_connections")).unwrap() + 1;
     assert!(
         out.contains(&format!(
-            "ztgate.toml:{line}:19: expected a whole number (no quotes), found the string \"lots\""
+            "ztgate.toml:{line}:19: [listener] max_connections: expected a whole number (no quotes), found the string \"lots\""
         )),
         "{out}"
     );
