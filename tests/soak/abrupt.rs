@@ -189,6 +189,16 @@ async fn slow_and_abrupt_clients_are_cut_by_the_timeouts_and_hurt_no_one_else() 
             .filter(|r| r["kind"] == "protocol" && r["reason"] == reason)
             .count()
     };
+    // A request reset while the upstream works on it is recorded as `client-closed` (status 499,
+    // never sent): the records no client was answered with are those, and only those.
+    let client_closed = records
+        .iter()
+        .filter(|r| r["kind"] == "request" && r["reason"] == "client-closed" && r["status"] == 499)
+        .count();
+    assert_eq!(
+        client_closed, join.unmatched_records,
+        "unanswered records other than client-closed"
+    );
     let mut report = Vec::new();
     for (kind, seen) in &attacks {
         let closed: Vec<Duration> = seen.iter().flatten().copied().collect();
@@ -205,7 +215,7 @@ async fn slow_and_abrupt_clients_are_cut_by_the_timeouts_and_hurt_no_one_else() 
     }
     println!(
         "[soak slow-and-abrupt] well-behaved {tally:?}; attackers: {}; audited header-read-timeout {}, \
-         first-request-timeout {}; audit {join:?}; VmRSS {rss_start} -> {rss_end} KiB",
+         first-request-timeout {}, client-closed {client_closed}; audit {join:?}; VmRSS {rss_start} -> {rss_end} KiB",
         report.join(", "),
         protocol("header-read-timeout"),
         protocol("first-request-timeout"),

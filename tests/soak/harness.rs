@@ -68,7 +68,9 @@ pub fn write_config(pki: &Pki, audit: &Path, setup: &Setup) -> PathBuf {
 
 /// `ztgate run` as a child process.
 pub struct Daemon {
-    pub child: Child,
+    /// `None` once [`Daemon::terminate`] has taken it; a daemon still here when the scenario
+    /// fails is killed on drop, so no failed run leaves one behind.
+    child: Option<Child>,
     pub addr: SocketAddr,
     /// Every standard error line after the ready line.
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -79,12 +81,20 @@ impl Daemon {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = stderr.clone();
         let (child, addr) = spawn_daemon_with(config, move |l| sink.lock().unwrap().push(l));
-        Self { child, addr, stderr }
+        Self {
+            child: Some(child),
+            addr,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// VmRSS from /proc/<pid>/status, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -93,7 +103,9 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        signal(&self.child, sig);
+        if let Some(child) = &self.child {
+            signal(child, sig);
+        }
     }
 
     /// How many standard error lines contain `needle` so far.
@@ -108,10 +120,10 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit (at most `within`); returns the status and how long
     /// the exit took.
-    pub async fn terminate(self, within: Duration) -> (ExitStatus, Duration, Vec<String>) {
+    pub async fn terminate(mut self, within: Duration) -> (ExitStatus, Duration, Vec<String>) {
         self.signal("TERM");
         let started = Instant::now();
-        let mut child = self.child;
+        let mut child = self.child.take().expect("a running daemon");
         let status = tokio::time::timeout(within, tokio::task::spawn_blocking(move || child.wait()))
             .await
             .expect("ztgate did not exit within the bound after SIGTERM")
@@ -125,6 +137,15 @@ impl Daemon {
             "ztgate panicked: {lines:#?}"
         );
         (status, took, lines)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
