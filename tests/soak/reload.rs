@@ -47,7 +47,7 @@ async fn reload_storm_changes_no_answer() {
     while Instant::now() < deadline {
         // Same rules, different bytes: every rewrite is a real reload.
         let text = format!("{EXAMPLE_POLICY}\n# revision {rewrites}\n");
-        if rewrites % 2 == 0 {
+        if rewrites.is_multiple_of(2) {
             std::fs::write(&staged, &text).unwrap();
             std::fs::rename(&staged, &policy).unwrap();
         } else {
