@@ -36,13 +36,15 @@ pub enum DemoError {
 }
 
 pub async fn run(config_path: &Path) -> Result<(), DemoError> {
-    let cfg = Config::load(config_path)?;
+    // The files are minted below when missing, so they are not checked here (`serve` loads them).
+    let cfg = Config::load_unchecked(config_path)?;
     telemetry::init_logging(cfg.log.format, &cfg.log.level);
+    app::log_config_warnings(&cfg);
 
     let pki_dir = cfg.tls.client_ca.parent().unwrap_or(Path::new(".")).to_path_buf();
     if !cfg.tls.client_ca.exists() {
         pki::write_dev_pki(&pki_dir, false)?;
-        println!("minted a dev PKI in {}", pki_dir.display());
+        println!("minted a dev PKI in {}", shown(&pki_dir).display());
     }
     // A dev PKI minted before `certs dev` made an audit signing key gets one now.
     let signing_key = cfg.audit.as_ref().and_then(|a| a.checkpoint.as_ref()).map(|c| &c.key);
@@ -51,7 +53,7 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
         && key.file_name() == Some(std::ffi::OsStr::new(pki::DEV_AUDIT_SIGNING_KEY))
     {
         pki::write_audit_signing_key(&pki_dir)?;
-        println!("minted a dev audit signing key in {}", pki_dir.display());
+        println!("minted a dev audit signing key in {}", shown(&pki_dir).display());
     }
 
     let upstream_addr = cfg
@@ -69,7 +71,8 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
 
     let listeners = Listeners::bind(&cfg).await.map_err(|e| DemoError::App(e.to_string()))?;
     let port = listeners.proxy.local_addr().map(|a| a.port()).unwrap_or(8443);
-    let d = pki_dir.display();
+    let shown_pki = shown(&pki_dir);
+    let d = shown_pki.display();
     println!(
         "\nztgate demo: proxy https://localhost:{port} -> echo upstream http://{upstream_addr}\n\
          \n  # allowed (client identity, policy rule client-app):\n  \
@@ -93,13 +96,34 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
             "  # the audit log, and its proof (after Ctrl-C, up to the shutdown checkpoint):
   \
              ztgate audit verify {key}{}\n",
-            path.display()
+            shown(path).display()
         );
     }
     println!("Ctrl-C stops the demo.\n");
     app::serve(cfg, listeners, server::shutdown::signal())
         .await
         .map_err(|errors| DemoError::App(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
+}
+
+/// A path for the curl lines printed above: `config/../certs/dev` (the shipped config's paths
+/// are relative to its folder) reads `certs/dev`. Display only: `..` after a symlinked folder
+/// would mean something else, so ztgate itself opens the path as resolved.
+fn shown(p: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// A plain-HTTP upstream that answers every request with what it received: method, path and

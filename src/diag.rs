@@ -80,6 +80,12 @@ impl<'a> Collector<'a> {
         self.problems.is_empty()
     }
 
+    /// The problems found, sorted by line and column.
+    pub(crate) fn into_problems(mut self) -> Vec<Problem> {
+        self.problems.sort_by_key(|p| (p.line, p.col));
+        self.problems
+    }
+
     pub(crate) fn finish(mut self, path: &Path) -> Result<(), Diagnostics> {
         if self.problems.is_empty() {
             return Ok(());

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return fail_config(&e.to_string()),
             };
-            match runtime().block_on(app::run(cfg)) {
+            match runtime().block_on(app::run(cfg.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 // A port in use or an unreachable CRL server is an environment problem, not a config one.
                 // Records that did not reach the audit log: systemd and Kubernetes record the code.
@@ -45,63 +45,13 @@ fn main() -> ExitCode {
                     eprintln!("{}", join(&errors));
                     ExitCode::FAILURE
                 }
-                Err(errors) => fail_config(&join(&errors)),
-            }
-        }
-        Command::Check { config } => {
-            let cfg = match Config::load(&config) {
-                Ok(cfg) => cfg,
-                Err(e) => return fail_config(&e.to_string()),
-            };
-            // Trust material that loads but no longer works: a stale CRL fails the check, an
-            // expired CA next to valid ones is a warning.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let (stale, expired): (Vec<_>, Vec<_>) = ztgate::tls::stale_trust(&cfg.tls, now)
-                .into_iter()
-                .partition(ztgate::tls::StaleTrust::is_problem);
-            for w in &expired {
-                eprintln!("{}: warning: {w}", w.path().display());
-            }
-            let mut stale: Vec<String> = stale.iter().map(|p| format!("{}: {p}", p.path().display())).collect();
-            // `run` loads the audit signing key when it opens the log; `check` fails as it would.
-            if let Some(cp) = cfg.audit.as_ref().and_then(|a| a.checkpoint.as_ref())
-                && let Err(e) = ztgate::audit::SigningKey::load(&cp.key)
-            {
-                stale.push(format!("[audit] signing_key: {e}"));
-            }
-            match app::prepare(&cfg, ztgate::audit::Auditor::disabled()) {
-                Ok(prepared) => {
-                    let policy = prepared.policy.load();
-                    for w in &policy.warnings {
-                        eprintln!(
-                            "{}:{}:{}: warning: {}",
-                            policy.source.display(),
-                            w.line,
-                            w.col,
-                            w.message
-                        );
-                    }
-                    if !stale.is_empty() {
-                        return fail_config(&stale.join("\n"));
-                    }
-                    println!(
-                        "{}: OK ({} upstream(s), {} route(s), policy {})",
-                        config.display(),
-                        cfg.upstreams.len(),
-                        cfg.routes.len(),
-                        cfg.policy.file.display()
-                    );
-                    ExitCode::SUCCESS
-                }
                 Err(errors) => {
-                    let mut all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    all.extend(stale);
-                    fail_config(&all.join("\n"))
+                    let located: Vec<String> = errors.iter().map(|e| locate(&cfg, e)).collect();
+                    fail_config(&located.join("\n"))
                 }
             }
         }
+        Command::Check { config } => check(&config),
         Command::Explain {
             config,
             cert,
@@ -290,6 +240,117 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime")
+}
+
+/// `ztgate check`: every problem of the config and of the files it names, at once; exit 64 on any.
+fn check(config: &std::path::Path) -> ExitCode {
+    use ztgate::config::{ConfigError, files};
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(ConfigError::Invalid(invalid)) => {
+            // The files that could be opened are still looked into, so that one run shows it all.
+            let readable: Vec<_> = invalid
+                .files
+                .iter()
+                .filter(|f| files::check_access(f).is_none())
+                .cloned()
+                .collect();
+            let (problems, other) = files::check_contents(&readable);
+            let mut diagnostics = invalid.diagnostics.clone();
+            diagnostics.problems.extend(problems);
+            diagnostics.problems.sort_by_key(|p| (p.line, p.col));
+            let mut out = vec![diagnostics.to_string()];
+            out.extend(other.iter().map(ToString::to_string));
+            let warnings = files::warning_lines(config, &invalid.warnings);
+            if !warnings.is_empty() {
+                out.push(warnings);
+            }
+            return fail_config(&out.join("\n"));
+        }
+        Err(e) => return fail_config(&e.to_string()),
+    };
+    if !cfg.warnings.is_empty() {
+        eprintln!("{}", files::warning_lines(config, &cfg.warnings));
+    }
+    let (problems, other) = files::check_contents(&cfg.files);
+    if !problems.is_empty() || !other.is_empty() {
+        let mut out = Vec::new();
+        if !problems.is_empty() {
+            out.push(
+                ztgate::config::Diagnostics {
+                    path: config.to_path_buf(),
+                    problems,
+                }
+                .to_string(),
+            );
+        }
+        out.extend(other.iter().map(ToString::to_string));
+        return fail_config(&out.join("\n"));
+    }
+    // Trust material that loads but no longer works: a stale CRL fails the check, an expired CA
+    // next to valid ones is a warning.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let (stale, expired): (Vec<_>, Vec<_>) = ztgate::tls::stale_trust(&cfg.tls, now)
+        .into_iter()
+        .partition(ztgate::tls::StaleTrust::is_problem);
+    for w in &expired {
+        eprintln!("{}", located_at(&cfg, w.path(), "warning: ", &w.to_string()));
+    }
+    let stale: Vec<String> = stale
+        .iter()
+        .map(|p| located_at(&cfg, p.path(), "", &p.to_string()))
+        .collect();
+    match app::prepare(&cfg, ztgate::audit::Auditor::disabled()) {
+        Ok(prepared) => {
+            let policy = prepared.policy.load();
+            for w in &policy.warnings {
+                eprintln!(
+                    "{}:{}:{}: warning: {}",
+                    policy.source.display(),
+                    w.line,
+                    w.col,
+                    w.message
+                );
+            }
+            if !stale.is_empty() {
+                return fail_config(&stale.join("\n"));
+            }
+            println!(
+                "{}: OK ({} upstream(s), {} route(s), policy {})",
+                config.display(),
+                cfg.upstreams.len(),
+                cfg.routes.len(),
+                cfg.policy.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            let mut all: Vec<String> = errors.iter().map(|e| locate(&cfg, e)).collect();
+            all.extend(stale);
+            fail_config(&all.join("\n"))
+        }
+    }
+}
+
+/// An error found while loading a file the config names, positioned at the key that names it.
+fn locate(cfg: &Config, e: &app::AppError) -> String {
+    match e.path() {
+        Some(path) => located_at(cfg, path, "", &e.to_string()),
+        None => e.to_string(),
+    }
+}
+
+/// `config:line:col: {kind}[tls] cert = "...": {what}`; `kind` is "" or "warning: ".
+fn located_at(cfg: &Config, path: &std::path::Path, kind: &str, what: &str) -> String {
+    match cfg.file_ref(path) {
+        Some(f) => {
+            let p = f.problem(what);
+            format!("{}:{}:{}: {kind}{}", cfg.source.display(), p.line, p.col, p.message)
+        }
+        None => format!("{}: {kind}{what}", path.display()),
+    }
 }
 
 fn join(errors: &[app::AppError]) -> String {

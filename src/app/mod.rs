@@ -58,6 +58,31 @@ pub enum AppError {
     },
 }
 
+impl AppError {
+    /// The file a start-up error is about, when it is about one file the config names.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            AppError::Tls(e) => Some(e.path()),
+            AppError::Posture(crate::posture::PostureError::Inventory { path, .. }) => Some(path),
+            AppError::Posture(crate::posture::PostureError::Jwks(e)) | AppError::UserJwks(e) => Some(&e.path),
+            _ => None,
+        }
+    }
+}
+
+/// Logs the config's warnings once, at start (`ztgate check` prints them instead).
+pub fn log_config_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        warn!(
+            config = %cfg.source.display(),
+            line = w.line,
+            col = w.col,
+            "{}",
+            w.message
+        );
+    }
+}
+
 /// The sockets ztgate serves on. The caller binds them, so tests can use `127.0.0.1:0`.
 pub struct Listeners {
     pub proxy: TcpListener,
@@ -375,6 +400,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
 /// `ztgate run`: bind, serve until SIGTERM/SIGINT, drain.
 pub async fn run(cfg: Config) -> Result<(), Vec<AppError>> {
     telemetry::init_logging(cfg.log.format, &cfg.log.level);
+    log_config_warnings(&cfg);
     let listeners = Listeners::bind(&cfg).await.map_err(|e| vec![e])?;
     serve(cfg, listeners, server::shutdown::signal()).await
 }

@@ -152,7 +152,10 @@ impl AuditTask {
             finished,
         };
         if !finished {
-            error!("audit writer did not finish within {deadline:?} (stuck writing): the records it held may be lost");
+            error!(
+                deadline_ms = deadline.as_millis(),
+                "audit writer did not finish within the drain timeout (stuck writing): the records it held may be lost"
+            );
         }
         delivery
     }

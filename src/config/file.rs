@@ -10,8 +10,10 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    pub(crate) listener: Spanned<RawListener>,
-    pub(crate) tls: Spanned<RawTls>,
+    /// Required; `Option` so that a file without it still has its other sections checked.
+    pub(crate) listener: Option<Spanned<RawListener>>,
+    /// Required, as `listener`.
+    pub(crate) tls: Option<Spanned<RawTls>>,
     pub(crate) admin: Option<RawAdmin>,
     /// Access control. Required: ztgate refuses to start without an explicit policy.
     pub(crate) policy: Option<Spanned<RawPolicy>>,

@@ -1,17 +1,24 @@
-//! Typed configuration. `file.rs` holds the raw TOML shape; `validate.rs` turns it into [`Config`],
-//! checking every value at start-up so that nothing on the data path has to.
+//! Typed configuration. `file.rs` holds the raw TOML shape, `parse.rs` reads the text into it
+//! (reporting every shape problem), `validate/` turns it into [`Config`], checking every value at
+//! start-up so that nothing on the data path has to, and `files.rs` checks the files it names.
 //!
-//! Relative paths in the file are resolved against the process's working directory (as Envoy
-//! does), so the shipped example works when ztgate is started from the repository root.
+//! Relative paths in the file are resolved against the config file's folder, so a config works
+//! from any working directory. Earlier versions resolved them against
+//! the working directory; [`Config::load`] warns when that would have found a different existing
+//! file.
 
 mod file;
+pub mod files;
+mod parse;
 mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::diag::Diagnostics;
+use std::fmt;
+
+pub use crate::diag::{Diagnostics, Problem};
 // Each section's validated type belongs to the part of ztgate that uses it; this module
 // composes them (and only app-level code imports it).
 pub use crate::identity::TrustedHopConfig;
@@ -49,6 +56,47 @@ pub struct Config {
     pub log: LogConfig,
     /// What happens to client-sent header fields (`[headers]`).
     pub headers: crate::headers::HeadersConfig,
+    /// Every file the config names, with the key and position that names it.
+    pub files: Vec<FileRef>,
+    /// Warnings for the operator (a relative path that the working directory would have resolved
+    /// to another existing file), positioned in the config file; logged once at start and by `check`.
+    pub warnings: Vec<Problem>,
+}
+
+/// A file the config names: the key that holds it, where, and how ztgate uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// As an operator reads it: `[tls] cert`, `[[upstream]] ca`, `[tls] crl_sources.file`.
+    pub key: String,
+    /// The value as written in the file.
+    pub written: String,
+    /// Resolved: `written` joined to the config file's folder unless absolute.
+    pub path: PathBuf,
+    /// 1-based line and column of the value in the config file.
+    pub line: usize,
+    pub col: usize,
+    pub access: Access,
+}
+
+impl FileRef {
+    /// `[tls] cert = "certs/server.pem": {what}`, positioned at the value.
+    pub fn problem(&self, what: impl fmt::Display) -> Problem {
+        Problem {
+            line: self.line,
+            col: self.col,
+            message: format!("{} = {:?}: {what}", self.key, self.written),
+        }
+    }
+}
+
+/// How ztgate uses a file the config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read at start (and reload): it must exist and be readable.
+    Read,
+    /// Written (the audit log, a downloaded CRL): created with its folders when missing, so it
+    /// need not exist; it must not be a folder.
+    Write,
 }
 
 /// `[admin]`: where the admin listener (health, metrics) binds.
@@ -65,22 +113,62 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Invalid(Diagnostics),
+    #[error("{}", .0.problems_text())]
+    Invalid(files::Invalid),
 }
 
 impl Config {
-    /// Reads and validates a config file, reporting every problem with its line and column.
+    /// Reads and validates a config file, and checks that every file it names can be read (or,
+    /// for one ztgate writes, that its folder exists), reporting every problem with its line and
+    /// column. What the files contain is checked by [`files::check_contents`] (and by loading).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, true)
+    }
+
+    /// As [`Config::load`] without the file checks: `ztgate demo` mints the files it names.
+    pub fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, check_files: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(path, &text)
+        let v = validate::validate(path, &text);
+        let mut problems = v.problems;
+        if check_files {
+            problems.extend(v.files.iter().filter_map(files::check_access));
+        }
+        let warnings = files::working_directory_warnings(&v.files);
+        match v.config {
+            Some(mut cfg) if problems.is_empty() => {
+                cfg.warnings = warnings;
+                Ok(cfg)
+            }
+            _ => Err(ConfigError::Invalid(files::diagnostics(
+                path, problems, v.files, warnings,
+            ))),
+        }
     }
 
-    /// Validates config text; `path` is used only in messages.
+    /// Validates config text; `path` is used for messages and as the base of relative paths.
+    /// Does not look at the files the text names.
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        validate::validate(path, text).map_err(ConfigError::Invalid)
+        let v = validate::validate(path, text);
+        match v.config {
+            Some(cfg) if v.problems.is_empty() => Ok(cfg),
+            _ => Err(ConfigError::Invalid(files::diagnostics(
+                path,
+                v.problems,
+                v.files,
+                Vec::new(),
+            ))),
+        }
+    }
+
+    /// The file reference that resolved to `path`, to position a problem found while loading it.
+    pub fn file_ref(&self, path: &Path) -> Option<&FileRef> {
+        self.files.iter().find(|f| f.path == path)
     }
 }

@@ -130,7 +130,7 @@ pub(super) async fn establish(
     };
     tracing::Span::current().record("client.id", tracing::field::display(identity.display_name()));
     if let Some(e) = &identity.spiffe_error {
-        tracing::warn!(error = %e, uris = ?identity.uris, "client certificate has a spiffe:// URI SAN that is not a valid SVID");
+        tracing::warn!(error = %e, uris = %identity.uris.join(", "), "client certificate has a spiffe:// URI SAN that is not a valid SVID");
     }
 
     let mut ctx = match ConnCtx::new(

@@ -44,7 +44,10 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, drain: Duration, 
         tokio::spawn(conn::handle(stream, peer, next_id, server.clone(), drain_rx.clone(), permit).instrument(span));
     }
     drop(listener);
-    info!(deadline = ?drain, "listener closed, draining in-flight requests");
+    info!(
+        deadline_ms = drain.as_millis(),
+        "listener closed, draining in-flight requests"
+    );
     // Every connection closes gracefully (HTTP/1 after its current response, h2 with GOAWAY);
     // all of them are gone when every connection slot is free again.
     let _ = drain_tx.send(true);

@@ -45,7 +45,10 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
-    #[error("cannot build the client certificate verifier (CA {ca}, CRLs {crls:?}): {source}")]
+    #[error(
+        "cannot build the client certificate verifier (CA {ca}, CRLs {}): {source}",
+        .crls.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
     Verifier {
         ca: PathBuf,
         crls: Vec<PathBuf>,
@@ -61,6 +64,20 @@ pub enum TlsError {
     },
     #[error("server certificate {path} cannot be parsed: {reason}")]
     BadServerCert { path: PathBuf, reason: String },
+}
+
+impl TlsError {
+    /// The file the error is about (for a certificate/key pair, the certificate).
+    pub fn path(&self) -> &Path {
+        match self {
+            TlsError::Pem { path, .. }
+            | TlsError::Empty { path, .. }
+            | TlsError::BadCa { path, .. }
+            | TlsError::BadServerCert { path, .. } => path,
+            TlsError::Verifier { ca, .. } => ca,
+            TlsError::KeyPair { cert, .. } => cert,
+        }
+    }
 }
 
 /// The crypto provider every TLS object in ztgate uses: ring's, with the AES-128-GCM suites

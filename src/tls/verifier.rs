@@ -27,7 +27,8 @@ pub enum RevocationRefused {
     /// A configured CRL covering the chain is past its nextUpdate (RFC 5280 §5.1.2.5): ztgate
     /// fails closed rather than trust a list that may miss recent revocations.
     #[error(
-        "a CRL covering the client certificate's chain is past its nextUpdate (seconds since the epoch: {next_update:?})"
+        "a CRL covering the client certificate's chain is past its nextUpdate (seconds since the epoch: {})",
+        .next_update.map_or_else(|| "not given".to_string(), |s| s.to_string())
     )]
     CrlExpired {
         /// The CRL's nextUpdate, Unix seconds, when rustls reports it.

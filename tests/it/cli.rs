@@ -203,8 +203,10 @@ fn check_fails_on_a_crl_past_its_next_update_and_names_the_file_and_time() {
     let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
     let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    // Positioned at the key that names the file, in the config.
     let want = format!(
-        "{}: CRL of `CN=test CA` is past its nextUpdate {}: every handshake it covers is refused (crl_expired)",
+        "{}:10:9: [tls] crls = \"{}\": CRL of `CN=test CA` is past its nextUpdate {}: every handshake it covers is refused (crl_expired)",
+        cfg.display(),
         crl.display(),
         rfc3339(parsed.next_update().unwrap())
     );
@@ -224,7 +226,8 @@ fn check_warns_about_an_expired_ca_in_the_bundle_and_fails_when_none_is_valid() 
     let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "a warning is not a failure: {}", text(&o));
     let want = format!(
-        "{}: warning: CA `CN=retired CA` expired at {expired_at}: it verifies no client any more; remove it from the bundle",
+        "{}:9:13: warning: [tls] client_ca = \"{}\": CA `CN=retired CA` expired at {expired_at}: it verifies no client any more; remove it from the bundle",
+        cfg.display(),
         ca.display()
     );
     assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
@@ -236,7 +239,8 @@ fn check_warns_about_an_expired_ca_in_the_bundle_and_fails_when_none_is_valid() 
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     assert!(
         text(&o).contains(&format!(
-            "{}: CA `CN=retired CA` expired at {expired_at} and no CA in the bundle is valid",
+            "{}:9:13: [tls] client_ca = \"{}\": CA `CN=retired CA` expired at {expired_at} and no CA in the bundle is valid",
+            cfg.display(),
             ca.display()
         )),
         "{}",
@@ -262,7 +266,8 @@ fn check_fails_on_a_client_ca_that_breaks_the_profile_unless_the_rule_is_relaxed
     let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64), "{}", text(&o));
     let want = format!(
-        "{}: the trust anchor `CN=OpenSSL CA` is a CA whose keyUsage is missing (RFC 5280 §4.2.1.3): no client chaining to it is accepted (profile_ca_key_usage); reissue the CA, or accept it with [tls.profile] relax = [\"ca-key-usage\"]",
+        "{}:9:13: [tls] client_ca = \"{}\": the trust anchor `CN=OpenSSL CA` is a CA whose keyUsage is missing (RFC 5280 §4.2.1.3): no client chaining to it is accepted (profile_ca_key_usage); reissue the CA, or accept it with [tls.profile] relax = [\"ca-key-usage\"]",
+        cfg.display(),
         ca.display()
     );
     assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));

@@ -3,6 +3,7 @@
 mod audit;
 mod audit_proof;
 mod canonical;
+mod check;
 mod cli;
 mod crl_files;
 mod faults;

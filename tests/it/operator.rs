@@ -211,6 +211,34 @@ async fn pretty_logs_to_a_pipe_are_plain_one_line_and_name_the_cause() {
     assert!(lines.iter().all(|l| l.starts_with("20")), "{lines:?}");
 }
 
+/// Log fields are plain text, not Rust Debug: a certificate's URI SANs as one list (not
+/// `["…", "…"]`) and the drain deadline as `deadline_ms` (not `30s` Debug text).
+#[tokio::test]
+async fn log_fields_are_plain_text_not_rust_debug() {
+    let pki = Pki::new();
+    let d = Daemon::start(&pki, "http://127.0.0.1:1", "");
+    let mut spec = ztgate::pki::LeafSpec::client("odd", None);
+    spec.uris = vec!["spiffe://EXAMPLE.org/a".into(), "https://example.org/b".into()];
+    let odd = pki.issue(&spec);
+    let client = Client::new(&pki.ca.cert_pem(), Some(&odd));
+    let _ = client.get(d.addr, "/hello").await;
+    let warned = d.wait_for(|l| l.contains("not a valid SVID")).await;
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains(" uris=spiffe://EXAMPLE.org/a, https://example.org/b"),
+        "{warned:?}"
+    );
+    assert!(!warned[0].contains("[\""), "{warned:?}");
+
+    signal(&d.child, "TERM");
+    let closed = d.wait_for(|l| l.contains("listener closed")).await;
+    // config_toml's drain_timeout = "5s".
+    assert!(
+        closed[0].ends_with("draining in-flight requests deadline_ms=5000"),
+        "{closed:?}"
+    );
+}
+
 // ---- item 11: a dev PKI that can mint another identity --------------------------------------
 
 fn ztgate(args: &[&str]) -> std::process::Output {

@@ -49,7 +49,7 @@ pub(super) fn audit(c: &mut Collector<'_>, a: &RawAudit) -> Option<AuditConfig> 
             SinkConfig::Stdout
         }
         (_, Some(f)) => SinkConfig::File {
-            path: non_empty_path(c, f),
+            path: output_path(c, f),
             max_bytes,
             keep,
         },

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,31 +18,120 @@ mod tls;
 mod upstream;
 
 use super::file::{
-    RawAnomaly, RawAudit, RawConfig, RawHeaders, RawListener, RawPosture, RawProfile, RawRate, RawRoute, RawTls,
-    RawUpstream, RawUserAuth,
+    RawAnomaly, RawAudit, RawHeaders, RawListener, RawPosture, RawProfile, RawRate, RawRoute, RawTls, RawUpstream,
+    RawUserAuth,
 };
+use super::parse::KeyNames;
 use super::{
-    AdminConfig, Config, CrlScope, CrlSource, ListenerConfig, LogConfig, LogFormat, PolicyConfig, ProxyProtocolConfig,
-    RevocationMode, RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol, UserMode,
+    Access, AdminConfig, Config, CrlScope, CrlSource, FileRef, ListenerConfig, LogConfig, LogFormat, PolicyConfig,
+    ProxyProtocolConfig, RevocationMode, RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol, UserMode,
 };
 use crate::audit::{AuditConfig, CheckpointConfig, Fsync, OnFull, RespondAfter, SinkConfig};
-use crate::diag::{Collector, Diagnostics, parse_duration};
+use crate::diag::{Problem, parse_duration};
 use crate::headers::{HeadersConfig, Underscores};
 use crate::policy::path::PathParameters;
 use crate::tls::profile::{ProfileConfig, Rule};
 
-pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
-    let mut c = Collector::new(text);
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            c.push_toml(&e, &[]);
-            return Err(finish_err(c, path));
+/// The problems of one config text, and the files it names (resolved against `base`): the
+/// section validators push to it as to [`crate::diag::Collector`], and [`non_empty_path`]
+/// records each path with the key that holds it.
+pub(super) struct Collector<'a> {
+    inner: crate::diag::Collector<'a>,
+    text: &'a str,
+    names: KeyNames,
+    /// The config file's folder: relative paths are relative to it.
+    base: PathBuf,
+    files: Vec<FileRef>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(text: &'a str, base: &Path) -> Self {
+        Self {
+            inner: crate::diag::Collector::new(text),
+            text,
+            names: KeyNames::new(),
+            base: base.to_path_buf(),
+            files: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.inner.push(span, message);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Resolves a path value and records it as a file ztgate reads (or writes).
+    fn file(&mut self, v: &Spanned<String>, access: Access) -> PathBuf {
+        let written = v.get_ref();
+        if written.trim().is_empty() {
+            self.push(v.span(), "path must not be empty");
+            return PathBuf::from(written);
+        }
+        let path = self.base.join(written);
+        let (line, col) = crate::diag::line_col(self.text, v.span().start);
+        let key = self
+            .names
+            .get(&v.span().start)
+            .cloned()
+            .unwrap_or_else(|| "a path".to_string());
+        self.files.push(FileRef {
+            key,
+            written: written.clone(),
+            path: path.clone(),
+            line,
+            col,
+            access,
+        });
+        path
+    }
+}
+
+/// What validating a config text found.
+pub(super) struct Validated {
+    /// `Some` when there were no problems.
+    pub(super) config: Option<Config>,
+    /// Sorted by line and column.
+    pub(super) problems: Vec<Problem>,
+    /// Every path the text names, resolved, in the order met (also when there were problems, so
+    /// that missing files are reported with the rest).
+    pub(super) files: Vec<FileRef>,
+}
+
+pub(super) fn validate(path: &Path, text: &str) -> Validated {
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut c = Collector::new(text, base);
+    let Some((parsed, names)) = super::parse::parse(&mut c.inner, text) else {
+        return Validated {
+            config: None,
+            problems: c.inner.into_problems(),
+            files: Vec::new(),
+        };
+    };
+    c.names = names;
+    let raw = parsed.raw;
+    let skipped = |name: &str| parsed.skipped.contains(name);
+
+    let listener = match &raw.listener {
+        Some(l) => listener::listener(&mut c, l.get_ref()),
+        None => {
+            if !skipped("listener") {
+                c.push(0..0, "missing [listener] table (address = \"IP:PORT\")");
+            }
+            None
         }
     };
-
-    let listener = listener::listener(&mut c, raw.listener.get_ref());
-    let tls = tls::tls(&mut c, raw.tls.get_ref());
+    let tls = match &raw.tls {
+        Some(t) => tls::tls(&mut c, t.get_ref()),
+        None => {
+            if !skipped("tls") {
+                c.push(0..0, "missing [tls] table (cert, key, client_ca)");
+            }
+            None
+        }
+    };
     let admin = raw
         .admin
         .as_ref()
@@ -58,12 +148,13 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                 reload_interval,
             })
         }
+        None if skipped("policy") => None,
         None => {
             // Secure by default: no policy is never "allow everyone".
             c.push(
                 0..0,
                 "missing [policy] table: ztgate refuses to start without an explicit access \
-                 policy (add `[policy]` with `file = \"config/policy.toml\"`)",
+                 policy (add `[policy]` with `file = \"policy.toml\"`, relative to this file's folder)",
             );
             None
         }
@@ -73,11 +164,11 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         .iter()
         .filter_map(|u| upstream::upstream(&mut c, u))
         .collect();
-    let routes = upstream::routes(&mut c, &raw.routes, &raw.upstreams);
-    if raw.upstreams.is_empty() {
+    let routes = upstream::routes(&mut c, &raw.routes, &raw.upstreams, skipped("upstream"));
+    if raw.upstreams.is_empty() && !skipped("upstream") {
         c.push(0..0, "no [[upstream]] defined: ztgate needs at least one to forward to");
     }
-    if raw.routes.is_empty() {
+    if raw.routes.is_empty() && !skipped("route") {
         c.push(0..0, "no [[route]] defined: every request would get 404");
     }
     let drain_timeout = raw
@@ -158,10 +249,14 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         );
     }
     if !c.is_empty() {
-        return Err(finish_err(c, path));
+        return Validated {
+            config: None,
+            problems: c.inner.into_problems(),
+            files: c.files,
+        };
     }
-    match (listener, tls, policy, drain_timeout, log) {
-        (Some(listener), Some(tls), Some(policy), Some(drain_timeout), Some(log)) => Ok(Config {
+    let config = match (listener, tls, policy, drain_timeout, log) {
+        (Some(listener), Some(tls), Some(policy), Some(drain_timeout), Some(log)) => Some(Config {
             source: path.to_path_buf(),
             listener,
             tls,
@@ -178,24 +273,20 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             drain_timeout,
             log,
             headers,
+            files: c.files.clone(),
+            warnings: Vec::new(),
         }),
         // Every `None` above pushed a problem, so this arm is unreachable in practice; it still
         // fails closed rather than panicking.
         _ => {
-            let mut c = Collector::new(text);
             c.push(0..0, "invalid configuration");
-            Err(finish_err(c, path))
+            None
         }
-    }
-}
-
-fn finish_err(c: Collector<'_>, path: &Path) -> Diagnostics {
-    match c.finish(path) {
-        Err(d) => d,
-        Ok(()) => Diagnostics {
-            path: path.to_path_buf(),
-            problems: Vec::new(),
-        },
+    };
+    Validated {
+        config,
+        problems: c.inner.into_problems(),
+        files: c.files,
     }
 }
 
@@ -238,11 +329,14 @@ fn optional_duration(c: &mut Collector<'_>, v: &Spanned<String>) -> Option<Optio
     }
 }
 
+/// A file ztgate reads, relative to the config file's folder unless absolute.
 fn non_empty_path(c: &mut Collector<'_>, v: &Spanned<String>) -> PathBuf {
-    if v.get_ref().trim().is_empty() {
-        c.push(v.span(), "path must not be empty");
-    }
-    PathBuf::from(v.get_ref())
+    c.file(v, Access::Read)
+}
+
+/// A file ztgate writes (the audit log, a downloaded CRL): its folder must exist.
+fn output_path(c: &mut Collector<'_>, v: &Spanned<String>) -> PathBuf {
+    c.file(v, Access::Write)
 }
 
 /// `1048576`, `512KiB`, `100MiB`, `1GiB`.

@@ -36,7 +36,8 @@ pub(super) fn tls(c: &mut Collector<'_>, t: &RawTls) -> Option<TlsConfig> {
                 None
             }
         };
-        let file = non_empty_path(c, &r.file);
+        // Written by the fetcher: it need not exist yet.
+        let file = output_path(c, &r.file);
         match url {
             Some(url) => {
                 if !crls.contains(&file) {

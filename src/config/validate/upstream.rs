@@ -96,6 +96,7 @@ pub(super) fn routes(
     c: &mut Collector<'_>,
     routes: &[Spanned<RawRoute>],
     upstreams: &[Spanned<RawUpstream>],
+    upstreams_skipped: bool,
 ) -> Vec<RouteConfig> {
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {
@@ -114,6 +115,8 @@ pub(super) fn routes(
         }
         let upstream = match by_name.get(r.upstream.get_ref().as_str()) {
             Some(i) => Some(*i),
+            // An upstream left out for a problem already reported may be the one named here.
+            None if upstreams_skipped => None,
             None => {
                 let known: Vec<&str> = by_name.keys().copied().collect();
                 c.push(
