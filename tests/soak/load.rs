@@ -91,16 +91,22 @@ async fn worker(
     let mut conn = None;
     while !stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
-        let result = match mode {
-            Mode::Fresh(version) => {
-                let req = Request::get(path.as_str()).body(Empty::new()).unwrap();
-                client
-                    .send(addr, version, req)
-                    .await
-                    .map(|r| (r.status.as_u16(), request_id(&r.headers)))
+        let request = async {
+            match mode {
+                Mode::Fresh(version) => {
+                    let req = Request::get(path.as_str()).body(Empty::new()).unwrap();
+                    client
+                        .send(addr, version, req)
+                        .await
+                        .map(|r| (r.status.as_u16(), request_id(&r.headers)))
+                }
+                Mode::KeepAlive => keepalive_get(&client, &mut conn, addr, &path).await,
             }
-            Mode::KeepAlive => keepalive_get(&client, &mut conn, addr, &path).await,
         };
+        let result = bounded(request).await;
+        if result.as_ref().is_err_and(|e| e.starts_with(STUCK)) {
+            conn = None;
+        }
         let failed = result.is_err();
         out.push(Outcome {
             group,
@@ -114,6 +120,19 @@ async fn worker(
         }
     }
     out
+}
+
+/// No request of the soak takes this long; one that does is recorded as an error, so that a
+/// stuck connection fails its scenario instead of hanging it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const STUCK: &str = "no response within";
+
+async fn bounded(
+    request: impl std::future::Future<Output = Result<(u16, String), String>>,
+) -> Result<(u16, String), String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| Err(format!("{STUCK} {REQUEST_TIMEOUT:?}")))
 }
 
 fn request_id(h: &http::HeaderMap) -> String {
@@ -210,10 +229,13 @@ pub fn failures<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>, expected: u
 pub async fn probe(group: &'static str, client: &Client, addr: SocketAddr, path: &str) -> Outcome {
     let sent = Instant::now();
     let req = Request::get(path).body(Empty::new()).unwrap();
-    let result = client
-        .send(addr, Version::HTTP_11, req)
-        .await
-        .map(|r| (r.status.as_u16(), request_id(&r.headers)));
+    let result = bounded(async {
+        client
+            .send(addr, Version::HTTP_11, req)
+            .await
+            .map(|r| (r.status.as_u16(), request_id(&r.headers)))
+    })
+    .await;
     Outcome {
         group,
         sent,
@@ -230,7 +252,7 @@ pub async fn get_on_held(
     path: &str,
 ) -> Outcome {
     let sent = Instant::now();
-    let result = async {
+    let result = bounded(async {
         sender.ready().await.map_err(|e| chain(&e))?;
         let req = Request::get(path)
             .header("host", format!("localhost:{}", addr.port()))
@@ -240,7 +262,7 @@ pub async fn get_on_held(
         let (parts, body) = resp.into_parts();
         body.collect().await.map_err(|e| chain(&e))?;
         Ok((parts.status.as_u16(), request_id(&parts.headers)))
-    }
+    })
     .await;
     Outcome {
         group,

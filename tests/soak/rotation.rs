@@ -11,7 +11,7 @@ use http::Version;
 use ztgate::pki::{CertAuthority, LeafSpec};
 
 use crate::harness::{Daemon, Rss, Setup, check_audit_file, secs, write_config};
-use crate::load::{Load, Mode, Outcome, Tally, failures, get_on_held, probe};
+use crate::load::{Load, Mode, Outcome, REQUEST_TIMEOUT, Tally, failures, get_on_held, probe};
 use crate::support::{CLIENT_ID, Client, Pki, eventually};
 
 /// Replaces `name` in the PKI folder whole (write aside, rename over), as cert-manager does.
@@ -113,7 +113,9 @@ async fn ca_rotation_keeps_both_cas_clients_working_and_refuses_the_removed_one(
             "round {round}: the old CA's client failed while it was trusted: {:?}",
             failures(&old, 200)
         );
-        let mut held = old_client.connect_h1(addr).await;
+        let mut held = tokio::time::timeout(REQUEST_TIMEOUT, old_client.connect_h1(addr))
+            .await
+            .expect("a trusted client connects");
         let before = get_on_held("held", &mut held, addr, "/app").await;
         assert!(matches!(before.result, Ok((200, _))), "{:?}", before.result);
         probes.push(before);
