@@ -125,7 +125,7 @@ async fn worker(
 /// No request of the soak takes this long; one that does is recorded as an error, so that a
 /// stuck connection fails its scenario instead of hanging it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const STUCK: &str = "no response within";
+pub const STUCK: &str = "no response within";
 
 async fn bounded(
     request: impl std::future::Future<Output = Result<(u16, String), String>>,

@@ -11,7 +11,7 @@ use http::Version;
 use ztgate::pki::{CertAuthority, LeafSpec};
 
 use crate::harness::{Daemon, Rss, Setup, check_audit_file, secs, write_config};
-use crate::load::{Load, Mode, Outcome, REQUEST_TIMEOUT, Tally, failures, get_on_held, probe};
+use crate::load::{Load, Mode, Outcome, REQUEST_TIMEOUT, STUCK, Tally, failures, get_on_held, probe};
 use crate::support::{CLIENT_ID, Client, Pki, eventually};
 
 /// Replaces `name` in the PKI folder whole (write aside, rename over), as cert-manager does.
@@ -131,8 +131,8 @@ async fn ca_rotation_keeps_both_cas_clients_working_and_refuses_the_removed_one(
             // certificate, so the client sees the alert, or only the close, depending on timing;
             // the audit log names the reason (below).
             assert!(
-                o.result.is_err(),
-                "round {round}: the removed CA's client was answered {:?}",
+                o.result.as_ref().is_err_and(|e| !e.starts_with(STUCK)),
+                "round {round}: the removed CA's client was answered, or not refused at once: {:?}",
                 o.result
             );
             outcomes.push(o);
