@@ -90,7 +90,7 @@ impl ConnCtx {
     }
 }
 
-/// The request's id, made by the trace layer, returned to the client and passed upstream
+/// The request's id, made by the observing layer, returned to the client and passed upstream
 /// (`x-request-id`): 32 hex digits.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestId(pub HeaderValue);
@@ -156,7 +156,7 @@ impl RequestCtx {
     /// The request's context.
     ///
     /// # Errors
-    /// [`ProxyError::Internal`] when the request did not come through the trace layer (a
+    /// [`ProxyError::Internal`] when the request did not come through the observing layer (a
     /// stack wired wrongly): fail closed rather than judge a request without its connection.
     pub(crate) fn of<B>(req: &Request<B>) -> Result<&Arc<RequestCtx>, ProxyError> {
         req.extensions()

@@ -12,10 +12,13 @@
 
 mod chain;
 pub mod checkpoint;
+mod json;
 pub mod record;
 mod sink;
 mod verify;
 mod writer;
+
+pub use record::AuditRecord;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -244,7 +247,7 @@ impl Auditor {
     /// [`Unserializable`] when the record cannot be serialized (a bug: records hold strings
     /// and numbers). It is logged at ERROR and counted in `ztgate_audit_dropped_total` here,
     /// never skipped silently; the request path fails closed on it.
-    pub async fn emit<R: serde::Serialize>(&self, record: &R) -> Result<(), Unserializable> {
+    pub async fn emit<R: AuditRecord + ?Sized>(&self, record: &R) -> Result<(), Unserializable> {
         if !self.enabled() {
             return Ok(());
         }
@@ -273,17 +276,17 @@ impl Auditor {
     /// # Errors
     /// [`CommitError::NotRecorded`]: refuse the response (503). [`CommitError::Unserializable`]:
     /// as for [`Auditor::emit`].
-    pub async fn commit<R: serde::Serialize>(&self, record: R, refuse: impl FnOnce(&mut R)) -> Result<(), CommitError> {
+    pub async fn commit<R: AuditRecord>(&self, record: R, refuse: impl FnOnce(&mut R)) -> Result<(), CommitError> {
         self.enqueue(record, refuse).await?.durable().await
     }
 
     /// [`Auditor::commit`] in two steps: this one returns once the record is queued (so a caller
-    /// that is cancelled after it knows the record is in the queue), [`Queued::durable`] waits
-    /// for the write.
+    /// cancelled after it knows the record is in the queue), [`Queued::durable`] waits for the
+    /// write.
     ///
     /// # Errors
     /// [`CommitError::Unserializable`], before anything is queued.
-    pub async fn enqueue<R: serde::Serialize>(
+    pub async fn enqueue<R: AuditRecord>(
         &self,
         mut record: R,
         refuse: impl FnOnce(&mut R),
@@ -378,8 +381,8 @@ impl Inner {
 }
 
 /// Serializes a record; a failure is logged at ERROR and counted as dropped.
-fn serialize<R: serde::Serialize>(record: &R) -> Result<Vec<u8>, Unserializable> {
-    serde_json::to_vec(record).map_err(|e| {
+fn serialize<R: AuditRecord + ?Sized>(record: &R) -> Result<Vec<u8>, Unserializable> {
+    record.to_json().map_err(|e| {
         metrics::audit_dropped();
         tracing::error!(error = %e, "audit record could not be serialized; dropped");
         Unserializable

@@ -66,6 +66,7 @@ pub(super) struct Writer {
     signer: Option<Signer>,
     /// Lines not yet written, oldest first.
     held: Vec<Held>,
+    written: metrics::AuditWritten,
 }
 
 impl Writer {
@@ -93,6 +94,7 @@ impl Writer {
             shared,
             signer,
             held: Vec::new(),
+            written: metrics::AuditWritten::register(),
         })
     }
 
@@ -164,7 +166,7 @@ impl Writer {
             let started = Instant::now();
             match self.sink.write(&buf, sync) {
                 Ok(()) => {
-                    metrics::audit_written(lines, started.elapsed().as_secs_f64());
+                    self.written.written(lines, started.elapsed().as_secs_f64());
                     if sync {
                         last_sync = Instant::now();
                     }
@@ -221,7 +223,7 @@ impl Writer {
             let (buf, chain, lines) = self.chain_held();
             match self.sink.write(&buf, true) {
                 Ok(()) => {
-                    metrics::audit_written(lines, 0.0);
+                    self.written.written(lines, 0.0);
                     self.chain = chain;
                     self.held.clear();
                 }

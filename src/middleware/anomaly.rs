@@ -1,16 +1,13 @@
-//! Feeds each request's outcome to the anomaly detector (atomics only, no lock) and reports what
-//! it flags: a warning log, `ztgate_anomalies_total{kind}` and an audit record of kind
+//! Feeds each request's outcome to the anomaly detector (atomics only, no lock; called by the
+//! observing layer, [`super::observe`]) and reports what it flags: a warning log, `ztgate_anomalies_total{kind}` and an audit record of kind
 //! `anomaly`. Never changes the response.
 
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
-use http::{Request, Response};
-use tower::{Layer, Service};
+use http::Response;
 use tracing::warn;
 
-use super::BoxFuture;
 use crate::anomaly::{Detector, Flag};
 use crate::audit::Auditor;
 use crate::audit::record::{Identity, SCHEMA_VERSION, timestamp};
@@ -25,67 +22,21 @@ pub(crate) fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-#[derive(Clone)]
-pub(crate) struct AnomalyLayer {
-    detector: Option<Arc<Detector>>,
-    auditor: Auditor,
-}
-
-impl AnomalyLayer {
-    pub(crate) fn new(detector: Option<Arc<Detector>>, auditor: Auditor) -> Self {
-        Self { detector, auditor }
-    }
-}
-
-impl<S> Layer<S> for AnomalyLayer {
-    type Service = Anomaly<S>;
-    fn layer(&self, inner: S) -> Anomaly<S> {
-        Anomaly {
-            inner,
-            layer: self.clone(),
+/// Feeds one finished request to the detector and reports each flag it raises (the
+/// connection's stats; nothing when the connection has none).
+pub(crate) async fn observe(
+    detector: &Detector,
+    auditor: &Auditor,
+    ctx: &RequestCtx,
+    result: &Result<Response<ProxyBody>, ProxyError>,
+) {
+    let conn = &ctx.conn;
+    if let Some(stats) = &conn.anomaly {
+        let denied = Outcome::of(result) == Outcome::Deny;
+        let route = ctx.route.get().copied();
+        for flag in detector.request(stats, route, denied, now_ms()) {
+            report(auditor, conn, &flag).await;
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct Anomaly<S> {
-    inner: S,
-    layer: AnomalyLayer,
-}
-
-impl<B, S> Service<Request<B>> for Anomaly<S>
-where
-    // The inner future is already boxed: the pass-through path hands it on as it is.
-    B: Send + 'static,
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> BoxFuture {
-        let (Some(detector), Ok(ctx)) = (self.layer.detector.clone(), RequestCtx::of(&req)) else {
-            return self.inner.call(req);
-        };
-        let ctx = ctx.clone();
-        let conn = ctx.conn.clone();
-        let auditor = self.layer.auditor.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await;
-            if let Some(stats) = &conn.anomaly {
-                let denied = Outcome::of(&result) == Outcome::Deny;
-                let route = ctx.route.get().copied();
-                for flag in detector.request(stats, route, denied, now_ms()) {
-                    report(&auditor, &conn, &flag).await;
-                }
-            }
-            result
-        })
     }
 }
 
@@ -103,6 +54,11 @@ pub(crate) async fn report(auditor: &Auditor, conn: &ConnCtx, flag: &Flag) {
         conn_id: u64,
         peer: std::net::SocketAddr,
         identity: Identity<'a>,
+    }
+    impl crate::audit::AuditRecord for AnomalyRecord<'_> {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(self)
+        }
     }
     let record = AnomalyRecord {
         v: SCHEMA_VERSION,

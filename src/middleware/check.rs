@@ -3,12 +3,14 @@
 //! error. Sanitize, route and policy are checks; the layer plumbing lives here once instead of
 //! three times.
 
+use std::future::Ready;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::BoxFuture;
+use futures_util::future::Either;
+
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
@@ -16,6 +18,16 @@ pub trait Check: Clone + Send + Sync + 'static {
     /// `Ok` to pass the request on, `Err` to answer with that error. Any body type: a check
     /// looks at the head and the request's context only.
     fn check<B>(&self, req: &mut Request<B>) -> Result<(), ProxyError>;
+}
+
+/// Checks run one after the other as one: `(a, b)` is `a`, then `b` if `a` passed. The stack's
+/// consecutive synchronous checks are one such chain in one layer, so the request moves through
+/// one service instead of one per check.
+impl<A: Check, B: Check> Check for (A, B) {
+    fn check<Body>(&self, req: &mut Request<Body>) -> Result<(), ProxyError> {
+        self.0.check(req)?;
+        self.1.check(req)
+    }
 }
 
 #[derive(Clone)]
@@ -37,24 +49,27 @@ pub struct Checked<C, S> {
     inner: S,
 }
 
+/// A check's answer: its refusal at once, or the inner service's own future, unboxed (the checks
+/// nest into one future type, with no allocation per layer).
+pub(crate) type CheckFuture<F> = Either<Ready<Result<Response<ProxyBody>, ProxyError>>, F>;
+
 impl<B, C, S> Service<Request<B>> for Checked<C, S>
 where
     C: Check,
-    // Every inner service already returns a boxed future: hand it on rather than box it again.
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = BoxFuture;
+    type Future = CheckFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match self.check.check(&mut req) {
-            Ok(()) => self.inner.call(req),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(e) => Either::Left(std::future::ready(Err(e))),
         }
     }
 }

@@ -79,13 +79,14 @@ impl tower::Service<Request<Incoming>> for Forward {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.forward(req).await })
+        // The exchange's own future, boxed as it is (a wrapping `async` block would copy the
+        // whole state once more when first polled).
+        Box::pin(self.inner.clone().forward(req))
     }
 }
 
 impl Inner {
-    async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(self: Arc<Self>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
         let ctx = RequestCtx::of(&req)?.clone();
         let canonical = ctx.canonical()?;
         let Some(route) = ctx.route.get().and_then(|i| self.routes.get(*i)) else {
@@ -198,7 +199,6 @@ impl Inner {
         // The identity the request was judged as (a trusted hop's forwarded client, else the
         // connection's own) is the one passed upstream.
         let conn = ctx.peer();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         // The judged authority goes upstream, once: as `Host` to HTTP/1.1 (the URI only picks
         // the pool), as `:authority` with no `host` field to h2 (RFC 9113 §8.3.1).
         let authority = match upstream.version {
@@ -206,12 +206,15 @@ impl Inner {
                 .map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?,
             _ => upstream.authority.clone(),
         };
-        parts.uri = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(authority)
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?;
+        // The client's path and query as parsed (not parsed again): only scheme and authority
+        // change.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(upstream.scheme.clone());
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest(BadRequest::TargetUnforwardable))?;
         parts.version = upstream.version;
         let te_trailers = upstream.version == Version::HTTP_2 && headers::te_trailers(&parts.headers);
         // After this, the client's `Connection` options can no longer remove anything ztgate

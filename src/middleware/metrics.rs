@@ -1,15 +1,11 @@
-//! Counts every response by status class and records its latency. Sits outside the checks, so
-//! rejections are counted with the status the client sees.
+//! Counts every response by status class and records its latency. The observing layer
+//! ([`super::observe`]) records each request once, outside the checks, so rejections are counted
+//! with the status the client sees.
 
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use tower::{Layer, Service};
+use http::Response;
 
-use super::BoxFuture;
-use crate::ctx::RequestCtx;
 use ::metrics::{Counter, Histogram, counter, histogram};
 
 use crate::body::ProxyBody;
@@ -44,73 +40,6 @@ impl Lazy {
             Lazy::Registered(c) => c.increment(1),
             Lazy::Unregistered(labels) => counter!(REQUESTS_TOTAL, labels.iter()).increment(1),
         }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct MetricsLayer {
-    metrics: RequestMetrics,
-}
-
-impl MetricsLayer {
-    pub(crate) fn new(metrics: RequestMetrics) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Metrics<S>;
-    fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Metrics<S> {
-    inner: S,
-    metrics: RequestMetrics,
-}
-
-impl<S> Service<Request<Incoming>> for Metrics<S>
-where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
-        let start = Instant::now();
-        let metrics = self.metrics.clone();
-        // Inner layers record the route here.
-        let ctx = RequestCtx::of(&req).ok().cloned();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await;
-            let outcome = Outcome::of(&result);
-            let status = match &result {
-                Ok(resp) => resp.status(),
-                Err(e) => {
-                    metrics.upstream_error(e);
-                    e.status()
-                }
-            };
-            metrics.response(
-                ctx.as_ref().and_then(|c| c.route.get().copied()),
-                outcome,
-                status,
-                start.elapsed().as_secs_f64(),
-            );
-            result
-        })
     }
 }
 
@@ -166,6 +95,24 @@ impl RequestMetrics {
             upstream_timeout: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "timeout"),
             upstream_failed: counter!(UPSTREAM_ERRORS_TOTAL, "kind" => "failed"),
         }
+    }
+
+    /// Records one finished request: its `ztgate_requests_total` series (by route, decision and
+    /// status class), an upstream error's kind, and its duration since `start`.
+    pub(crate) fn observe(
+        &self,
+        route: Option<usize>,
+        result: &Result<Response<ProxyBody>, ProxyError>,
+        start: Instant,
+    ) {
+        let status = match result {
+            Ok(resp) => resp.status(),
+            Err(e) => {
+                self.upstream_error(e);
+                e.status()
+            }
+        };
+        self.response(route, Outcome::of(result), status, start.elapsed().as_secs_f64());
     }
 
     pub fn response(&self, route: Option<usize>, outcome: Outcome, status: http::StatusCode, seconds: f64) {

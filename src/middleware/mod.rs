@@ -1,11 +1,17 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
-//! trace + request id ─► metrics ─► audit ─► anomaly ─► trusted hop ─► sanitize ─► route ─► user ─► rate limit
-//! ─► posture ─► policy ─► forward
+//! observe (request id, span, anomaly, audit, metrics, log) ─► trusted hop ─► sanitize ─► route ─► user
+//! ─► rate limit ─► posture ─► policy ─► forward
 //!
-//! Inner layers reject with `Err(ProxyError)`; `trace` turns errors into responses through
+//! Trusted hop, sanitize, route, user and rate limit are synchronous checks (`check::Check`),
+//! chained in one layer. Inner layers reject with `Err(ProxyError)`; `observe` records every outcome once and turns
+//! errors into responses through
 //! [`ProxyError::to_response`](crate::error::ProxyError::to_response), the only place that
-//! does. Metrics sit outside the checks so they count every rejection.
+//! does. It sits outside the checks, so it sees every rejection.
+//!
+//! Allocation: `observe` boxes the request's one future; the checks return their inner future
+//! unboxed (`check::CheckFuture`), posture boxes only a lookup that has to wait, and `forward`
+//! boxes its own.
 
 pub(crate) mod anomaly;
 pub(crate) mod audit;
@@ -13,6 +19,7 @@ pub(crate) mod check;
 pub(crate) mod forward;
 pub(crate) mod hop;
 pub(crate) mod metrics;
+pub(crate) mod observe;
 pub(crate) mod policy;
 pub(crate) mod posture;
 pub(crate) mod ratelimit;
@@ -37,32 +44,20 @@ use crate::upstream::RouteTable;
 use check::{CheckLayer, Checked};
 use forward::Forward;
 
-/// The future every inner layer returns. Boxed: one allocation per request per layer is cheaper
-/// than the type machinery of hand-written futures at this size (STYLE.md).
+/// A boxed future of the stack's inner result: `forward`'s, and a posture lookup that waits.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub(crate) type Stack = trace::Trace<
-    metrics::Metrics<
-        audit::Audit<
-            anomaly::Anomaly<
-                Checked<
-                    hop::TrustedHop,
-                    Checked<
-                        sanitize::Sanitize,
-                        Checked<
-                            route::Route,
-                            Checked<
-                                user::UserCheck,
-                                Checked<ratelimit::RateLimit, posture::Posture<Checked<policy::PolicyCheck, Forward>>>,
-                            >,
-                        >,
-                    >,
-                >,
-            >,
-        >,
-    >,
->;
+pub(crate) type Stack = observe::Observe<Checked<Checks, posture::Posture<Checked<policy::PolicyCheck, Forward>>>>;
+
+/// The synchronous checks before posture, in order, as one chain (`check::Check` for pairs).
+type Checks = (
+    hop::TrustedHop,
+    (
+        sanitize::Sanitize,
+        (route::Route, (user::UserCheck, ratelimit::RateLimit)),
+    ),
+);
 
 /// What the stack is built from; everything is shared (`Arc`) across connections.
 pub(crate) struct Parts {
@@ -88,19 +83,24 @@ pub(crate) struct Parts {
 
 pub(crate) fn stack(p: Parts) -> Stack {
     ServiceBuilder::new()
-        .layer(trace::TraceLayer::new())
-        .layer(metrics::MetricsLayer::new(p.metrics.clone()))
-        .layer(audit::AuditLayer::new(
-            p.auditor.clone(),
-            p.routes.clone(),
-            p.upstream_names,
+        .layer(observe::ObserveLayer::new(
+            p.metrics.clone(),
+            audit::AuditSetup::new(p.auditor, p.routes.clone(), p.upstream_names),
+            p.detector,
         ))
-        .layer(anomaly::AnomalyLayer::new(p.detector, p.auditor))
-        .layer(CheckLayer(hop::TrustedHop::new(p.trusted_hop, p.tls)))
-        .layer(CheckLayer(sanitize::Sanitize::new(p.headers)))
-        .layer(CheckLayer(route::Route::new(p.routes.clone(), p.require_sni_match)))
-        .layer(CheckLayer(user::UserCheck::new(p.user_auth, p.routes.clone())))
-        .layer(CheckLayer(ratelimit::RateLimit::new(p.limits)))
+        .layer(CheckLayer((
+            hop::TrustedHop::new(p.trusted_hop, p.tls),
+            (
+                sanitize::Sanitize::new(p.headers),
+                (
+                    route::Route::new(p.routes.clone(), p.require_sni_match),
+                    (
+                        user::UserCheck::new(p.user_auth, p.routes.clone()),
+                        ratelimit::RateLimit::new(p.limits),
+                    ),
+                ),
+            ),
+        )))
         .layer(posture::PostureLayer::new(p.posture, p.policy.clone()))
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)

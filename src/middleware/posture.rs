@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{HeaderName, Request, Response};
 use tower::{Layer, Service};
 
@@ -70,27 +71,26 @@ fn record<B>(req: &mut Request<B>, result: PostureResult, provider: &'static str
 impl<B, S> Service<Request<B>> for Posture<S>
 where
     B: Send + 'static,
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError, Future = BoxFuture>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = BoxFuture;
+    /// The inner future as it is, boxed only when a lookup has to wait for the provider.
+    type Future = Either<S::Future, BoxFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let Some(setup) = &self.layer.setup else {
-            return self.inner.call(req);
+            return Either::Left(self.inner.call(req));
         };
         let lookup = if self.layer.policy.load().uses_posture() {
             let conn = match RequestCtx::of(&req) {
                 Ok(ctx) => ctx.peer(),
-                Err(e) => return Box::pin(std::future::ready(Err(e))),
+                Err(e) => return Either::Right(Box::pin(std::future::ready(Err(e)))),
             };
             Some(match setup.device_id.device_id(&conn.identity) {
                 Some(device_id) => setup.provider.lookup(&Query {
@@ -108,10 +108,10 @@ where
         }
         let provider = setup.provider.name();
         match lookup {
-            None => self.inner.call(req),
+            None => Either::Left(self.inner.call(req)),
             Some(Lookup::Ready(result)) => {
                 record(&mut req, result, provider, self.layer.metrics.as_ref());
-                self.inner.call(req)
+                Either::Left(self.inner.call(req))
             }
             Some(Lookup::Pending(fut)) => {
                 // The service that was polled ready goes with this request; a clone takes its
@@ -119,11 +119,11 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let metrics = self.layer.metrics.clone();
-                Box::pin(async move {
+                Either::Right(Box::pin(async move {
                     let result = fut.await;
                     record(&mut req, result, provider, metrics.as_ref());
                     inner.call(req).await
-                })
+                }))
             }
         }
     }

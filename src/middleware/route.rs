@@ -54,7 +54,7 @@ impl Route {
         if canonical.path_without_parameters.is_some() && route.path_parameters == PathParameters::Refuse {
             return Err(ProxyError::BadRequest(BadRequest::PathParameter));
         }
-        // `call` runs inside the request span opened by the trace layer.
+        // `call` runs inside the request span opened by the observing layer.
         tracing::Span::current().record("route", route.name.as_str());
         Ok(index)
     }

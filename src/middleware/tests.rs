@@ -37,7 +37,7 @@ fn conn(spiffe: &str) -> Arc<ConnCtx> {
     Arc::new(ConnCtx::new(7, peer, identity(spiffe), Some("app.internal".into()), None).unwrap())
 }
 
-/// A request as the trace layer hands it on: with its context.
+/// A request as the observing layer hands it on: with its context.
 fn request(path: &str, host: &str, spiffe: &str) -> (Request<()>, Arc<RequestCtx>) {
     let mut req = Request::builder().uri(path).body(()).unwrap();
     req.headers_mut()
@@ -365,4 +365,157 @@ async fn every_layer_fails_closed_without_a_request_context() {
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// The observing layer over `inner`, with an audit log in `dir` (durable: each response waits for
+/// its record, so the file is complete when the call returns).
+fn observed<S>(inner: S, dir: &std::path::Path) -> (super::observe::Observe<S>, crate::audit::AuditTask) {
+    use crate::audit::{AuditConfig, Auditor, Fsync, OnFull, RespondAfter, SinkConfig};
+    let (auditor, task) = Auditor::start(&AuditConfig {
+        sink: SinkConfig::File {
+            path: dir.join("audit.log"),
+            max_bytes: u64::MAX,
+            keep: 1,
+        },
+        fsync: Fsync::Batch,
+        on_full: OnFull::Block,
+        respond_after: RespondAfter::Durable,
+        queue: 16,
+        checkpoint: None,
+    })
+    .unwrap();
+    let routes = routes();
+    let metrics = super::metrics::RequestMetrics::register(["users", "app"].into_iter());
+    let audit = super::audit::AuditSetup::new(auditor, routes, Arc::from(vec!["app".to_string()]));
+    (
+        super::observe::ObserveLayer::new(metrics, audit, None).layer(inner),
+        task,
+    )
+}
+
+fn audit_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn observe_answers_every_request_with_its_id_and_records_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    // Allows /ok, denies anything else, like the checks inside would.
+    let inner = service_fn(move |req: Request<()>| {
+        let id = RequestCtx::of(&req).unwrap().id.as_str().to_string();
+        seen2.lock().unwrap().push(id);
+        let path = req.uri().path().to_string();
+        async move {
+            if path == "/ok" {
+                Ok(Response::new(Either::Right(Full::new(Bytes::from_static(b"ok")))))
+            } else {
+                Err(ProxyError::Denied {
+                    rule: Some("no-such-rule".into()),
+                    reason: "no_rule_matched",
+                })
+            }
+        }
+    });
+    let (mut svc, task) = observed(inner, dir.path());
+    let mut ids = Vec::new();
+    for path in ["/ok", "/nope"] {
+        let mut req = Request::builder().uri(path).body(()).unwrap();
+        req.extensions_mut().insert(conn(CLIENT));
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        let id = resp.headers()[crate::headers::X_REQUEST_ID]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(id.len(), 32);
+        ids.push((resp.status(), id));
+    }
+    assert_eq!(ids[0].0, StatusCode::OK);
+    assert_eq!(ids[1].0, StatusCode::FORBIDDEN);
+    // The checks saw the same id the client got.
+    assert_eq!(*seen.lock().unwrap(), vec![ids[0].1.clone(), ids[1].1.clone()]);
+    drop(svc);
+    assert!(task.finish(Duration::from_secs(5)).await.complete());
+    let records = audit_lines(dir.path());
+    assert_eq!(records.len(), 2, "one record per request: {records:?}");
+    assert_eq!(records[0]["request_id"], ids[0].1.as_str());
+    assert_eq!(records[0]["decision"], "allow");
+    assert_eq!(records[0]["status"], 200);
+    assert_eq!(records[1]["request_id"], ids[1].1.as_str());
+    assert_eq!(records[1]["decision"], "deny");
+    assert_eq!(records[1]["rule"], "no-such-rule");
+    assert_eq!(records[1]["status"], 403);
+}
+
+#[tokio::test]
+async fn observe_fails_closed_without_a_connection_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (mut svc, task) = observed(inner(&calls), dir.path());
+    let req = Request::builder().uri("/").body(()).unwrap();
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(resp.headers()[crate::headers::X_REQUEST_ID].len(), 32);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    drop(svc);
+    assert!(task.finish(Duration::from_secs(5)).await.complete());
+}
+
+/// A check that counts its calls and passes or refuses as told.
+#[derive(Clone)]
+struct Counting(Arc<AtomicUsize>, bool);
+
+impl Check for Counting {
+    fn check<B>(&self, _req: &mut Request<B>) -> Result<(), ProxyError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        if self.1 {
+            Ok(())
+        } else {
+            Err(ProxyError::Internal("refused by the test check"))
+        }
+    }
+}
+
+#[tokio::test]
+async fn chained_checks_run_in_order_and_stop_at_the_first_refusal() {
+    let (a, b, calls) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut pass = CheckLayer((Counting(a.clone(), true), Counting(b.clone(), true))).layer(inner(&calls));
+    assert_eq!(
+        call(&mut pass, request("/", "app.internal", CLIENT).0).await.unwrap(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        (
+            a.load(Ordering::SeqCst),
+            b.load(Ordering::SeqCst),
+            calls.load(Ordering::SeqCst)
+        ),
+        (1, 1, 1)
+    );
+    let mut refuse = CheckLayer((Counting(a.clone(), false), Counting(b.clone(), true))).layer(inner(&calls));
+    let err = call(&mut refuse, request("/", "app.internal", CLIENT).0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        ProxyError::Internal("refused by the test check").to_string()
+    );
+    // The refusal ends the chain: the second check and the inner service never ran.
+    assert_eq!(
+        (
+            a.load(Ordering::SeqCst),
+            b.load(Ordering::SeqCst),
+            calls.load(Ordering::SeqCst)
+        ),
+        (2, 1, 1)
+    );
 }

@@ -1,138 +1,71 @@
-//! Outermost layer: assigns the request id, opens the request span, and converts every
-//! `ProxyError` into its response (the one place that does).
+//! What the observing layer ([`super::observe`]) does first and last: the request id, the
+//! request span, and every `ProxyError` turned into its response (the one place that does).
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
-use tower::{Layer, Service};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Span, info, info_span, warn};
 
 use crate::body::ProxyBody;
-use crate::ctx::{ConnCtx, RequestCtx, RequestId};
 use crate::error::{Outcome, ProxyError};
 use crate::headers::X_REQUEST_ID;
 
-#[derive(Clone, Default)]
-pub(crate) struct TraceLayer {
-    ids: Arc<IdGen>,
+/// Opens the request's span: its id, method and path now; route, user, decision and status as
+/// the request goes (recorded by the checks and by [`respond`]).
+pub(crate) fn span<B>(id: &HeaderValue, req: &Request<B>) -> Span {
+    info_span!(
+        "request",
+        request.id = id.to_str().unwrap_or("-"),
+        http.method = %req.method(),
+        http.path = req.uri().path(),
+        route = tracing::field::Empty,
+        user = tracing::field::Empty,
+        client.forwarded = tracing::field::Empty,
+        decision = tracing::field::Empty,
+        http.status = tracing::field::Empty,
+    )
 }
 
-impl TraceLayer {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-    fn layer(&self, inner: S) -> Trace<S> {
-        Trace {
-            inner,
-            ids: self.ids.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Trace<S> {
-    inner: S,
-    ids: Arc<IdGen>,
-}
-
-type TraceFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-impl<S> Service<Request<Incoming>> for Trace<S>
-where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = TraceFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Inner layers are always ready (they hold no capacity); a readiness error could only be
-        // a bug, and is reported per request by `call` instead.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let id = self.ids.next();
-        let span = info_span!(
-            "request",
-            request.id = id.to_str().unwrap_or("-"),
-            http.method = %req.method(),
-                        http.path = req.uri().path(),
-            route = tracing::field::Empty,
-            user = tracing::field::Empty,
-            client.forwarded = tracing::field::Empty,
-            decision = tracing::field::Empty,
-            http.status = tracing::field::Empty,
-        );
-        // The connection's context, put there by the server, becomes part of the request's.
-        let Some(conn) = req.extensions_mut().remove::<Arc<ConnCtx>>() else {
-            let err = ProxyError::Internal("request has no connection context");
-            warn!(error = %err, "request failed");
-            return Box::pin(std::future::ready(Ok(err.to_response(&id))));
-        };
-        req.extensions_mut()
-            .insert(Arc::new(RequestCtx::new(RequestId(id.clone()), conn)));
-        let fut = {
-            let _guard = span.enter();
-            self.inner.call(req)
-        };
-        Box::pin(
-            async move {
-                let result = fut.await;
-                let span = tracing::Span::current();
-                span.record(
-                    "http.status",
-                    result
-                        .as_ref()
-                        .map_or_else(|e| e.status().as_u16(), |r| r.status().as_u16()),
-                );
-                span.record("decision", Outcome::of(&result).as_str());
-                let mut resp = match result {
-                    Ok(resp) => resp,
-                    Err(err) => {
-                        // A client can cause these at will: a few lines per second per class,
-                        // then a summary (metrics and audit still see each one).
-                        use crate::telemetry::loglimit::{Class, admit};
-                        let class = match err.status().as_u16() {
-                            502 | 504 => Class::Upstream,
-                            500.. => Class::Unavailable,
-                            _ => Class::Rejected,
-                        };
-                        if admit(class) {
-                            if err.is_rejection() {
-                                info!(error = %err, "request rejected");
-                            } else {
-                                warn!(error = %err, "request failed");
-                            }
-                        }
-                        err.to_response(&id)
-                    }
-                };
-                resp.headers_mut().insert(X_REQUEST_ID, id);
-                Ok(resp)
+/// The response the client gets, with its `x-request-id`: the upstream's, or the error's own
+/// ([`ProxyError::to_response`], the one place errors become responses). Records the status and
+/// decision on the current span and logs a refusal or failure (a few lines per second per class,
+/// then a summary: metrics and audit still see each one).
+pub(crate) fn respond(id: HeaderValue, result: Result<Response<ProxyBody>, ProxyError>) -> Response<ProxyBody> {
+    let span = Span::current();
+    span.record(
+        "http.status",
+        result
+            .as_ref()
+            .map_or_else(|e| e.status().as_u16(), |r| r.status().as_u16()),
+    );
+    span.record("decision", Outcome::of(&result).as_str());
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            use crate::telemetry::loglimit::{Class, admit};
+            let class = match err.status().as_u16() {
+                502 | 504 => Class::Upstream,
+                500.. => Class::Unavailable,
+                _ => Class::Rejected,
+            };
+            if admit(class) {
+                if err.is_rejection() {
+                    info!(error = %err, "request rejected");
+                } else {
+                    warn!(error = %err, "request failed");
+                }
             }
-            .instrument(span),
-        )
-    }
+            err.to_response(&id)
+        }
+    };
+    resp.headers_mut().insert(X_REQUEST_ID, id);
+    resp
 }
 
 /// Request ids: a random per-process prefix and a counter, 32 hex digits. Unique without a
 /// random draw per request; unguessable across restarts.
-struct IdGen {
+pub(crate) struct IdGen {
     prefix: u64,
     counter: AtomicU64,
 }
@@ -159,7 +92,7 @@ impl Default for IdGen {
 }
 
 impl IdGen {
-    fn next(&self) -> HeaderValue {
+    pub(crate) fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 32];
         hex_into(&mut buf[..16], self.prefix);

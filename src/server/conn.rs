@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::debug;
@@ -48,7 +47,7 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
     let activity = super::idle::Activity::new(tokio::time::Instant::now());
     let svc = WithConn {
-        inner: server.stack.clone(),
+        inner: std::sync::Mutex::new(server.stack.clone()),
         ctx,
         conflicts: conflicts.clone(),
         activity: activity.clone(),
@@ -59,7 +58,6 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     // sniff the version from the first bytes, with no timeout: a client that completed the
     // handshake and sent nothing held its slot forever. Now the idle bounds (`idle.rs`) run
     // from the first moment (and the sniffing's cost is gone).
-    let svc = TowerToHyperService::new(svc);
     let conn = if let (false, Some(conflicts)) = (h2, conflicts) {
         let framer = super::framing::Framer::new(server.listener.max_header_bytes, server.listener.max_headers);
         let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts, activity.clone()));
@@ -68,8 +66,13 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
         // included (its default is 30 s once a timer is set): off, ztgate's own bounds apply.
         h1.timer(TokioTimer::new())
             .header_read_timeout(None)
-            .max_buf_size(server.listener.max_header_bytes)
-            .max_headers(server.listener.max_headers);
+            .max_buf_size(server.listener.max_header_bytes);
+        // hyper's own limit is 100 fields, kept in an array on the stack; any explicit limit,
+        // even 100, makes it fill a heap array of that many slots for every head (~1.7k
+        // instructions per request). Only a different limit is worth that.
+        if server.listener.max_headers != HYPER_MAX_HEADERS {
+            h1.max_headers(server.listener.max_headers);
+        }
         HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
     } else {
         let io = TokioIo::new(tls);
@@ -151,13 +154,20 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     }
 }
 
-type Svc = TowerToHyperService<WithConn>;
+/// hyper's HTTP/1.1 field limit when none is set (`proto::h1::role::DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
+
+type Svc = WithConn;
 
 /// The stack for one connection: every request carries the connection's context, and on
 /// HTTP/1.1 the mark of a head with both `Content-Length` and `Transfer-Encoding`.
-#[derive(Clone)]
+///
+/// A hyper service over the tower stack without hyper-util's `TowerToHyperService`, which clones
+/// the whole stack for every request (a few dozen reference counts and a copy of the nested
+/// layers): the connection's one copy is called in place. The lock is never contended (the
+/// connection's task is the only caller) and never held across an await.
 struct WithConn {
-    inner: crate::middleware::Stack,
+    inner: std::sync::Mutex<crate::middleware::Stack>,
     ctx: Arc<ConnCtx>,
     /// HTTP/1.1 only: what the framing follower saw (`server/framing.rs`).
     conflicts: Option<Arc<super::framing::Conflicts>>,
@@ -167,23 +177,26 @@ struct WithConn {
 
 type StackFuture = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
 
-impl tower::Service<http::Request<hyper::body::Incoming>> for WithConn {
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithConn {
     type Response = http::Response<super::idle::Tracked<crate::body::ProxyBody>>;
     type Error = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Error;
     type Future = super::idle::TrackedFuture<StackFuture>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::Service as _;
         req.extensions_mut().insert(self.ctx.clone());
         if self.conflicts.as_ref().is_some_and(|c| c.next_request_conflicts()) {
             req.extensions_mut()
                 .insert(crate::canonical::ContentLengthWithTransferEncoding);
         }
         let busy = self.activity.begin();
-        super::idle::TrackedFuture::new(self.inner.call(req), busy)
+        // A panic elsewhere cannot leave the stack half-changed (calls do not mutate it), so a
+        // poisoned lock is used as it is.
+        let mut stack = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // tower's contract: ready before called. Every layer is always ready (none holds
+        // capacity; `observe` reports a readiness error per request), so this never waits.
+        let _ = stack.poll_ready(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        super::idle::TrackedFuture::new(stack.call(req), busy)
     }
 }
 

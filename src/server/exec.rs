@@ -1,9 +1,9 @@
 //! The executor hyper's h2 server spawns each stream's task on.
 //!
-//! hyper-util's `TowerToHyperService` calls the tower stack when the stream's future is first
-//! polled, which for h2 is inside a task of its own: a plain `TokioExecutor` would run the whole
-//! request (the trace layer's request span included) outside the connection's span, and h2 log
-//! lines would lose `client.addr` and `client.id`. This executor enters the connection's span in
+//! hyper's h2 server runs each stream's future in a task of its own: with a plain
+//! `TokioExecutor`, anything that future logs outside the request span (which `WithConn::call`
+//! opens under the connection's span) would run outside the connection's span, and h2 log lines
+//! would lose `client.addr` and `client.id`. This executor enters the connection's span in
 //! every task it spawns, as `tokio::spawn(conn).instrument(span)` does for the connection itself.
 
 use std::future::Future;

@@ -384,9 +384,27 @@ pub(crate) fn policy_reload(ok: bool) {
     counter!(POLICY_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-pub(crate) fn audit_written(records: usize, seconds: f64) {
-    counter!(AUDIT_RECORDS_TOTAL).increment(records as u64);
-    histogram!(AUDIT_WRITE_DURATION).record(seconds);
+/// The audit writer's handles, registered once (a lookup by name per batch cost ~800
+/// instructions per record at one record per batch).
+#[derive(Clone)]
+pub(crate) struct AuditWritten {
+    records: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl AuditWritten {
+    pub(crate) fn register() -> Self {
+        Self {
+            records: counter!(AUDIT_RECORDS_TOTAL),
+            duration: histogram!(AUDIT_WRITE_DURATION),
+        }
+    }
+
+    /// `records` lines reached the sink in one write that took `seconds`.
+    pub(crate) fn written(&self, records: usize, seconds: f64) {
+        self.records.increment(records as u64);
+        self.duration.record(seconds);
+    }
 }
 
 pub(crate) fn audit_dropped() {

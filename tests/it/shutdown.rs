@@ -11,8 +11,11 @@ async fn in_process_drain_lets_an_in_flight_request_finish() {
     let mut s = Server::start(Opts::default()).await;
     let client = s.client();
     let addr = s.addr;
-    let slow = tokio::spawn(async move { client.get(addr, "/slow/800").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request must be in flight when the drain starts: on a loaded machine 200 ms was not
+    // always enough for it to reach the upstream (then nothing was in flight, the drain ended at
+    // once, and the admin port was already closed).
+    let slow = tokio::spawn(async move { client.get(addr, "/slow/2000").await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(s.admin_get("/readyz").await.0, 200);
     s.shutdown();
     // While draining, load balancers are told to stop sending traffic.
