@@ -1,7 +1,8 @@
 //! The per-connection and per-request pure functions besides the policy (benches/policy.rs):
 //! identity extraction from a client certificate, XFCC rendering, path normalisation and audit
 //! record serialisation, and a device posture check for a known device (inventory lookup plus the
-//! policy's requirement check: the cost posture adds to a request).
+//! policy's requirement check: the cost posture adds to a request), and a trusted hop's forwarded
+//! certificate verified per request with and without the cache of verified values.
 //!
 //!     cargo bench --bench hotpath
 //!
@@ -122,5 +123,69 @@ fn posture(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, posture);
+/// A trusted hop's forwarded certificate (`x-forwarded-client-cert` with `Cert` and `Chain`,
+/// as Envoy sends it) judged per request: parsed and verified against the client CA every time
+/// (`cache_entries = 0`), or found in the cache of verified values (the default).
+fn trusted_hop(c: &mut Criterion) {
+    use ztgate::tls::{ForwardedChains, TlsConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertAuthority::new("bench CA").unwrap();
+    let server = ca.issue(&LeafSpec::server("ztgate")).unwrap();
+    let leaf = ca
+        .issue(&LeafSpec::client(
+            "payments",
+            Some("spiffe://corp.example/ns/prod/sa/payments"),
+        ))
+        .unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cfg = TlsConfig {
+        cert: write("server.pem", &server.cert_pem),
+        key: write("server-key.pem", &server.key_pem),
+        client_ca: write("ca.pem", &ca.cert_pem()),
+        crls: vec![write("ca.crl.pem", &ca.crl_pem(&[]).unwrap())],
+        crl_sources: vec![],
+        crl_fetch_interval: std::time::Duration::from_secs(3600),
+        crl_scope: ztgate::tls::CrlScope::Chain,
+        crl_discovery: ztgate::tls::RevocationMode::Off,
+        ocsp: ztgate::tls::RevocationMode::Off,
+        ocsp_responder: None,
+        revocation_timeout: std::time::Duration::from_secs(1),
+        reload_interval: std::time::Duration::from_secs(1),
+        profile: ztgate::tls::profile::ProfileConfig::default(),
+    };
+    let tls = ztgate::tls::server_tls(&cfg).unwrap();
+    let enc = |pem: &str| -> String {
+        pem.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let value = format!(
+        "Hash=00;Cert=\"{}\";Chain=\"{}\";URI=spiffe://corp.example/ns/prod/sa/payments",
+        enc(&leaf.cert_pem),
+        enc(&leaf.chain_pem)
+    );
+    let mut g = c.benchmark_group("trusted_hop_verify");
+    let uncached = ForwardedChains::new(0);
+    g.bench_function("uncached", |b| {
+        b.iter(|| uncached.verify(black_box(value.as_bytes()), &tls).unwrap())
+    });
+    let cached = ForwardedChains::new(10_000);
+    g.bench_function("cached", |b| {
+        b.iter(|| cached.verify(black_box(value.as_bytes()), &tls).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, posture, trusted_hop);
 criterion_main!(benches);

@@ -64,6 +64,7 @@ impl AppError {
         match self {
             AppError::Tls(e) => Some(e.path()),
             AppError::Posture(crate::posture::PostureError::Inventory { path, .. }) => Some(path),
+            AppError::Posture(crate::posture::PostureError::Tls(e)) => Some(e.path()),
             AppError::Posture(crate::posture::PostureError::Jwks(e)) | AppError::UserJwks(e) => Some(&e.path),
             _ => None,
         }

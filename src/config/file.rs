@@ -151,6 +151,9 @@ pub(crate) struct RawPosture {
     pub(crate) stale_if_error: Option<Spanned<String>>,
     pub(crate) max_entries: Option<Spanned<i64>>,
     pub(crate) ca: Option<Spanned<String>>,
+    pub(crate) client_cert: Option<Spanned<String>>,
+    pub(crate) client_key: Option<Spanned<String>>,
+    pub(crate) protocol: Option<Spanned<String>>,
     // assertion
     pub(crate) header: Option<Spanned<String>>,
     pub(crate) jwks: Option<Spanned<String>>,
@@ -166,6 +169,7 @@ pub(crate) struct RawTrustedHop {
     pub(crate) spiffe_ids: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) fingerprints: Vec<Spanned<String>>,
+    pub(crate) cache_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

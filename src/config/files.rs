@@ -85,11 +85,15 @@ pub fn check_contents(files: &[FileRef]) -> (Vec<Problem>, Vec<Diagnostics>) {
     for f in files.iter().filter(|f| f.access == Access::Read) {
         let p = f.path.as_path();
         let result: Result<(), String> = match f.key.as_str() {
-            "[tls] cert" | "[[upstream]] client_cert" => crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string()),
+            "[tls] cert" | "[[upstream]] client_cert" | "[posture] client_cert" => {
+                crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string())
+            }
             "[tls] client_ca" | "[[upstream]] ca" | "[posture] ca" => {
                 crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string())
             }
-            "[tls] key" | "[[upstream]] client_key" => crate::tls::load_key(p).map(drop).map_err(|e| e.to_string()),
+            "[tls] key" | "[[upstream]] client_key" | "[posture] client_key" => {
+                crate::tls::load_key(p).map(drop).map_err(|e| e.to_string())
+            }
             "[tls] crls" => crate::tls::load_crls(p).map(drop).map_err(|e| e.to_string()),
             "[audit] signing_key" => crate::audit::SigningKey::load(p).map(drop).map_err(|e| e.to_string()),
             "[policy] file" => match Policy::load(p) {

@@ -8,6 +8,9 @@ pub struct TrustedHopConfig {
     pub spiffe_ids: Vec<String>,
     /// SHA-256 fingerprints (lowercase hex) of the front proxies' certificates.
     pub fingerprints: Vec<String>,
+    /// How many verified forwarded values are remembered (`cache_entries`, default 10000; 0:
+    /// every request verifies its chain). See `tls::ForwardedChains` for what ends an entry.
+    pub cache_entries: usize,
 }
 
 impl TrustedHopConfig {

@@ -288,6 +288,7 @@ async fn trusted_hop_ignores_other_clients_and_refuses_two_forwarded_certificate
     let cfg = TrustedHopConfig {
         spiffe_ids: vec![hop_id.into()],
         fingerprints: vec![],
+        cache_entries: 0,
     };
     let calls = Arc::new(AtomicUsize::new(0));
     let mut svc = CheckLayer(hop::TrustedHop::new(Some(cfg), tls)).layer(inner(&calls));

@@ -10,6 +10,7 @@
 pub mod assertion;
 pub mod inventory;
 pub mod service;
+mod transport;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -251,8 +252,9 @@ pub enum PostureError {
     Inventory { path: PathBuf, message: String },
     #[error("posture {0}")]
     Jwks(#[from] crate::jwt::JwksError),
-    #[error("posture service client: {0}")]
-    Client(String),
+    /// The posture service's CA, client certificate or key could not be loaded.
+    #[error("posture service TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// One device posture requirement of a policy rule, compiled. Every stated attribute must be

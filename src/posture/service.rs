@@ -4,6 +4,13 @@
 //! `timeout`. When the service is down, slow or answers garbage, a cached answer younger than
 //! `cache_ttl + stale_if_error` is used, else the lookup fails and every posture requirement with
 //! it (fail closed).
+//!
+//! Transport: `http://`, or `https://` verified against `ca`, optionally presenting ztgate's own
+//! certificate (`client_cert`/`client_key`, mTLS, built like an `https://` upstream's TLS client
+//! with [`crate::tls::upstream_client_config`]). HTTP/2 is offered by ALPN next to HTTP/1.1, or
+//! forced with `protocol` as for upstreams. A failed exchange (refused certificate, reset,
+//! refused connection) is logged once with the service's address and the whole error chain
+//! (the TLS alert, the OS error), and the lookup answers `service-down`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,10 +23,11 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::OnceCell;
 use tracing::warn;
 
+use super::transport::{LastError, Recording};
 use super::{DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Unavailable};
 use crate::telemetry::metrics;
 
@@ -36,11 +44,28 @@ pub struct ServiceConfig {
     pub max_entries: usize,
     /// CA bundle that verifies an `https://` service.
     pub ca: Option<PathBuf>,
+    /// ztgate's own certificate chain and key (PEM files), presented to an `https://` service that
+    /// asks for a client certificate: the same shape as an upstream's `client_cert`/`client_key`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Which HTTP version ztgate speaks to the service.
+    pub protocol: ServiceProtocol,
+}
+
+/// `protocol` of the posture service (`[posture] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceProtocol {
+    /// The default: `https://` offers `h2` and `http/1.1` by ALPN (RFC 7301) and speaks what the
+    /// service picks; `http://` speaks HTTP/1.1.
+    Auto,
+    /// HTTP/1.1 only (ALPN offers `http/1.1` alone).
+    Http1,
+    /// HTTP/2 only: ALPN `h2` for `https://`, prior knowledge (RFC 9113 §3.3) for `http://`.
+    Http2,
 }
 
 enum Http {
-    Plain(Client<HttpConnector, Empty<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+    Plain(Client<Recording<HttpConnector>, Empty<Bytes>>),
+    Tls(Client<Recording<HttpsConnector<HttpConnector>>, Empty<Bytes>>),
 }
 
 struct Cached {
@@ -51,6 +76,10 @@ struct Cached {
 
 struct Inner {
     cfg: ServiceConfig,
+    /// `scheme://host:port` of `url`: what log lines name (never a device id).
+    service: String,
+    /// The last I/O error of a connection to the service ([`super::transport`]).
+    last_error: LastError,
     http: Http,
     cache: DashMap<String, Cached>,
     inflight: DashMap<String, Arc<OnceCell<PostureResult>>>,
@@ -62,28 +91,58 @@ pub struct Service {
 }
 
 impl Service {
+    /// Builds the client. The CA, certificate and key files are read here, so a missing or
+    /// broken one stops `run` and `check` naming the file.
+    ///
+    /// # Errors
+    /// [`PostureError::Tls`] when `ca`, `client_cert` or `client_key` cannot be loaded or the
+    /// certificate and key do not belong together.
     pub fn new(cfg: ServiceConfig) -> Result<Self, PostureError> {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(cfg.timeout));
         conn.enforce_http(false);
-        let builder = Client::builder(TokioExecutor::new());
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .http2_only(cfg.protocol == ServiceProtocol::Http2);
+        let last_error = LastError::default();
         let http = match &cfg.ca {
             Some(ca) => {
-                let tls =
-                    crate::tls::upstream_client_config(ca, None).map_err(|e| PostureError::Client(e.to_string()))?;
+                let tls = crate::tls::upstream_client_config(ca, cfg.client_cert.as_ref())?;
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(tls)
-                    .https_only()
-                    .enable_http1()
-                    .wrap_connector(conn);
-                Http::Tls(builder.build(https))
+                    .https_only();
+                // ALPN offers exactly what `protocol` allows; hyper's client speaks what was
+                // negotiated.
+                let https = match cfg.protocol {
+                    ServiceProtocol::Auto => https.enable_all_versions().wrap_connector(conn),
+                    ServiceProtocol::Http1 => https.enable_http1().wrap_connector(conn),
+                    ServiceProtocol::Http2 => https.enable_http2().wrap_connector(conn),
+                };
+                Http::Tls(builder.build(Recording {
+                    inner: https,
+                    last: last_error.clone(),
+                }))
             }
-            None => Http::Plain(builder.build(conn)),
+            None => Http::Plain(builder.build(Recording {
+                inner: conn,
+                last: last_error.clone(),
+            })),
         };
+        let service = cfg
+            .url
+            .replace("{device}", "x")
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| Some(format!("{}://{}", u.scheme_str()?, u.authority()?)))
+            .unwrap_or_else(|| cfg.url.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
+                service,
+                last_error,
                 http,
                 cache: DashMap::new(),
                 inflight: DashMap::new(),
@@ -187,7 +246,17 @@ impl Inner {
                 Http::Tls(c) => c.request(req).await,
             }
             .map_err(|e| {
-                warn!(error = %e, "posture service unreachable");
+                // hyper's own text ("client error (Connect)") hides the cause: the chain names
+                // the OS error or a refused handshake, and the connection's own last error the
+                // TLS alert that came after it (a refused client certificate, TLS 1.3).
+                let mut error = error_chain(&e);
+                if let Some(io) = self.last_error.take(self.cfg.timeout)
+                    && !error.contains(&io)
+                {
+                    error.push_str(": ");
+                    error.push_str(&io);
+                }
+                warn!(service = %self.service, error = %error, "posture service request failed");
                 Unavailable::ServiceDown
             })?;
             let status = resp.status();
@@ -205,7 +274,7 @@ impl Inner {
             StatusCode::OK => parse_answer(&body).map(|p| Ok(Arc::new(p))),
             StatusCode::NOT_FOUND => Ok(Err(Unavailable::DeviceUnknown)),
             s => {
-                warn!(status = s.as_u16(), "posture service answered with an error status");
+                warn!(service = %self.service, status = s.as_u16(), "posture service answered with an error status");
                 Err(Unavailable::ServiceDown)
             }
         }
@@ -221,6 +290,23 @@ fn parse_answer(body: &[u8]) -> Result<DevicePosture, Unavailable> {
         warn!(error = %e, "posture service answer has an invalid value");
         Unavailable::ServiceGarbage
     })
+}
+
+/// `err` and each of its sources, `": "`-separated, repeated texts skipped (hyper's errors
+/// often embed their source's text in their own).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for e in std::iter::successors(Some(err), |e| e.source()) {
+        let text = e.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (a URI SAN has `:` and `/`).
@@ -244,6 +330,20 @@ mod tests {
     fn device_ids_are_percent_encoded_in_the_url() {
         assert_eq!(percent_encode("ab09"), "ab09");
         assert_eq!(percent_encode("spiffe://td/ns/a b"), "spiffe%3A%2F%2Ftd%2Fns%2Fa%20b");
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("received fatal alert: CertificateRequired"));
+        assert_eq!(
+            error_chain(&e),
+            "client error (Connect): received fatal alert: CertificateRequired"
+        );
+        let io = std::io::Error::from_raw_os_error(111);
+        assert_eq!(error_chain(&io), io.to_string());
     }
 
     #[test]

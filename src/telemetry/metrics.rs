@@ -42,6 +42,7 @@ pub(crate) const POSTURE_LOOKUP_DURATION: &str = "ztgate_posture_lookup_duration
 pub(crate) const POSTURE_CACHE_TOTAL: &str = "ztgate_posture_cache_total";
 pub(crate) const POSTURE_DENIALS_TOTAL: &str = "ztgate_posture_denials_total";
 pub(crate) const POSTURE_RELOAD_TOTAL: &str = "ztgate_posture_reload_total";
+pub(crate) const TRUSTED_HOP_CACHE_TOTAL: &str = "ztgate_trusted_hop_cache_total";
 pub(crate) const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
 pub(crate) const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
 pub(crate) const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
@@ -272,6 +273,10 @@ fn describe() {
         "Reloads of the device inventory and JWKS files, by result (ok, error). A failed reload keeps the current ones."
     );
     describe_counter!(
+        TRUSTED_HOP_CACHE_TOTAL,
+        "Lookups of forwarded client certificates ([trusted_hop]) in the cache of verified ones, by result: hit (no chain verification), miss (verified now)."
+    );
+    describe_counter!(
         PROTOCOL_ERRORS_TOTAL,
         "Requests refused by the HTTP parser before the layers ran, by reason: malformed-request (400), uri-too-long (414), headers-too-large (431), header-read-timeout."
     );
@@ -294,6 +299,7 @@ fn zero_known_series() {
     zero(TLS_HANDSHAKES_TOTAL, "result", HANDSHAKE_RESULTS.iter().copied());
     zero(PROTOCOL_ERRORS_TOTAL, "reason", PROTOCOL_ERROR_REASONS.iter().copied());
     zero(REQUEST_TIMEOUTS_TOTAL, "phase", REQUEST_TIMEOUT_PHASES.iter().copied());
+    zero(TRUSTED_HOP_CACHE_TOTAL, "result", ["hit", "miss"]);
     for reloads in [POLICY_RELOAD_TOTAL, TLS_RELOAD_TOTAL, POSTURE_RELOAD_TOTAL] {
         zero(reloads, "result", RELOAD_RESULTS.iter().copied());
     }

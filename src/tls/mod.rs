@@ -8,6 +8,7 @@
 
 mod config;
 mod fetch;
+mod forwarded;
 mod freshness;
 mod pem;
 pub mod profile;
@@ -24,6 +25,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use config::{CrlScope, CrlSource, RevocationMode, TlsConfig};
 pub use fetch::{CrlFetchError, CrlFetcher, Fetched};
+pub use forwarded::{ForwardedChains, ForwardedError};
 pub use freshness::{StaleTrust, stale_trust};
 pub use pem::{load_certs, load_crls, load_key};
 pub use verifier::{ClientVerifier, RevocationRefused};
@@ -122,6 +124,17 @@ pub struct ServerTls {
     pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     /// The client CA bundle: issuers for the online revocation checks.
     pub client_ca: Arc<[rustls::pki_types::CertificateDer<'static>]>,
+    /// The trust generation: unique per [`server_tls`] call and increasing, so every reload's
+    /// client CA and CRLs are a newer generation than what was verified before. Caches of
+    /// verification results (forwarded chains) are keyed by it.
+    pub generation: u64,
+}
+
+/// The next trust generation (starts at 1).
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+    GENERATION.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 impl ServerTls {
@@ -260,6 +273,7 @@ pub fn server_tls(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         expiry,
         verifier,
         client_ca,
+        generation: next_generation(),
     })
 }
 

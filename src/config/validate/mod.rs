@@ -231,9 +231,17 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
                 "[trusted_hop] lists no front proxy (spiffe_ids or fingerprints)",
             );
         }
+        let cache_entries = match &t_ref.cache_entries {
+            None => 10_000,
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or_else(|_| {
+                c.push(n.span(), "cache_entries must be 0 (no cache) or more");
+                0
+            }),
+        };
         crate::config::TrustedHopConfig {
             spiffe_ids: t_ref.spiffe_ids.iter().map(|s| s.get_ref().clone()).collect(),
             fingerprints,
+            cache_entries,
         }
     });
     if user_auth.is_none()

@@ -52,7 +52,7 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
     };
     // Keys that belong to another provider are refused, not ignored: a `timeout` on an
     // inventory would look like it does something.
-    let keys: [(&str, bool, &[&str]); 12] = [
+    let keys: [(&str, bool, &[&str]); 15] = [
         ("file", p.file.is_some(), &["inventory"]),
         (
             "reload_interval",
@@ -65,6 +65,9 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
         ("stale_if_error", p.stale_if_error.is_some(), &["service"]),
         ("max_entries", p.max_entries.is_some(), &["service"]),
         ("ca", p.ca.is_some(), &["service"]),
+        ("client_cert", p.client_cert.is_some(), &["service"]),
+        ("client_key", p.client_key.is_some(), &["service"]),
+        ("protocol", p.protocol.is_some(), &["service"]),
         ("header", p.header.is_some(), &["assertion"]),
         ("jwks", p.jwks.is_some(), &["assertion"]),
         ("issuer", p.issuer.is_some(), &["assertion"]),
@@ -129,6 +132,39 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
                     1
                 }
             };
+            // As for an upstream: ztgate's certificate only means something inside TLS, and a
+            // certificate without its key (or the reverse) is a mistake, not half an mTLS setup.
+            let https = u.starts_with("https://");
+            for (field, value) in [("client_cert", &p.client_cert), ("client_key", &p.client_key)] {
+                if let (Some(v), false) = (value, https) {
+                    c.push(
+                        v.span(),
+                        format!("`{field}` only applies to an https:// posture service"),
+                    );
+                }
+            }
+            let client_cert = match (&p.client_cert, &p.client_key) {
+                (Some(cert), Some(key)) => Some((non_empty_path(c, cert), non_empty_path(c, key))),
+                (None, None) => None,
+                (Some(v), None) | (None, Some(v)) => {
+                    c.push(v.span(), "`client_cert` and `client_key` must be set together");
+                    None
+                }
+            };
+            let protocol = match p.protocol.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+                None | Some(("auto", _)) => service::ServiceProtocol::Auto,
+                Some(("http1", _)) => service::ServiceProtocol::Http1,
+                Some(("http2", _)) => service::ServiceProtocol::Http2,
+                Some((other, span)) => {
+                    c.push(
+                        span,
+                        format!(
+                            "unknown posture service protocol `{other}` (expected \"auto\", \"http1\" or \"http2\")"
+                        ),
+                    );
+                    service::ServiceProtocol::Auto
+                }
+            };
             ProviderConfig::Service(service::ServiceConfig {
                 url: u.clone(),
                 timeout: dur(c, &p.timeout, Duration::from_millis(500))?,
@@ -139,6 +175,8 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
                     .map_or(Some(Duration::ZERO), |d| duration(c, d))?,
                 max_entries,
                 ca: p.ca.as_ref().map(|ca| non_empty_path(c, ca)),
+                client_cert,
+                protocol,
             })
         }
         _ => {
