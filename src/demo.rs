@@ -1,6 +1,14 @@
 //! `ztgate demo`: the dev PKI, a small echo upstream and the proxy on the shipped config, with
 //! curl lines to try. The echo upstream is also what the integration tests forward to.
 
+/// `println!` that cannot panic on a closed standard output (`ztgate demo | head`).
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::path::Path;

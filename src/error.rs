@@ -214,9 +214,9 @@ impl ProxyError {
             ProxyError::Denied { .. }
             | ProxyError::Unauthenticated(_)
             | ProxyError::NoRoute { .. }
-            | ProxyError::BadRequest(_) => true,
-            ProxyError::MisdirectedRequest { .. }
-            | ProxyError::RateLimited { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::MisdirectedRequest { .. } => true,
+            ProxyError::RateLimited { .. }
             | ProxyError::UpstreamUnavailable { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::RequestTimeout

@@ -7,6 +7,22 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `eprintln!` and `println!` that cannot panic: a closed standard error or output (`ztgate check
+/// 2>&1 | head -1`) must not turn exit 64 into a panic's 101. What cannot be written is lost either
+/// way; the exit code still says what happened. (Shadows std's macros for this file.)
+macro_rules! eprintln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use clap::Parser;
 use ztgate::cli::{AuditCommand, CertsCommand, Cli, Command};
 use ztgate::config::Config;
@@ -137,13 +153,25 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo { config } => match runtime().block_on(demo::run(&config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Command::Demo { config } => {
+            // The default config is the checkout's `config/ztgate.toml`, relative to the working
+            // directory: say so rather than leave "cannot read" alone.
+            if !config.exists() {
+                return fail_config(&format!(
+                    "error: cannot read config file {}: no such file (the demo runs on the repository's \
+                     config: start it from the root of the ztgate checkout, or pass --config PATH)",
+                    config.display()
+                ));
             }
-        },
+            match runtime().block_on(demo::run(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(demo::DemoError::Config(e)) => fail_config(&format!("error: {e}")),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -45,6 +45,12 @@ pub enum PkiError {
     NotDevCa { path: PathBuf, problem: &'static str },
     #[error("`{0}` is not a SPIFFE ID (spiffe://trust-domain/path)")]
     SpiffeId(String),
+    #[error(
+        "`{0}` cannot name certificate files: use letters, digits, `.`, `_` and `-` only (no `/`, not `.` or `..`)"
+    )]
+    FileName(String),
+    #[error("{0} already exists; pass --force to replace it")]
+    IdentityExists(PathBuf),
 }
 
 /// A CA that can issue leaf certificates, intermediate CAs and CRLs: self-signed (a root) or

@@ -125,6 +125,14 @@ impl IssueRequest {
 /// written.
 pub fn issue_from_dir(ca_dir: &Path, out: &Path, req: &IssueRequest) -> Result<Vec<PathBuf>, PkiError> {
     crate::identity::SpiffeId::parse(&req.spiffe_id).map_err(|_| PkiError::SpiffeId(req.spiffe_id.clone()))?;
+    // The name becomes `<name>.pem` and `<name>-key.pem` inside `out`, and nowhere else.
+    let plain = req
+        .name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !plain || req.name.is_empty() || req.name == "." || req.name == ".." {
+        return Err(PkiError::FileName(req.name.clone()));
+    }
     let read = |name: &str| {
         let path = ca_dir.join(name);
         std::fs::read_to_string(&path).map_err(|source| PkiError::Read { path, source })
@@ -136,7 +144,7 @@ pub fn issue_from_dir(ca_dir: &Path, out: &Path, req: &IssueRequest) -> Result<V
     let issued = ca.issue(&spec)?;
     let cert_path = out.join(format!("{}.pem", req.name));
     if cert_path.exists() && !req.force {
-        return Err(PkiError::Exists(cert_path));
+        return Err(PkiError::IdentityExists(cert_path));
     }
     std::fs::create_dir_all(out).map_err(|source| PkiError::Write {
         path: out.to_path_buf(),

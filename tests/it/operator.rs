@@ -255,6 +255,81 @@ fn issuer_cn(pem_path: &std::path::Path) -> String {
     cert.issuer().to_string()
 }
 
+/// A closed standard error (`ztgate check 2>&1 | head -1`) does not turn a config error's exit 64
+/// into a panic's 101: service managers and scripts act on the code.
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ztgate.toml");
+    std::fs::write(&cfg, "[listener]\naddress = 5\n").unwrap();
+    for verb in ["check", "run"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+            .args([verb, "--config", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before ztgate writes its errors: the writes fail with EPIPE.
+        drop(child.stderr.take());
+        assert_eq!(child.wait().unwrap().code(), Some(64), "{verb}");
+    }
+}
+
+/// `ztgate demo` away from the checkout says where to run it (exit 64, as for any config that
+/// cannot be read) instead of a bare "cannot read".
+#[test]
+fn demo_outside_the_checkout_says_where_to_run_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "error: cannot read config file config/ztgate.toml: no such file (the demo runs on the repository's \
+         config: start it from the root of the ztgate checkout, or pass --config PATH)"
+    );
+}
+
+/// `certs issue --name` names two files inside `--out` and nothing else: a name that is a path
+/// is refused and nothing is written outside.
+#[test]
+fn certs_issue_refuses_a_name_that_would_write_outside_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let out = dir.path().join("out").join("deeper");
+    assert!(
+        ztgate(&["certs", "dev", "--out", pki.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for name in ["../../evil", "a/b", "..", ""] {
+        let o = ztgate(&[
+            "certs",
+            "issue",
+            "--spiffe-id",
+            "spiffe://ztgate.dev/ns/default/sa/x",
+            "--name",
+            name,
+            "--ca-dir",
+            pki.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr).trim(),
+            format!(
+                "error: `{name}` cannot name certificate files: use letters, digits, `.`, `_` and `-` only (no `/`, not `.` or `..`)"
+            )
+        );
+    }
+    assert!(!dir.path().join("evil.pem").exists());
+    assert!(!out.exists(), "nothing is created for a refused name");
+}
+
 /// `certs dev` keeps the CA key (0600) and names each CA uniquely; `certs issue` mints a third
 /// identity from it that the proxy accepts and the policy judges: 403 before a rule names it,
 /// 200 after.
