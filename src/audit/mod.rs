@@ -276,18 +276,33 @@ impl Auditor {
     /// # Errors
     /// [`CommitError::NotRecorded`]: refuse the response (503). [`CommitError::Unserializable`]:
     /// as for [`Auditor::emit`].
-    pub async fn commit<R: AuditRecord>(&self, mut record: R, refuse: impl FnOnce(&mut R)) -> Result<(), CommitError> {
+    pub async fn commit<R: AuditRecord>(&self, record: R, refuse: impl FnOnce(&mut R)) -> Result<(), CommitError> {
+        self.enqueue(record, refuse).await?.durable().await
+    }
+
+    /// [`Auditor::commit`] in two steps: this one returns once the record is queued (so a caller
+    /// cancelled after it knows the record is in the queue), [`Queued::durable`] waits for the
+    /// write.
+    ///
+    /// # Errors
+    /// [`CommitError::Unserializable`], before anything is queued.
+    pub async fn enqueue<R: AuditRecord>(
+        &self,
+        mut record: R,
+        refuse: impl FnOnce(&mut R),
+    ) -> Result<Queued, CommitError> {
         let Some(inner) = &self.inner else {
-            return Ok(());
+            return Ok(Queued::Done(Ok(())));
         };
         if inner.respond_after == RespondAfter::Queued {
-            return Ok(self.emit(&record).await?);
+            self.emit(&record).await?;
+            return Ok(Queued::Done(Ok(())));
         }
         if !inner.shared.healthy.load(Ordering::Acquire) {
             // Known failing: refuse at once rather than wait for the next failed write.
             refuse(&mut record);
             self.emit(&record).await?;
-            return Err(CommitError::NotRecorded);
+            return Ok(Queued::Done(Err(CommitError::NotRecorded)));
         }
         let bytes = serialize(&record)?;
         refuse(&mut record);
@@ -300,10 +315,32 @@ impl Auditor {
                 refused: Some(refused),
             })
             .await;
-        match written.await {
-            Ok(true) => Ok(()),
-            // Refused by the writer, or never reached it (diverted at shutdown).
-            Ok(false) | Err(_) => Err(CommitError::NotRecorded),
+        Ok(Queued::Waiting(written))
+    }
+}
+
+/// A record [`Auditor::enqueue`] has queued.
+pub enum Queued {
+    /// Nothing to wait for: queued without group commit, or already known refused.
+    Done(Result<(), CommitError>),
+    /// Group commit: the writer says whether the record was written.
+    Waiting(oneshot::Receiver<bool>),
+}
+
+impl Queued {
+    /// Waits for the record's durable write (group commit).
+    ///
+    /// # Errors
+    /// [`CommitError::NotRecorded`]: the write failed, or the record never reached the writer
+    /// (diverted at shutdown); the response must be refused (503).
+    pub async fn durable(self) -> Result<(), CommitError> {
+        match self {
+            Queued::Done(r) => r,
+            Queued::Waiting(written) => match written.await {
+                Ok(true) => Ok(()),
+                // Refused by the writer, or never reached it (diverted at shutdown).
+                Ok(false) | Err(_) => Err(CommitError::NotRecorded),
+            },
         }
     }
 }

@@ -57,18 +57,17 @@ impl AuditSetup {
 
     /// Writes the request's record and returns its result: as it was, or, when the record
     /// cannot be made durable under group commit, 503 (500 if it cannot be serialized at all).
+    /// `queued` turns true once the record is in the audit queue: from then on, a caller that is
+    /// dropped (the client went away) must not record the request again ([`AuditSetup::cut`]).
     pub(crate) async fn finish(
         &self,
-        started: Started,
+        started: &Started,
         ctx: &RequestCtx,
         since: Instant,
         result: Result<Response<ProxyBody>, ProxyError>,
+        queued: &mut bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Started { method, raw_path } = started;
-        let note = ctx;
-        let conn = &ctx.conn;
-        let route = note.route.get().and_then(|i| self.routes.get(*i));
-        let verdict = note.verdict.get();
+        let verdict = ctx.verdict.get();
         let decision = Outcome::of(&result);
         let (rule, reason, status, bytes) = match &result {
             Ok(resp) => {
@@ -93,38 +92,19 @@ impl AuditSetup {
                 None,
             ),
         };
-        let record = RequestRecord {
-            v: SCHEMA_VERSION,
-            ts: timestamp(SystemTime::now()),
-            kind: "request",
-            request_id: ctx.id.as_str(),
-            conn_id: conn.id,
-            peer: &conn.audit_peer,
-            identity: &ctx.peer().audit_identity,
-            via: note.forwarded.get().map(|_| &*conn.audit_identity),
-            method: method.as_str(),
-            host: note.canonical.get().map(|c| c.authority.host()),
-            path: note.path.get().map_or(raw_path.as_str(), String::as_str),
-            route: route.map(|r| r.name.as_str()),
-            upstream: route.and_then(|r| self.upstreams.get(r.upstream)).map(String::as_str),
-            reached_upstream: ctx.reached_upstream(),
+        let end = End {
             decision: decision.as_str(),
             rule,
             reason,
-            shadow: note.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
-            user: note.user.get().map(|u| u.sub.as_str()),
-            posture: note.posture.get().map(|(provider, result)| Posture {
-                provider,
-                result,
-                failed: note.posture_failed.get().copied(),
-            }),
             status,
             bytes,
-            duration_us: since.elapsed().as_micros() as u64,
         };
+        let record = self.record(started, ctx, since, end);
         // Serializing plain strings and numbers cannot fail; if it ever does, fail closed.
         if !self.auditor.group_commit() || matches!(result, Err(ProxyError::AuditUnavailable)) {
-            if self.auditor.emit(&record).await.is_err() {
+            let emitted = self.auditor.emit(&record).await;
+            *queued = true;
+            if emitted.is_err() {
                 return Err(ProxyError::Internal("audit record could not be serialized"));
             }
             return result;
@@ -137,10 +117,90 @@ impl AuditSetup {
             r.status = ProxyError::AuditUnavailable.status().as_u16();
             r.bytes = None;
         };
-        match self.auditor.commit(record, refuse).await {
+        let enqueued = self.auditor.enqueue(record, refuse).await;
+        // Unserializable: nothing was queued, and nothing will be (logged and counted by emit).
+        *queued = true;
+        let committed = match enqueued {
+            Ok(q) => q.durable().await,
+            Err(e) => Err(e),
+        };
+        match committed {
             Ok(()) => result,
             Err(CommitError::NotRecorded) => Err(ProxyError::AuditUnavailable),
             Err(CommitError::Unserializable(_)) => Err(ProxyError::Internal("audit record could not be serialized")),
         }
     }
+
+    /// Writes the record of a request whose answer never came because its future was dropped:
+    /// the client reset its connection (HTTP/1.1) or its stream (h2) first, or the drain
+    /// deadline cut the connection. The request may have reached the upstream, which may have
+    /// acted on it, so it is recorded like any other: `decision` `error`, `reason`
+    /// `client-closed`, status [`CLIENT_CLOSED_STATUS`] (never sent), with the rule the policy
+    /// applied (if it got that far) and `reached_upstream`.
+    pub(crate) async fn cut(&self, started: &Started, ctx: &RequestCtx, since: Instant) {
+        let end = End {
+            decision: "error",
+            rule: ctx.verdict.get().and_then(|v| v.0.as_deref()),
+            reason: "client-closed",
+            status: CLIENT_CLOSED_STATUS,
+            bytes: None,
+        };
+        // Serializing plain strings and numbers cannot fail; `emit` logs and counts it if it
+        // ever does.
+        let _ = self.auditor.emit(&self.record(started, ctx, since, end)).await;
+    }
+
+    /// The record of one request: what the layers learned (`ctx`) and how it ended (`end`).
+    fn record<'a>(
+        &'a self,
+        started: &'a Started,
+        ctx: &'a RequestCtx,
+        since: Instant,
+        end: End<'a>,
+    ) -> RequestRecord<'a> {
+        let conn = &ctx.conn;
+        let route = ctx.route.get().and_then(|i| self.routes.get(*i));
+        RequestRecord {
+            v: SCHEMA_VERSION,
+            ts: timestamp(SystemTime::now()),
+            kind: "request",
+            request_id: ctx.id.as_str(),
+            conn_id: conn.id,
+            peer: &conn.audit_peer,
+            identity: &ctx.peer().audit_identity,
+            via: ctx.forwarded.get().map(|_| &*conn.audit_identity),
+            method: started.method.as_str(),
+            host: ctx.canonical.get().map(|c| c.authority.host()),
+            path: ctx.path.get().map_or(started.raw_path.as_str(), String::as_str),
+            route: route.map(|r| r.name.as_str()),
+            upstream: route.and_then(|r| self.upstreams.get(r.upstream)).map(String::as_str),
+            reached_upstream: ctx.reached_upstream(),
+            decision: end.decision,
+            rule: end.rule,
+            reason: end.reason,
+            shadow: ctx.shadow.get().map(|(rule, reason)| Shadow { rule, reason }),
+            user: ctx.user.get().map(|u| u.sub.as_str()),
+            posture: ctx.posture.get().map(|(provider, result)| Posture {
+                provider,
+                result,
+                failed: ctx.posture_failed.get().copied(),
+            }),
+            status: end.status,
+            bytes: end.bytes,
+            duration_us: since.elapsed().as_micros() as u64,
+        }
+    }
 }
+
+/// How a request ended, for its record.
+struct End<'a> {
+    decision: &'static str,
+    rule: Option<&'a str>,
+    reason: &'a str,
+    status: u16,
+    bytes: Option<u64>,
+}
+
+/// The status recorded for a request whose client went away before its response: nginx's 499
+/// ("client closed request"). Never sent; the record says no response was.
+pub(crate) const CLIENT_CLOSED_STATUS: u16 = 499;

@@ -153,13 +153,16 @@ impl Inner {
             Some(at) if at < sent + upstream.response_timeout => at,
             _ => sent + upstream.response_timeout,
         };
+        // Only a failed connect proves the upstream saw nothing; a timeout, a cut body, or the
+        // client going away while this waits (the future dropped) may have left the request
+        // with it.
+        let reached = MaybeReached {
+            ctx: &ctx,
+            unseen: false,
+        };
         let outcome = tokio::time::timeout_at(head_by, fut).await;
         self.latency.record(sent.elapsed().as_secs_f64());
-        // Only a failed connect proves the upstream saw nothing; a timeout or a cut body may
-        // have left part of the request with it.
-        if !matches!(&outcome, Ok(Err(e)) if e.is_connect()) {
-            ctx.mark_reached_upstream();
-        }
+        reached.settle(matches!(&outcome, Ok(Err(e)) if e.is_connect()));
         let resp = self.answer(
             outcome,
             upstream,
@@ -377,4 +380,27 @@ fn in_chain<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static
         cur = err.source();
     }
     false
+}
+
+/// Marks the request as having reached the upstream when dropped, unless [`MaybeReached::settle`]
+/// was told a failed connect proved otherwise. A guard rather than a statement after the wait,
+/// so that a request whose client went away mid-wait is marked too (its audit record says
+/// `client-closed` with `reached_upstream = true`).
+struct MaybeReached<'a> {
+    ctx: &'a RequestCtx,
+    unseen: bool,
+}
+
+impl MaybeReached<'_> {
+    fn settle(mut self, unseen: bool) {
+        self.unseen = unseen;
+    }
+}
+
+impl Drop for MaybeReached<'_> {
+    fn drop(&mut self) {
+        if !self.unseen {
+            self.ctx.mark_reached_upstream();
+        }
+    }
 }

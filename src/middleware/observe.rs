@@ -112,27 +112,72 @@ where
             let _guard = span.enter();
             Some(self.inner.call(req))
         };
-        let o = o.clone();
+        // Until the audit record is queued, dropping this future (the client went away) leaves
+        // the record to `Unrecorded`.
+        let mut pending = Unrecorded {
+            observers: o.clone(),
+            ctx,
+            started: audit,
+            since: start,
+            queued: false,
+        };
         Box::pin(
             async move {
+                let o = &pending.observers;
                 let result = match fut {
                     Some(fut) => {
                         let result = fut.await;
                         if let Some(detector) = &o.detector {
-                            super::anomaly::observe(detector, &o.audit.auditor, &ctx, &result).await;
+                            super::anomaly::observe(detector, &o.audit.auditor, &pending.ctx, &result).await;
                         }
                         result
                     }
                     None => Err(ProxyError::AuditUnavailable),
                 };
-                let result = match audit {
-                    Some(started) => o.audit.finish(started, &ctx, start, result).await,
+                let result = match &pending.started {
+                    Some(started) => {
+                        o.audit
+                            .finish(started, &pending.ctx, start, result, &mut pending.queued)
+                            .await
+                    }
                     None => result,
                 };
-                o.metrics.observe(ctx.route.get().copied(), &result, start);
+                o.metrics.observe(pending.ctx.route.get().copied(), &result, start);
                 Ok(trace::respond(id, result))
             }
             .instrument(span),
         )
+    }
+}
+
+/// A request's audit record not yet queued. Dropped before it is (the client reset its
+/// connection or stream while the request was being served, or the drain deadline cut it), it
+/// queues the record itself, as `client-closed` ([`AuditSetup::cut`]) — from a task of its own,
+/// since a drop cannot wait for queue space. Without it, a request the upstream may have acted
+/// on would leave no record at all.
+struct Unrecorded {
+    observers: Arc<Observers>,
+    ctx: Arc<RequestCtx>,
+    /// `None` when no audit log is configured.
+    started: Option<super::audit::Started>,
+    since: Instant,
+    /// Set by [`AuditSetup::finish`] once the record is queued.
+    queued: bool,
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        if self.queued {
+            return;
+        }
+        let Some(started) = self.started.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            warn!(request_id = %self.ctx.id.as_str(), "audit: the record of a request cut before its answer could not be queued (no runtime)");
+            return;
+        };
+        let (observers, ctx, since) = (self.observers.clone(), self.ctx.clone(), self.since);
+        runtime.spawn(async move { observers.audit.cut(&started, &ctx, since).await });
     }
 }

@@ -273,3 +273,73 @@ async fn a_flagged_identity_is_held_to_the_tightened_rate() {
         "others are not held"
     );
 }
+
+/// Found by the soak (issue #22): a request whose client went away while the upstream was
+/// working on it left no audit record at all, although the upstream had received it (and may
+/// have acted on it). It is recorded as `client-closed` (status 499, never sent), once, on
+/// HTTP/1.1 (connection reset) and h2 (stream reset) alike; a request answered is unaffected.
+#[tokio::test]
+async fn a_request_whose_client_resets_before_the_response_is_recorded_once_as_client_closed() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let log = pki.path("audit.log");
+    let opts = Opts {
+        audit: Some(format!("file = \"{}\"", log.display())),
+        ..Opts::default()
+    };
+    let mut s = Server::start_with(pki, opts).await;
+    // HTTP/1.1: the whole request, then a TCP reset while the upstream is still sleeping.
+    let mut tls = s
+        .client()
+        .tls_connect(tokio::net::TcpStream::connect(s.addr).await.unwrap())
+        .await;
+    let head = format!("GET /slow/600?h1 HTTP/1.1\r\nhost: localhost:{}\r\n\r\n", s.addr.port());
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tls.get_ref().0.set_zero_linger().unwrap();
+    drop(tls);
+    // h2: the client gives up on the stream (RST_STREAM) and keeps the connection.
+    let mut h2 = s
+        .client()
+        .h2_sender::<http_body_util::Empty<bytes::Bytes>>(s.addr)
+        .await;
+    let req = http::Request::get(format!("https://localhost:{}/slow/600?h2", s.addr.port()))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), h2.send_request(req))
+            .await
+            .is_err()
+    );
+    // Allowed: an answered request keeps its usual record.
+    assert_eq!(
+        s.client().get(s.addr, "/answered").await.unwrap().status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.stop().await;
+
+    verify(&[log.as_path()], &[]).unwrap();
+    let recs = audit_records(&log);
+    let requests: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "request").collect();
+    assert_eq!(requests.len(), 3, "one record per request: {requests:#?}");
+    // (The recorded path is the normalised path, without the query.)
+    let cut = requests.iter().filter(|r| r["path"] == "/slow/600").count();
+    assert_eq!(cut, 2, "{requests:#?}");
+    for r in requests.iter().filter(|r| r["path"] == "/slow/600") {
+        assert_eq!(
+            (r["decision"].as_str(), r["reason"].as_str(), r["status"].as_u64()),
+            (Some("error"), Some("client-closed"), Some(499)),
+            "{r}"
+        );
+        assert_eq!(r["reached_upstream"], true, "{r}");
+        assert_eq!(r["identity"]["spiffe_id"], CLIENT_ID, "{r}");
+        assert!(r["rule"].is_string(), "the rule that let it through: {r}");
+    }
+    let answered = requests.iter().find(|r| r["path"] == "/answered").unwrap();
+    assert_eq!(
+        (answered["reason"].as_str(), answered["status"].as_u64()),
+        (Some("allowed"), Some(200))
+    );
+}
