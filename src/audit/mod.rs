@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, warn};
+use tracing::error;
 
 pub use chain::{Chain, GENESIS, hash_line};
 pub use checkpoint::{CheckpointConfig, KeyError, SigningKey, VerifyingKey};
@@ -353,24 +353,28 @@ impl Inner {
             // queued if there is room; waiting for room would turn the 503 into a hang.
             match self.tx.try_send(entry) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics::audit_dropped();
-                    if refused_while_down {
-                        warn!("audit queue full while the audit log is down: record of a refused request dropped");
-                    }
+                // `block` never drops a record: with the log down and the queue full, the record
+                // of the refused request goes to the last resort (standard error), as at shutdown.
+                Err(mpsc::error::TrySendError::Full(e)) if refused_while_down => {
+                    self.last_resort(&e.record, "the audit log was down and its queue full");
                 }
-                Err(mpsc::error::TrySendError::Closed(e)) => self.writer_gone(&e.record),
+                // `drop`: dropped and counted, as configured.
+                Err(mpsc::error::TrySendError::Full(_)) => metrics::audit_dropped(),
+                Err(mpsc::error::TrySendError::Closed(e)) => {
+                    self.last_resort(&e.record, "the audit writer had stopped (shutdown)");
+                }
             }
             return;
         }
         if let Err(mpsc::error::SendError(e)) = self.tx.send(entry).await {
-            self.writer_gone(&e.record);
+            self.last_resort(&e.record, "the audit writer had stopped (shutdown)");
         }
     }
 
-    /// The writer has stopped (shutdown): the record goes to the last resort, unchained.
-    fn writer_gone(&self, record: &[u8]) {
-        let counter = if sink::divert(record, "the audit writer had stopped (shutdown)") {
+    /// A record that cannot be queued goes to the last resort, unchained (`sink::divert`), and
+    /// is counted as diverted (the exit code says so at shutdown), or as lost when even that fails.
+    fn last_resort(&self, record: &[u8], why: &str) {
+        let counter = if sink::divert(record, why) {
             &self.shared.diverted
         } else {
             metrics::audit_dropped();
