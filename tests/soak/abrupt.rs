@@ -12,7 +12,7 @@ use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
 use crate::load::{Load, Mode, Tally, failures};
 use crate::support::{Client, Pki, audit_records};
 
@@ -125,9 +125,7 @@ const KINDS: [Kind; 6] = [
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn slow_and_abrupt_clients_are_cut_by_the_timeouts_and_hurt_no_one_else() {
     let pki = Pki::new();
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
-    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let upstream_url = echo_upstream().await;
     let audit = pki.path("audit.log");
     let t = format!("\"{}s\"", TIMEOUT.as_secs());
     let config = write_config(

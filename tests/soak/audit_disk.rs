@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Version;
 
-use crate::harness::{Daemon, Rss, Setup, join_audit, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, echo_upstream, join_audit, secs, write_config};
 use crate::load::{Load, Mode, Tally};
 use crate::support::{Client, Pki};
 
@@ -19,9 +19,7 @@ const DIVERTED: &str = r#"{"ztgate":"audit-record-not-written""#;
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn a_full_audit_disk_answers_nothing_without_a_record_and_exits_74() {
     let pki = Pki::new();
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
-    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let upstream_url = echo_upstream().await;
     let audit = pki.path("audit.log");
     std::os::unix::fs::symlink("/dev/full", &audit).unwrap();
     let config = write_config(

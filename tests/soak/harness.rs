@@ -43,6 +43,14 @@ pub struct Setup {
     pub drain_timeout: String,
 }
 
+/// The demo's echo upstream on a free loopback port; its `http://` URL.
+pub async fn echo_upstream() -> String {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", upstream.local_addr().unwrap());
+    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    url
+}
+
 /// Writes `ztgate.toml` (and the example policy) into the PKI's folder, with the audit log at
 /// `audit`; returns the config's path.
 pub fn write_config(pki: &Pki, audit: &Path, setup: &Setup) -> PathBuf {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::Version;
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
 use crate::load::{Load, Mode, Tally, failures};
 use crate::support::{Client, EXAMPLE_POLICY, Pki};
 
@@ -16,9 +16,7 @@ use crate::support::{Client, EXAMPLE_POLICY, Pki};
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn reload_storm_changes_no_answer() {
     let pki = Pki::new();
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
-    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let upstream_url = echo_upstream().await;
     let audit = pki.path("audit.log");
     let config = write_config(
         &pki,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::Version;
 use ztgate::pki::{CertAuthority, LeafSpec};
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
 use crate::load::{Load, Mode, Outcome, REQUEST_TIMEOUT, STUCK, Tally, failures, get_on_held, probe};
 use crate::support::{CLIENT_ID, Client, Pki, eventually};
 
@@ -59,9 +59,7 @@ fn start_load(client: &Arc<Client>, addr: std::net::SocketAddr) -> Load {
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn ca_rotation_keeps_both_cas_clients_working_and_refuses_the_removed_one() {
     let pki = Pki::new();
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
-    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let upstream_url = echo_upstream().await;
     let audit = pki.path("audit.log");
     let config = write_config(
         &pki,

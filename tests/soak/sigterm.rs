@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::Version;
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
 use crate::load::{Load, Mode, Outcome, Tally};
 use crate::support::{Client, Pki};
 
@@ -24,9 +24,7 @@ const FRESH_MARGIN: Duration = Duration::from_millis(500);
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn sigterm_under_load_loses_and_duplicates_no_audit_record() {
     let pki = Pki::new();
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
-    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let upstream_url = echo_upstream().await;
     let audit = pki.path("audit.log");
     let config = write_config(
         &pki,
