@@ -64,7 +64,10 @@ impl RequestMetrics {
     pub fn register<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
         // Only the combinations that can happen are registered (and so exported as 0); an
         // impossible one, should it ever happen, is still counted (registered on first use).
-        let per_route = |route: String| {
+        // No route matched ("none"): the request never reached the rate limit or the upstream (the
+        // checks run trusted hop, sanitize, route, user, rate limit; middleware/mod.rs), so
+        // "none" with allow or rate_limited cannot happen.
+        let per_route = |(route, matched): (String, bool)| {
             [Outcome::Allow, Outcome::Deny, Outcome::Error, Outcome::RateLimited].map(|outcome| {
                 STATUS_CLASSES.map(|class| {
                     let labels = [
@@ -72,7 +75,8 @@ impl RequestMetrics {
                         ::metrics::Label::new("decision", outcome.as_str()),
                         ::metrics::Label::new("status_class", class),
                     ];
-                    if possible(outcome, class) {
+                    let reached_route = matches!(outcome, Outcome::Allow | Outcome::RateLimited);
+                    if possible(outcome, class) && (matched || !reached_route) {
                         Lazy::Registered(counter!(REQUESTS_TOTAL, labels.iter()))
                     } else {
                         Lazy::Unregistered(labels.to_vec())
@@ -80,8 +84,8 @@ impl RequestMetrics {
                 })
             })
         };
-        let requests: Vec<[[Lazy; 5]; 4]> = std::iter::once("none".to_string())
-            .chain(routes.map(str::to_string))
+        let requests: Vec<[[Lazy; 5]; 4]> = std::iter::once(("none".to_string(), false))
+            .chain(routes.map(|r| (r.to_string(), true)))
             .map(per_route)
             .collect();
         Self {

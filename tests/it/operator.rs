@@ -113,13 +113,22 @@ async fn counters_with_known_labels_are_exported_before_their_first_event() {
 async fn requests_total_exports_only_combinations_that_can_happen() {
     let mut s = Server::start(Opts::default()).await;
     let scrape = s.metrics().await;
-    let has = |decision: &str, class: &str| {
+    let series = |route: &str, decision: &str, class: &str| {
         scrape.lines().any(|l| {
             l.starts_with(&format!(
-                r#"ztgate_requests_total{{route="default",decision="{decision}",status_class="{class}"}} "#
+                r#"ztgate_requests_total{{route="{route}",decision="{decision}",status_class="{class}"}} "#
             ))
         })
     };
+    let has = |decision: &str, class: &str| series("default", decision, class);
+    // No route matched: refused before the rate limit and the upstream, so never allowed or
+    // rate limited; refused as an error (400, 404, 421) or denied by the trusted hop.
+    assert!(series("none", "error", "4xx") && series("none", "deny", "4xx"));
+    for impossible in ["allow", "rate_limited"] {
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            assert!(!series("none", impossible, class), "none/{impossible}/{class} exported");
+        }
+    }
     assert!(has("allow", "2xx") && has("allow", "5xx"));
     assert!(has("deny", "4xx") && has("rate_limited", "4xx"));
     assert!(has("error", "4xx") && has("error", "5xx"));
