@@ -113,6 +113,34 @@ pub fn check_contents(files: &[FileRef]) -> (Vec<Problem>, Vec<Diagnostics>) {
     (problems, other)
 }
 
+/// `dir/sub/../x` as `dir/x`, and without `.` components, so messages name a file the way an
+/// operator writes it (`/etc/ztgate/../certs/ca.pem` reads `/etc/certs/ca.pem`). A `..` is folded
+/// only after a real directory: after a symbolic link or a missing directory it is kept, because
+/// the OS resolves `..` physically, and folding it there would name (and open) another file.
+pub(super) fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let foldable = matches!(out.components().next_back(), Some(Component::Normal(_)))
+                    && std::fs::symlink_metadata(&out).is_ok_and(|m| m.is_dir());
+                if foldable {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// One warning per relative path that the working directory resolves to a different existing
 /// file than the config file's folder does: an operator who relied on the old resolution is told
 /// which file ztgate reads now.
@@ -138,6 +166,23 @@ pub fn working_directory_warnings(files: &[FileRef]) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tidy_folds_dot_dot_after_real_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("config")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere/deep")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere/deep"), root.join("link")).unwrap();
+        assert_eq!(tidy(&root.join("config/../certs/ca.pem")), root.join("certs/ca.pem"));
+        assert_eq!(tidy(&root.join("./config/./x.pem")), root.join("config/x.pem"));
+        // Through a link, `..` is the link target's parent: kept as written.
+        assert_eq!(tidy(&root.join("link/../x.pem")), root.join("link/../x.pem"));
+        // A missing directory: `missing/..` fails to open, so it is not folded into a path that opens.
+        assert_eq!(tidy(&root.join("missing/../x.pem")), root.join("missing/../x.pem"));
+        assert_eq!(tidy(Path::new("../a/./b")), PathBuf::from("../a/b"));
+        assert_eq!(tidy(Path::new(".")), PathBuf::from("."));
+    }
 
     fn file_ref(path: PathBuf, access: Access) -> FileRef {
         FileRef {

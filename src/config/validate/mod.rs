@@ -70,7 +70,7 @@ impl<'a> Collector<'a> {
             self.push(v.span(), "path must not be empty");
             return PathBuf::from(written);
         }
-        let path = self.base.join(written);
+        let path = super::files::tidy(&self.base.join(written));
         let (line, col) = crate::diag::line_col(self.text, v.span().start);
         let key = self
             .names
