@@ -38,7 +38,19 @@ fn client_config(root: &CertAuthority, client: &Issued) -> Arc<ClientConfig> {
         .map(Result::unwrap)
         .collect();
     let key = PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
-    let config = ClientConfig::builder_with_provider(ztgate::tls::provider())
+    // HANDSHAKE_KX=X25519|secp256r1|X25519MLKEM768 limits the client to one key-exchange group
+    // (default: every group of the provider, as rustls orders them).
+    let mut provider = (*ztgate::tls::provider()).clone();
+    if let Ok(kx) = std::env::var("HANDSHAKE_KX") {
+        provider
+            .kx_groups
+            .retain(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(&kx));
+        assert!(
+            !provider.kx_groups.is_empty(),
+            "HANDSHAKE_KX={kx}: the provider has no such group"
+        );
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

@@ -82,12 +82,16 @@ impl TlsError {
     }
 }
 
-/// The crypto provider every TLS object in ztgate uses: ring's, with the AES-128-GCM suites
-/// first (see [`suite_rank`]).
+/// The crypto provider every TLS object in ztgate uses: ring's (aws-lc-rs's with the `aws-lc-rs`
+/// feature, kept to repeat the measurement behind the choice: docs/performance.md, "Crypto
+/// provider"), with the AES-128-GCM suites first (see [`suite_rank`]).
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
+            #[cfg(feature = "aws-lc-rs")]
+            let mut p = rustls::crypto::aws_lc_rs::default_provider();
+            #[cfg(not(feature = "aws-lc-rs"))]
             let mut p = rustls::crypto::ring::default_provider();
             p.cipher_suites.sort_by_key(|s| suite_rank(s.suite()));
             Arc::new(p)
