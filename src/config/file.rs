@@ -50,6 +50,7 @@ pub(crate) struct RawListener {
     pub(crate) header_read_timeout: Option<Spanned<String>>,
     pub(crate) first_request_timeout: Option<Spanned<String>>,
     pub(crate) keepalive_timeout: Option<Spanned<String>>,
+    pub(crate) send_timeout: Option<Spanned<String>>,
     pub(crate) idle_timeout: Option<Spanned<String>>,
     pub(crate) request_timeout: Option<Spanned<String>>,
     pub(crate) max_connections: Option<Spanned<i64>>,

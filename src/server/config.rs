@@ -17,6 +17,10 @@ pub struct ListenerConfig {
     /// Time an idle connection is kept: HTTP/1.1 from the end of a response to the first byte of
     /// the next request, h2 while no stream is open. Then it is closed (h2: GOAWAY).
     pub keepalive_timeout: Duration,
+    /// How long one write to the client may wait for the client to read (nginx's
+    /// `send_timeout`): a client that stops reading a response is closed then, however long the
+    /// response still is.
+    pub send_timeout: Duration,
     /// An HTTP/2 connection with no activity is probed with PING and closed after this long.
     pub idle_timeout: Duration,
     /// One deadline for a whole request: request body, upstream response head and response

@@ -60,7 +60,10 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     // from the first moment (and the sniffing's cost is gone).
     let conn = if let (false, Some(conflicts)) = (h2, conflicts) {
         let framer = super::framing::Framer::new(server.listener.max_header_bytes, server.listener.max_headers);
-        let io = TokioIo::new(super::framing::Watched::new(tls, framer, conflicts, activity.clone()));
+        let io = TokioIo::new(super::idle::Sending::new(
+            super::framing::Watched::new(tls, framer, conflicts, activity.clone()),
+            activity.clone(),
+        ));
         let mut h1 = hyper::server::conn::http1::Builder::new();
         // hyper's header timer would run from the moment it waits for a head, keep-alive pause
         // included (its default is 30 s once a timer is set): off, ztgate's own bounds apply.
@@ -75,7 +78,7 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
         }
         HttpConn::H1(Box::pin(h1.serve_connection(io, svc).with_upgrades()))
     } else {
-        let io = TokioIo::new(tls);
+        let io = TokioIo::new(super::idle::Sending::new(tls, activity.clone()));
         let exec = super::exec::SpanExecutor {
             span: tracing::Span::current(),
         };
@@ -95,6 +98,7 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
         first_request: server.listener.first_request_timeout,
         keepalive: server.listener.keepalive_timeout,
         header_read: server.listener.header_read_timeout,
+        send: server.listener.send_timeout,
     };
     let idle = tokio::time::sleep_until(activity.check(tokio::time::Instant::now(), &bounds).at());
     tokio::pin!(idle);
@@ -135,6 +139,12 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
             if why == super::idle::IdleClose::HeaderRead {
                 // Half a head: nothing to finish gracefully (hyper closed it the same way).
                 metrics::protocol_error(why.label());
+                return;
+            }
+            if why == super::idle::IdleClose::Send {
+                // The client reads nothing: a graceful close would only wait for the drain
+                // timeout to write what it will not read.
+                metrics::connections_closed(why.label(), 1);
                 return;
             }
             metrics::connections_closed(why.label(), 1);
@@ -204,10 +214,25 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithConn 
 enum HttpConn {
     H1(
         std::pin::Pin<
-            Box<hyper::server::conn::http1::UpgradeableConnection<TokioIo<super::framing::Watched<Tls>>, Svc>>,
+            Box<
+                hyper::server::conn::http1::UpgradeableConnection<
+                    TokioIo<super::idle::Sending<super::framing::Watched<Tls>>>,
+                    Svc,
+                >,
+            >,
         >,
     ),
-    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<TokioIo<Tls>, Svc, super::exec::SpanExecutor>>>),
+    H2(
+        std::pin::Pin<
+            Box<
+                hyper::server::conn::http2::Connection<
+                    TokioIo<super::idle::Sending<Tls>>,
+                    Svc,
+                    super::exec::SpanExecutor,
+                >,
+            >,
+        >,
+    ),
 }
 
 impl HttpConn {

@@ -2,7 +2,9 @@
 //! (`first_request_timeout`), for the next one (`keepalive_timeout`; on h2, with no open stream)
 //! and, on HTTP/1.1, for the rest of a request head once its first byte came
 //! (`header_read_timeout`). A request being served (its response not yet finished) is never
-//! idle, however slowly its body moves: `request_timeout` bounds that, not these.
+//! idle, however slowly its body moves: `request_timeout` bounds that, not these. What does
+//! bound a connection in every state is `send_timeout`: one write to the client that waits
+//! longer for the client to read (nginx's `send_timeout`) closes it ([`Sending`]).
 //!
 //! hyper's own HTTP/1.1 header timer runs from the moment hyper starts waiting for a head, so it
 //! cannot tell a keep-alive pause from a slow head; ztgate keeps the three apart here. The
@@ -26,6 +28,8 @@ pub(crate) struct Bounds {
     pub(crate) keepalive: Duration,
     /// First byte of an HTTP/1.1 head → the whole head.
     pub(crate) header_read: Duration,
+    /// One write to the client waiting for the client to read.
+    pub(crate) send: Duration,
 }
 
 /// Why an idle connection is closed.
@@ -37,6 +41,8 @@ pub(crate) enum IdleClose {
     KeepAlive,
     /// An HTTP/1.1 head started but not finished within `header_read_timeout`.
     HeaderRead,
+    /// A write to the client waited longer than `send_timeout`: the client stopped reading.
+    Send,
 }
 
 impl IdleClose {
@@ -47,6 +53,7 @@ impl IdleClose {
             IdleClose::FirstRequest => "first_request_timeout",
             IdleClose::KeepAlive => "keepalive_timeout",
             IdleClose::HeaderRead => "header-read-timeout",
+            IdleClose::Send => "send_timeout",
         }
     }
 
@@ -56,6 +63,7 @@ impl IdleClose {
             IdleClose::FirstRequest => "first-request-timeout",
             IdleClose::KeepAlive => "keepalive-timeout",
             IdleClose::HeaderRead => "header-read-timeout",
+            IdleClose::Send => "send-timeout",
         }
     }
 }
@@ -97,6 +105,9 @@ pub(crate) struct Activity {
     /// Nobody is woken for it: the task looks again within the shortest bound anyway
     /// ([`Activity::check`]), which is never later than the head's own bound.
     head_started: AtomicU64,
+    /// When a write to the client started waiting for the client to read; [`NONE`]: no write
+    /// is waiting. Like `head_started`, nobody is woken for it.
+    write_waiting: AtomicU64,
 }
 
 impl Activity {
@@ -108,6 +119,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
+            write_waiting: AtomicU64::new(NONE),
         })
     }
 
@@ -141,6 +153,21 @@ impl Activity {
         }
     }
 
+    /// A write to the client could not proceed (the socket's send buffer is full): from now
+    /// on, until a write proceeds, `send_timeout` runs. Only the first of a run asks `now`.
+    pub(crate) fn write_waits(&self, now: impl FnOnce() -> Instant) {
+        if self.write_waiting.load(Ordering::Relaxed) == NONE {
+            self.write_waiting.store(self.ms(now()), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client proceeded: one atomic load unless a wait just ended.
+    pub(crate) fn write_proceeds(&self) {
+        if self.write_waiting.load(Ordering::Relaxed) != NONE {
+            self.write_waiting.store(NONE, Ordering::Relaxed);
+        }
+    }
+
     fn finished(&self, now: Instant) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle_since.store(self.ms(now), Ordering::Release);
@@ -152,7 +179,16 @@ impl Activity {
     /// shortest bound away, so a head that starts meanwhile (its bound is at least that long) is
     /// still closed exactly at its own deadline, and no request has to wake the connection's task.
     pub(crate) fn check(&self, now: Instant, bounds: &Bounds) -> Verdict {
-        let recheck = bounds.keepalive.min(bounds.header_read).min(bounds.first_request);
+        let recheck = bounds
+            .keepalive
+            .min(bounds.header_read)
+            .min(bounds.first_request)
+            .min(bounds.send);
+        // Busy or idle: a client that stopped reading holds the connection either way.
+        let waiting = self.write_waiting.load(Ordering::Relaxed);
+        if waiting != NONE && now >= self.at(waiting) + bounds.send {
+            return Verdict::Expired(IdleClose::Send);
+        }
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Verdict::Wait(now + recheck);
         }
@@ -264,6 +300,79 @@ where
     }
 }
 
+/// The client connection's write side, watched for `send_timeout`: a write that returns
+/// `Pending` (the client is not reading and the socket's send buffer is full) starts the wait,
+/// any write that proceeds ends it ([`Activity::write_waits`], [`Activity::write_proceeds`]).
+/// Reads pass through untouched.
+pub(crate) struct Sending<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Sending<T> {
+    pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+
+    fn note<R>(&self, polled: std::task::Poll<R>) -> std::task::Poll<R> {
+        if polled.is_pending() {
+            self.activity.write_waits(Instant::now);
+        } else {
+            self.activity.write_proceeds();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sending<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Sending<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(polled)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(polled)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +381,7 @@ mod tests {
         first_request: Duration::from_secs(10),
         keepalive: Duration::from_secs(60),
         header_read: Duration::from_secs(5),
+        send: Duration::from_secs(30),
     };
 
     fn secs(s: u64) -> Duration {
@@ -325,6 +435,24 @@ mod tests {
             Verdict::Expired(IdleClose::KeepAlive),
             "idle again from the response's end, under keepalive"
         );
+    }
+
+    #[test]
+    fn a_write_waiting_past_the_send_bound_expires_busy_or_idle_and_one_that_proceeds_does_not() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0);
+        let busy = a.begin();
+        a.write_waits(|| t0 + secs(100));
+        a.write_waits(|| t0 + secs(120)); // still the same wait: its start does not move
+        assert_eq!(a.check(t0 + secs(129), &BOUNDS), Verdict::Wait(t0 + secs(134)));
+        assert_eq!(a.check(t0 + secs(130), &BOUNDS), Verdict::Expired(IdleClose::Send));
+        // A write that proceeds ends the wait: a slow reader that keeps reading is never cut.
+        a.write_proceeds();
+        assert_eq!(a.check(t0 + secs(500), &BOUNDS), Verdict::Wait(t0 + secs(505)));
+        busy.end_at(t0 + secs(500));
+        // Idle (e.g. a GOAWAY the client does not read): the same bound.
+        a.write_waits(|| t0 + secs(501));
+        assert_eq!(a.check(t0 + secs(531), &BOUNDS), Verdict::Expired(IdleClose::Send));
     }
 
     #[test]

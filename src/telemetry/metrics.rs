@@ -59,6 +59,7 @@ pub(crate) const CONNECTION_CLOSE_REASONS: &[&str] = &[
     "identity_cap",
     "first_request_timeout",
     "keepalive_timeout",
+    "send_timeout",
 ];
 
 /// Every `result` of [`TLS_HANDSHAKES_TOTAL`] ztgate itself names (the `profile_*` reasons come
@@ -226,7 +227,7 @@ fn describe() {
     );
     describe_counter!(
         CONNECTIONS_CLOSED_TOTAL,
-        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, policy (allowed nowhere after a policy reload), cert_expired, max_age, identity_cap, first_request_timeout (no request after the handshake), keepalive_timeout (idle between requests; h2: no open stream)."
+        "Connections ztgate closed, by reason: untrusted after a certificate/CRL reload, policy (allowed nowhere after a policy reload), cert_expired, max_age, identity_cap, first_request_timeout (no request after the handshake), keepalive_timeout (idle between requests; h2: no open stream), send_timeout (a write to the client waited longer than send_timeout: the client stopped reading)."
     );
     for reason in CONNECTION_CLOSE_REASONS {
         counter!(CONNECTIONS_CLOSED_TOTAL, "reason" => *reason).absolute(0);

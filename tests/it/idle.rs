@@ -228,3 +228,75 @@ async fn a_slow_download_is_not_cut_by_the_idle_bounds() {
     }
     s.stop().await;
 }
+
+/// A plain-HTTP upstream that answers every request with an endless chunked body.
+async fn endless_upstream() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let chunk = [b"10000\r\n".as_slice(), &[b'x'; 0x10000], b"\r\n"].concat();
+                while c.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+/// A client that asks for a response and then stops reading (its receive buffer and ztgate's
+/// send buffer fill) is closed `send_timeout` after ztgate's write began to wait, counted as
+/// `send_timeout` and audited; before, only `max_connection_age` bounded it, holding the
+/// connection and its upstream request. (On h2 the same client is closed by the PING that goes
+/// unanswered, `idle_timeout` + 20 s; a stream whose window the client stops opening is held by
+/// flow control, with no write waiting: docs/configuration.md.)
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_at_the_send_timeout() {
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let mut s = Server::start(Opts {
+        // The idle bounds are long: only send_timeout can close this connection.
+        listener_extra: "send_timeout = \"1s\"\nkeepalive_timeout = \"300s\"\nfirst_request_timeout = \"300s\"".into(),
+        upstream_url: Some(endless_upstream().await),
+        audit: Some(format!("file = \"{}\"", audit.path().display())),
+        ..Opts::default()
+    })
+    .await;
+    let before = s.metrics().await;
+    let series = closed("send_timeout");
+    assert_eq!(counter(&before, &series), 0.0, "exported as 0 from start-up: {before}");
+
+    // A raw request, then no reads at all.
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut h1 = s.client().tls_connect(tcp).await;
+    h1.write_all(b"GET /download HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed_it = eventually(30, || async { counter(&s.metrics().await, &series) >= 1.0 }).await;
+    assert!(closed_it, "{}", s.metrics().await);
+    // Buffers take a moment to fill, then the bound runs: not before it.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // The connection is gone: reading drains what was buffered, then ends.
+    assert!(until_closed(&mut h1, 30).await.is_some(), "the connection stays open");
+    s.stop().await;
+    assert_eq!(protocol_reasons(audit.path()), ["send-timeout"]);
+}

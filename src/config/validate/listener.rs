@@ -51,6 +51,7 @@ pub(super) fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<Listene
     let header_read_timeout = dur(c, &l.header_read_timeout, 10);
     let first_request_timeout = dur(c, &l.first_request_timeout, 10);
     let keepalive_timeout = dur(c, &l.keepalive_timeout, 60);
+    let send_timeout = dur(c, &l.send_timeout, 60);
     let idle_timeout = dur(c, &l.idle_timeout, 60);
     let request_timeout = l
         .request_timeout
@@ -122,6 +123,7 @@ pub(super) fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<Listene
         header_read_timeout: header_read_timeout?,
         first_request_timeout: first_request_timeout?,
         keepalive_timeout: keepalive_timeout?,
+        send_timeout: send_timeout?,
         idle_timeout: idle_timeout?,
         request_timeout: request_timeout?,
         max_connections: max_connections?,
