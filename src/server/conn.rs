@@ -210,29 +210,15 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithConn 
     }
 }
 
+/// The client connection's socket as hyper sees it, per protocol: TLS, watched for
+/// `send_timeout`, and on HTTP/1.1 followed by the framing check.
+type H1Io = TokioIo<super::idle::Sending<super::framing::Watched<Tls>>>;
+type H2Io = TokioIo<super::idle::Sending<Tls>>;
+
 /// One client connection's HTTP, by the protocol ALPN chose.
 enum HttpConn {
-    H1(
-        std::pin::Pin<
-            Box<
-                hyper::server::conn::http1::UpgradeableConnection<
-                    TokioIo<super::idle::Sending<super::framing::Watched<Tls>>>,
-                    Svc,
-                >,
-            >,
-        >,
-    ),
-    H2(
-        std::pin::Pin<
-            Box<
-                hyper::server::conn::http2::Connection<
-                    TokioIo<super::idle::Sending<Tls>>,
-                    Svc,
-                    super::exec::SpanExecutor,
-                >,
-            >,
-        >,
-    ),
+    H1(std::pin::Pin<Box<hyper::server::conn::http1::UpgradeableConnection<H1Io, Svc>>>),
+    H2(std::pin::Pin<Box<hyper::server::conn::http2::Connection<H2Io, Svc, super::exec::SpanExecutor>>>),
 }
 
 impl HttpConn {
