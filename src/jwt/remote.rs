@@ -341,3 +341,97 @@ impl Jwks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    use super::super::JwtError;
+    use super::*;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    /// An ES256 key: its JWK text and a token it signed.
+    fn key(kid: &str) -> (serde_json::Value, String) {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = kp.public_key_raw();
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+            "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65])});
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        let claims = serde_json::json!({"sub": "alice", "exp": super::super::unix_now() + 600});
+        let token = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&kp.serialize_der())).unwrap();
+        (jwk, token)
+    }
+
+    fn fetched() -> Jwks {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let cfg = RemoteJwksConfig {
+            location: RemoteLocation::Url("https://idp.test/keys".parse().unwrap()),
+            ca: "ca.pem".into(),
+            refresh_min: Duration::from_secs(30),
+            refresh_max: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+        };
+        Jwks::remote(cfg, tls, "test", vec![Algorithm::ES256], None, None, 60)
+    }
+
+    /// Whether a refetch was asked for since the last look (consumes the one permit).
+    async fn asked(jwks: &Jwks) -> bool {
+        let remote = jwks.remote.as_ref().unwrap();
+        tokio::time::timeout(Duration::from_millis(20), remote.wanted.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn before_the_first_fetch_every_token_is_refused_without_asking_for_a_refetch() {
+        let jwks = fetched();
+        let (_, token) = key("k1");
+        assert!(!jwks.is_loaded());
+        assert_eq!(
+            jwks.verify::<serde_json::Value>(&token).unwrap_err(),
+            JwtError::KeysUnavailable
+        );
+        assert!(
+            !asked(&jwks).await,
+            "the retry backoff, not tokens, drives the first fetch"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_asks_for_one_refetch_however_many_tokens_name_it() {
+        let jwks = fetched();
+        let (jwk1, token1) = key("k1");
+        let (_, token2) = key("k2");
+        let (_, forged1) = key("k1"); // the known kid, another key
+        let set = serde_json::json!({"keys": [jwk1]}).to_string();
+        jwks.keys
+            .store(Arc::new(super::super::parse(&set, &jwks.allowed).unwrap()));
+        assert!(jwks.is_loaded());
+
+        assert!(jwks.verify::<serde_json::Value>(&token1).is_ok());
+        assert_eq!(
+            jwks.verify::<serde_json::Value>(&forged1).unwrap_err(),
+            JwtError::BadSignature
+        );
+        assert!(
+            !asked(&jwks).await,
+            "a known kid with a bad signature is not a rotation"
+        );
+
+        for _ in 0..100 {
+            assert_eq!(
+                jwks.verify::<serde_json::Value>(&token2).unwrap_err(),
+                JwtError::BadSignature
+            );
+        }
+        assert!(asked(&jwks).await, "an unknown kid asks for a refetch");
+        assert!(!asked(&jwks).await, "a hundred such tokens are one request");
+    }
+}

@@ -359,6 +359,55 @@ async fn started_while_the_idp_is_down_every_token_is_refused_until_it_answers()
 }
 
 #[tokio::test]
+async fn posture_assertions_verify_against_a_key_set_fetched_from_the_mdm() {
+    let pki = Pki::new();
+    let (mdm, next) = (Signer::es256("mdm-1"), Signer::es256("mdm-2"));
+    let idp = Idp::start(&pki, jwks(&[&mdm]), Mode::Up).await;
+    let ca = pki.write("mdm-ca.pem", &pki.ca.cert_pem());
+    let extra = format!(
+        "[posture]\nprovider = \"assertion\"\njwks_url = \"{}/jwks\"\njwks_ca = \"{}\"\n\
+         jwks_refresh_min = \"1s\"\nissuer = \"https://mdm.test\"\n",
+        idp.url(),
+        ca.display()
+    );
+    let opts = Opts {
+        policy: crate::posture::POSTURE_POLICY.into(),
+        extra,
+        ..Opts::default()
+    };
+    let server = Server::start_with(pki, opts).await;
+    let client = server.client();
+    let get = |token: String| {
+        let client = &client;
+        let server = &server;
+        async move {
+            let req = Request::get("/app")
+                .header("x-device-assertion", token)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            client.send(server.addr, Version::HTTP_11, req).await.unwrap().status
+        }
+    };
+    let later = now() + 3600;
+    let signed = crate::posture::assertion(&mdm, Some(&server.pki.client), later);
+    assert!(eventually(5, || async { get(signed.clone()).await == StatusCode::OK }).await);
+    idp.rotate(jwks(&[&next]));
+    let rotated = crate::posture::assertion(&next, Some(&server.pki.client), later);
+    assert!(
+        eventually(5, || async { get(rotated.clone()).await == StatusCode::OK }).await,
+        "the MDM's new key is fetched on its unknown kid"
+    );
+    let scrape = server.metrics().await;
+    assert!(
+        counter(
+            &scrape,
+            "ztgate_jwks_fetches_total{source=\"posture_assertion\",result=\"ok\"}"
+        ) >= 2.0
+    );
+    assert_eq!(counter(&scrape, "ztgate_jwks_keys{source=\"posture_assertion\"}"), 1.0);
+}
+
+#[tokio::test]
 async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
     let pki = Pki::new();
     let a = Signer::es256("key-a");
@@ -474,7 +523,7 @@ fn key_set_source_mistakes_are_reported_with_their_line() {
             "oidc_discovery needs `issuer`",
         ),
         (
-            format!("[posture]\nprovider = \"inventory\"\nfile = \"d.toml\"\njwks_url = \"https://mdm.test/k\"\n"),
+            "[posture]\nprovider = \"inventory\"\nfile = \"d.toml\"\njwks_url = \"https://mdm.test/k\"\n".to_string(),
             "[posture]",
             "`jwks_url` does not apply to the inventory posture provider",
         ),

@@ -79,7 +79,7 @@ pub(crate) fn now() -> u64 {
         .as_secs()
 }
 
-const POSTURE_POLICY: &str = r#"
+pub(crate) const POSTURE_POLICY: &str = r#"
 [[rule]]
 id = "healthy-devices"
 effect = "allow"
@@ -435,7 +435,7 @@ fn assertion_opts(pki: &Pki, signers: &[&Signer], log: &std::path::Path) -> Opts
     }
 }
 
-fn assertion(signer: &Signer, bound_to: Option<&Issued>, exp: u64) -> String {
+pub(crate) fn assertion(signer: &Signer, bound_to: Option<&Issued>, exp: u64) -> String {
     let mut claims = json!({
         "iss": "https://mdm.test", "sub": "device-1", "exp": exp, "iat": now(),
         "posture": {"managed": true, "disk_encrypted": true, "os_version": "14.6"},
