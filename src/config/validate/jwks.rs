@@ -37,7 +37,8 @@ pub(super) fn jwks_source(
     .into_iter()
     .filter_map(|(key, span)| Some((key, span?)))
     .collect();
-    match chosen.as_slice() {
+    // A conflict is reported, and the rest is still checked so that `check` lists every problem.
+    let conflict = match chosen.as_slice() {
         [] => {
             c.push(
                 table,
@@ -45,15 +46,15 @@ pub(super) fn jwks_source(
             );
             return None;
         }
-        [_] => {}
+        [_] => false,
         [(first, _), (second, span), ..] => {
             c.push(
                 span.clone(),
                 format!("`{second}` conflicts with `{first}`: set exactly one of `jwks`, `jwks_url`, `oidc_discovery = true`"),
             );
-            return None;
+            true
         }
-    }
+    };
     let options = [
         ("jwks_ca", k.ca.as_ref().map(Spanned::span)),
         ("jwks_refresh_min", k.refresh_min.as_ref().map(Spanned::span)),
@@ -61,60 +62,57 @@ pub(super) fn jwks_source(
         ("jwks_timeout", k.timeout.as_ref().map(Spanned::span)),
     ];
     if let Some(file) = k.jwks {
-        for (key, span) in options {
-            if let Some(span) = span {
-                c.push(
-                    span,
-                    format!("`{key}` only applies to a fetched key set (`jwks_url` or `oidc_discovery`)"),
-                );
+        let path = non_empty_path(c, file);
+        if !conflict {
+            for (key, span) in options {
+                if let Some(span) = span {
+                    c.push(
+                        span,
+                        format!("`{key}` only applies to a fetched key set (`jwks_url` or `oidc_discovery`)"),
+                    );
+                }
             }
+            return Some(JwksSource::File(path));
         }
-        return Some(JwksSource::File(non_empty_path(c, file)));
     }
-    let location = match k.url {
-        Some(url) => {
-            let parsed = url
-                .get_ref()
-                .parse::<http::Uri>()
-                .ok()
-                .filter(|u| u.scheme_str() == Some("https") && u.host().is_some_and(|h| !h.is_empty()));
-            if parsed.is_none() {
-                c.push(
-                    url.span(),
-                    format!(
-                        "jwks_url `{}` must be an https:// URL (plain http is refused: the keys decide who is let in)",
-                        url.get_ref()
-                    ),
-                );
-            }
-            parsed.map(RemoteLocation::Url)
+    let https = |s: &str| {
+        s.parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.scheme_str() == Some("https") && u.host().is_some_and(|h| !h.is_empty()))
+    };
+    let url = k.url.as_ref().and_then(|url| {
+        let parsed = https(url.get_ref());
+        if parsed.is_none() {
+            c.push(
+                url.span(),
+                format!(
+                    "jwks_url `{}` must be an https:// URL (plain http is refused: the keys decide who is let in)",
+                    url.get_ref()
+                ),
+            );
+        }
+        parsed.map(RemoteLocation::Url)
+    });
+    let discovered = discovery.and_then(|_| match issuer {
+        Some(i) if https(i.get_ref()).is_some() => Some(RemoteLocation::Discovery {
+            issuer: i.get_ref().clone(),
+        }),
+        Some(i) => {
+            c.push(
+                i.span(),
+                format!("oidc_discovery needs an https:// `issuer`, not `{}`", i.get_ref()),
+            );
+            None
         }
         None => {
-            let https = |s: &str| {
-                s.parse::<http::Uri>()
-                    .is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some_and(|h| !h.is_empty()))
-            };
-            match issuer {
-                Some(i) if https(i.get_ref()) => Some(RemoteLocation::Discovery {
-                    issuer: i.get_ref().clone(),
-                }),
-                Some(i) => {
-                    c.push(
-                        i.span(),
-                        format!("oidc_discovery needs an https:// `issuer`, not `{}`", i.get_ref()),
-                    );
-                    None
-                }
-                None => {
-                    c.push(
-                        table.clone(),
-                        "oidc_discovery needs `issuer` (the discovery document is found from it)",
-                    );
-                    None
-                }
-            }
+            c.push(
+                table.clone(),
+                "oidc_discovery needs `issuer` (the discovery document is found from it)",
+            );
+            None
         }
-    };
+    });
+    let location = url.or(discovered);
     let ca = match k.ca {
         Some(ca) => Some(non_empty_path(c, ca)),
         None => {
@@ -143,6 +141,9 @@ pub(super) fn jwks_source(
             span,
             format!("jwks_refresh_min ({min:?}) must not exceed jwks_refresh_max ({max:?})"),
         );
+        return None;
+    }
+    if conflict {
         return None;
     }
     Some(JwksSource::Remote(RemoteJwksConfig {
