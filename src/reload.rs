@@ -208,10 +208,12 @@ pub(crate) async fn watch_posture(
     shutdown: impl Future<Output = ()>,
 ) {
     let what = item.what();
-    watch_files(what, vec![item.path()], interval, shutdown, || {
+    // A fetched key set has no file; its refresher runs instead (`Jwks::refresh`).
+    let Some(path) = item.path() else { return };
+    watch_files(what, vec![path.clone()], interval, shutdown, || {
         let item = item.clone();
+        let path = path.clone();
         async move {
-            let path = item.path();
             match tokio::task::spawn_blocking(move || item.reload()).await {
                 Ok(Ok(n)) => {
                     metrics::posture_reload(true);

@@ -1,10 +1,9 @@
 //! User identity, the third factor: on routes that ask for it, a bearer JWT (an OIDC access or
-//! ID token) verified against a JWKS file — issuer, audience, expiry, asymmetric algorithms only —
+//! ID token) verified against a JWKS — a file, or fetched from the IdP ([`crate::jwt::remote`]) — issuer, audience, expiry, asymmetric algorithms only —
 //! and optionally bound to the client certificate (RFC 8705 `cnf.x5t#S256`), so a token lifted
 //! from one device does not work from another. Policy rules match its claims (`user_sub`,
 //! `user_email`, `user_groups`, `user_mfa`); upstream receives the subject in `x-ztgate-user`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -12,7 +11,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 pub(crate) use crate::jwt::UserError;
-use crate::jwt::{Confirmation, Jwks, JwksError, JwtError, TokenCache, thumbprint_matches, unix_now};
+use crate::jwt::{Confirmation, Jwks, JwksError, JwksSource, JwtError, TokenCache, thumbprint_matches, unix_now};
 
 /// The claims policy can match on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +33,8 @@ impl User {
 
 #[derive(Debug, Clone)]
 pub struct UserAuthConfig {
-    pub jwks: PathBuf,
+    /// `jwks` (a file), or `jwks_url`/`oidc_discovery` (fetched).
+    pub jwks: JwksSource,
     pub issuer: String,
     pub audience: String,
     pub algorithms: Vec<Algorithm>,
@@ -74,6 +74,16 @@ impl OneOrMany {
     }
 }
 
+/// Why `[user_auth]` could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UserAuthError {
+    #[error("{0}")]
+    Jwks(#[from] JwksError),
+    /// `jwks_ca` could not be loaded.
+    #[error("jwks_ca: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 pub struct UserAuth {
     jwks: Arc<Jwks>,
     require_binding: bool,
@@ -82,14 +92,24 @@ pub struct UserAuth {
 }
 
 impl UserAuth {
-    pub fn load(cfg: &UserAuthConfig) -> Result<Self, JwksError> {
-        let jwks = Jwks::load(
-            &cfg.jwks,
+    /// Reads the JWKS file, or prepares the fetched key set (empty until
+    /// [`Jwks::refresh`] runs; nothing is fetched here).
+    ///
+    /// # Errors
+    /// The JWKS file or `jwks_ca` cannot be loaded.
+    pub fn load(cfg: &UserAuthConfig) -> Result<Self, UserAuthError> {
+        let (algs, iss, aud) = (
             cfg.algorithms.clone(),
-            Some(&cfg.issuer),
-            Some(&cfg.audience),
-            60,
-        )?;
+            Some(cfg.issuer.as_str()),
+            Some(cfg.audience.as_str()),
+        );
+        let jwks = match &cfg.jwks {
+            JwksSource::File(path) => Jwks::load(path, algs, iss, aud, 60)?,
+            JwksSource::Remote(r) => {
+                let tls = crate::tls::upstream_client_config(&r.ca, None)?;
+                Jwks::remote(r.clone(), tls, "user_auth", algs, iss, aud, 60)
+            }
+        };
         Ok(Self {
             jwks: Arc::new(jwks),
             require_binding: cfg.require_binding,

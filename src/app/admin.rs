@@ -1,5 +1,6 @@
 //! Admin listener (plain HTTP, bind it to loopback or a private interface): `/metrics`,
-//! `/healthz` (the process runs), `/readyz` (listener bound, config loaded, not draining).
+//! `/healthz` (the process runs), `/readyz` (listener bound, config loaded, every fetched key set
+//! loaded once, not draining).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,16 +18,31 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-/// Shared readiness, flipped by the app: ready after start-up, not ready while draining.
+/// Shared readiness, flipped by the app: ready after start-up, not ready while draining, and
+/// not ready until every key set fetched from an IdP was loaded once (before that, every token
+/// it would verify is refused; after, a failed refresh keeps the last good set and readiness).
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    up: Arc<AtomicBool>,
+    key_sets: Arc<std::sync::OnceLock<Vec<Arc<crate::jwt::Jwks>>>>,
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.up.store(ready, Ordering::Release);
     }
+
+    /// Makes readiness wait for these key sets' first load (set once, at start-up).
+    pub fn require_key_sets(&self, key_sets: Vec<Arc<crate::jwt::Jwks>>) {
+        let _ = self.key_sets.set(key_sets);
+    }
+
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.up.load(Ordering::Acquire)
+            && self
+                .key_sets
+                .get()
+                .is_none_or(|sets| sets.iter().all(|k| k.is_loaded()))
     }
 }
 

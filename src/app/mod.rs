@@ -44,7 +44,7 @@ pub enum AppError {
     #[error("{0}")]
     Posture(#[from] crate::posture::PostureError),
     #[error("user tokens: {0}")]
-    UserJwks(#[from] crate::jwt::JwksError),
+    UserJwks(#[from] crate::user::UserAuthError),
     #[error(
         "policy {0} states posture requirements but the config has no [posture] provider (every such rule would deny)"
     )]
@@ -65,7 +65,9 @@ impl AppError {
             AppError::Tls(e) => Some(e.path()),
             AppError::Posture(crate::posture::PostureError::Inventory { path, .. }) => Some(path),
             AppError::Posture(crate::posture::PostureError::Tls(e)) => Some(e.path()),
-            AppError::Posture(crate::posture::PostureError::Jwks(e)) | AppError::UserJwks(e) => Some(&e.path),
+            AppError::Posture(crate::posture::PostureError::Jwks(e))
+            | AppError::UserJwks(crate::user::UserAuthError::Jwks(e)) => Some(&e.path),
+            AppError::UserJwks(crate::user::UserAuthError::Tls(e)) => Some(e.path()),
             _ => None,
         }
     }
@@ -271,6 +273,25 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     };
     let ready = admin::Readiness::default();
     let (stop_admin, admin_stopped) = watch::channel(false);
+    // Fetched key sets: one refresher each, started before the listener so that the first fetch
+    // is under way when the first token arrives. Until it succeeds, tokens are refused and
+    // /readyz says not ready; start-up does not wait for the IdP.
+    let (remote_keys, reloadables): (Vec<_>, Vec<_>) =
+        reloadables.into_iter().partition(|item| item.remote_jwks().is_some());
+    ready.require_key_sets(remote_keys.iter().filter_map(|i| i.remote_jwks()).collect());
+    let jwks_tasks: Vec<_> = remote_keys
+        .into_iter()
+        .filter_map(|item| {
+            let jwks = item.remote_jwks()?;
+            let mut rx = admin_stopped.clone();
+            Some(tokio::spawn(async move {
+                jwks.refresh(|| item.clear_cache(), async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await;
+            }))
+        })
+        .collect();
     let admin_task = listeners.admin.map(|l| {
         let mut rx = admin_stopped.clone();
         tokio::spawn(admin::serve(l, handle, ready.clone(), auditor.clone(), async move {
@@ -377,7 +398,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     if let Some(t) = revocation_task {
         let _ = t.await;
     }
-    for t in posture_tasks {
+    for t in posture_tasks.into_iter().chain(jwks_tasks) {
         let _ = t.await;
     }
     let _ = expiry_task.await;

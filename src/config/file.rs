@@ -158,6 +158,13 @@ pub(crate) struct RawPosture {
     // assertion
     pub(crate) header: Option<Spanned<String>>,
     pub(crate) jwks: Option<Spanned<String>>,
+    /// The key set: exactly one of `jwks` (a file), `jwks_url`, `oidc_discovery = true`.
+    pub(crate) jwks_url: Option<Spanned<String>>,
+    pub(crate) oidc_discovery: Option<Spanned<bool>>,
+    pub(crate) jwks_ca: Option<Spanned<String>>,
+    pub(crate) jwks_refresh_min: Option<Spanned<String>>,
+    pub(crate) jwks_refresh_max: Option<Spanned<String>>,
+    pub(crate) jwks_timeout: Option<Spanned<String>>,
     pub(crate) issuer: Option<Spanned<String>>,
     pub(crate) audience: Option<Spanned<String>>,
     pub(crate) algorithms: Option<Vec<Spanned<String>>>,
@@ -176,7 +183,15 @@ pub(crate) struct RawTrustedHop {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUserAuth {
-    pub(crate) jwks: Spanned<String>,
+    pub(crate) jwks: Option<Spanned<String>>,
+    /// The key set: exactly one of `jwks` (a file), `jwks_url`, `oidc_discovery = true`.
+    pub(crate) jwks_url: Option<Spanned<String>>,
+    pub(crate) oidc_discovery: Option<Spanned<bool>>,
+    pub(crate) jwks_ca: Option<Spanned<String>>,
+    pub(crate) jwks_refresh_min: Option<Spanned<String>>,
+    pub(crate) jwks_refresh_max: Option<Spanned<String>>,
+    pub(crate) jwks_timeout: Option<Spanned<String>>,
+
     pub(crate) issuer: Spanned<String>,
     pub(crate) audience: Spanned<String>,
     pub(crate) algorithms: Option<Vec<Spanned<String>>>,

@@ -223,7 +223,7 @@ async fn user_check_passes_routes_without_users_and_answers_401_without_a_bearer
     )
     .unwrap();
     let auth = crate::user::UserAuth::load(&crate::user::UserAuthConfig {
-        jwks,
+        jwks: crate::jwt::JwksSource::File(jwks),
         issuer: "https://idp.example".into(),
         audience: "ztgate".into(),
         algorithms: vec![jsonwebtoken::Algorithm::EdDSA],

@@ -1,5 +1,5 @@
 //! Signed posture assertion provider: the client presents a JWT from its MDM in a header. The
-//! token is verified against a JWKS file (ES256/EdDSA by default) and must be bound to the
+//! token is verified against a JWKS (a file or fetched from a URL; ES256/EdDSA by default) and must be bound to the
 //! client certificate by its `cnf.x5t#S256` claim (RFC 8705), so an assertion stolen from one
 //! device is useless with another device's certificate.
 //!
@@ -10,7 +10,6 @@
 //! A verified token is cached (bounded) so that a client sending the same assertion on every
 //! request pays for one signature check; expiry and binding are checked on every use.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -20,12 +19,13 @@ use serde::Deserialize;
 use super::{
     DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Timestamp, Unavailable,
 };
-use crate::jwt::{Confirmation, Jwks, JwtError, TokenCache, thumbprint_matches, unix_now};
+use crate::jwt::{Confirmation, Jwks, JwksSource, JwtError, TokenCache, thumbprint_matches, unix_now};
 
 #[derive(Debug, Clone)]
 pub struct AssertionConfig {
     pub header: HeaderName,
-    pub jwks: PathBuf,
+    /// `jwks` (a file), or `jwks_url`/`oidc_discovery` (fetched).
+    pub jwks: JwksSource,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub algorithms: Vec<Algorithm>,
@@ -47,14 +47,20 @@ pub struct Assertion {
 }
 
 impl Assertion {
+    /// Reads the JWKS file, or prepares the fetched key set (empty until [`Jwks::refresh`]
+    /// runs).
+    ///
+    /// # Errors
+    /// The JWKS file or `jwks_ca` cannot be loaded.
     pub fn load(cfg: AssertionConfig) -> Result<Self, PostureError> {
-        let jwks = Jwks::load(
-            &cfg.jwks,
-            cfg.algorithms.clone(),
-            cfg.issuer.as_deref(),
-            cfg.audience.as_deref(),
-            60,
-        )?;
+        let (algs, iss, aud) = (cfg.algorithms.clone(), cfg.issuer.as_deref(), cfg.audience.as_deref());
+        let jwks = match &cfg.jwks {
+            JwksSource::File(path) => Jwks::load(path, algs, iss, aud, 60)?,
+            JwksSource::Remote(r) => {
+                let tls = crate::tls::upstream_client_config(&r.ca, None)?;
+                Jwks::remote(r.clone(), tls, "posture_assertion", algs, iss, aud, 60)
+            }
+        };
         Ok(Self {
             cfg,
             jwks: Arc::new(jwks),
@@ -86,6 +92,7 @@ impl Assertion {
             JwtError::DisallowedAlgorithm | JwtError::BadSignature => Unavailable::AssertionBadSignature,
             JwtError::Expired | JwtError::NotYetValid => Unavailable::AssertionExpired,
             JwtError::WrongIssuer | JwtError::WrongAudience => Unavailable::AssertionWrongIssuer,
+            JwtError::KeysUnavailable => Unavailable::AssertionKeysUnavailable,
         })?;
         let x5t = claims
             .cnf

@@ -13,7 +13,7 @@ pub mod service;
 mod transport;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -137,6 +137,9 @@ pub enum Unavailable {
     /// Bound to another certificate than the connection's (a replayed assertion).
     AssertionWrongCert,
     AssertionWrongIssuer,
+    /// The assertion key set is fetched and was never loaded (the MDM's JWKS URL has not
+    /// answered since start-up).
+    AssertionKeysUnavailable,
 }
 
 impl Unavailable {
@@ -154,6 +157,7 @@ impl Unavailable {
             Unavailable::AssertionUnbound => "assertion-unbound",
             Unavailable::AssertionWrongCert => "assertion-wrong-certificate",
             Unavailable::AssertionWrongIssuer => "assertion-wrong-issuer",
+            Unavailable::AssertionKeysUnavailable => "assertion-keys-unavailable",
         }
     }
 }
@@ -348,7 +352,8 @@ pub fn build(cfg: &PostureConfig) -> Result<Built, PostureError> {
     })
 }
 
-/// A file-backed part that is reloaded when its file changes (last good kept on error).
+/// A part with keys or devices from outside: reloaded when its file changes, or (a fetched key
+/// set) refreshed by [`crate::jwt::Jwks::refresh`]; the last good one is kept on error.
 #[derive(Clone)]
 pub enum Reloadable {
     Inventory(Arc<inventory::Inventory>),
@@ -365,11 +370,31 @@ impl Reloadable {
         }
     }
 
-    pub fn path(&self) -> PathBuf {
+    /// The file to watch; `None` for a fetched key set.
+    pub fn path(&self) -> Option<PathBuf> {
         match self {
-            Reloadable::Inventory(i) => i.path().to_path_buf(),
-            Reloadable::Assertion(a) => a.jwks().path().to_path_buf(),
-            Reloadable::User(u) => u.jwks().path().to_path_buf(),
+            Reloadable::Inventory(i) => Some(i.path().to_path_buf()),
+            Reloadable::Assertion(a) => a.jwks().path().map(Path::to_path_buf),
+            Reloadable::User(u) => u.jwks().path().map(Path::to_path_buf),
+        }
+    }
+
+    /// The key set, when it is fetched from a URL rather than read from a file.
+    pub fn remote_jwks(&self) -> Option<Arc<crate::jwt::Jwks>> {
+        let jwks = match self {
+            Reloadable::Inventory(_) => return None,
+            Reloadable::Assertion(a) => a.jwks(),
+            Reloadable::User(u) => u.jwks(),
+        };
+        jwks.is_remote().then_some(jwks)
+    }
+
+    /// Forgets verified tokens (after their key set changed).
+    pub fn clear_cache(&self) {
+        match self {
+            Reloadable::Inventory(_) => {}
+            Reloadable::Assertion(a) => a.clear_cache(),
+            Reloadable::User(u) => u.clear_cache(),
         }
     }
 

@@ -29,7 +29,7 @@ use tracing::warn;
 
 use super::transport::{LastError, Recording};
 use super::{DevicePosture, Lookup, PostureError, PostureProvider, PostureResult, Query, RawPosture, Unavailable};
-use crate::telemetry::metrics;
+use crate::telemetry::{error_chain, metrics};
 
 /// Largest posture answer read; a record is a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -290,23 +290,6 @@ fn parse_answer(body: &[u8]) -> Result<DevicePosture, Unavailable> {
         warn!(error = %e, "posture service answer has an invalid value");
         Unavailable::ServiceGarbage
     })
-}
-
-/// `err` and each of its sources, `": "`-separated, repeated texts skipped (hyper's errors
-/// often embed their source's text in their own).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = String::new();
-    for e in std::iter::successors(Some(err), |e| e.source()) {
-        let text = e.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (a URI SAN has `:` and `/`).

@@ -48,6 +48,20 @@ pub(crate) const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
 pub(crate) const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
 pub(crate) const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
 pub(crate) const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
+pub(crate) const JWKS_FETCHES_TOTAL: &str = "ztgate_jwks_fetches_total";
+pub(crate) const JWKS_LAST_SUCCESS: &str = "ztgate_jwks_last_success_timestamp_seconds";
+pub(crate) const JWKS_KEYS: &str = "ztgate_jwks_keys";
+
+/// Every `result` of [`JWKS_FETCHES_TOTAL`]: exported as 0 for each configured key set.
+pub(crate) const JWKS_FETCH_RESULTS: &[&str] = &[
+    "ok",
+    "not_modified",
+    "timeout",
+    "unreachable",
+    "http_status",
+    "invalid",
+    "issuer_mismatch",
+];
 
 /// Every `reason` of [`CONNECTIONS_CLOSED_TOTAL`], exported as 0 from start-up so that an alert
 /// on a rate sees the series before the first close.
@@ -289,6 +303,18 @@ fn describe() {
         USER_AUTH_TOTAL,
         "User token checks on routes with user authentication, by result: ok, missing, or why the token was refused."
     );
+    describe_counter!(
+        JWKS_FETCHES_TOTAL,
+        "Fetches of a key set from jwks_url or OIDC discovery, by source (user_auth, posture_assertion) and result: ok, not_modified, or the failure (timeout, unreachable, http_status, invalid, issuer_mismatch). A failure keeps the last good set."
+    );
+    describe_gauge!(
+        JWKS_LAST_SUCCESS,
+        "Unix time the key set of a source was last fetched or confirmed unchanged (304); 0 until the first success, while every token is refused."
+    );
+    describe_gauge!(
+        JWKS_KEYS,
+        "Keys of an allowed algorithm in the current key set, by source."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     zero_known_series();
 }
@@ -478,6 +504,49 @@ impl PostureMetrics {
 
     pub(crate) fn latency(&self, d: std::time::Duration) {
         self.latency.record(d.as_secs_f64());
+    }
+}
+
+/// Handles for one fetched key set's metrics, registered once per source; every series is
+/// exported from start-up (0, or its current value when a test process registers it again).
+#[derive(Clone)]
+pub(crate) struct JwksMetrics {
+    source: &'static str,
+    last_success: Gauge,
+    keys: Gauge,
+}
+
+impl JwksMetrics {
+    pub(crate) fn register(source: &'static str) -> Self {
+        for result in JWKS_FETCH_RESULTS {
+            counter!(JWKS_FETCHES_TOTAL, "source" => source, "result" => *result).absolute(0);
+        }
+        let last_success = gauge!(JWKS_LAST_SUCCESS, "source" => source);
+        let keys = gauge!(JWKS_KEYS, "source" => source);
+        // `increment(0)` exports the series without resetting one already set.
+        last_success.increment(0.0);
+        keys.increment(0.0);
+        Self {
+            source,
+            last_success,
+            keys,
+        }
+    }
+
+    /// One fetch ended with `result` (one of [`JWKS_FETCH_RESULTS`]).
+    pub(crate) fn fetch(&self, result: &'static str) {
+        counter!(JWKS_FETCHES_TOTAL, "source" => self.source, "result" => result).increment(1);
+    }
+
+    /// The key set was replaced by one of `keys` keys, or (`None`) confirmed unchanged.
+    pub(crate) fn succeeded(&self, keys: Option<usize>) {
+        if let Some(n) = keys {
+            self.keys.set(n as f64);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success.set(now.as_secs_f64());
     }
 }
 

@@ -51,6 +51,23 @@ impl<T: std::fmt::Display> std::fmt::Display for OneLine<T> {
     }
 }
 
+/// `err` and each of its sources, `": "`-separated, repeated texts skipped (hyper's errors
+/// often embed their source's text in their own).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for e in std::iter::successors(Some(err), |e| e.source()) {
+        let text = e.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;

@@ -13,6 +13,7 @@ mod hostile;
 mod identity;
 mod idle;
 mod intermediary;
+mod jwks;
 mod logvolume;
 mod mtls;
 mod operator;

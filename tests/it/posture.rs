@@ -30,15 +30,15 @@ fn x5t(i: &Issued) -> String {
 }
 
 /// A signing key and its public JWK.
-struct Signer {
+pub(crate) struct Signer {
     key: EncodingKey,
     alg: Algorithm,
     kid: String,
-    jwk: serde_json::Value,
+    pub(crate) jwk: serde_json::Value,
 }
 
 impl Signer {
-    fn es256(kid: &str) -> Self {
+    pub(crate) fn es256(kid: &str) -> Self {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let raw = kp.public_key_raw();
         Self {
@@ -61,25 +61,25 @@ impl Signer {
         }
     }
 
-    fn sign(&self, claims: &serde_json::Value) -> String {
+    pub(crate) fn sign(&self, claims: &serde_json::Value) -> String {
         let mut h = Header::new(self.alg);
         h.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&h, claims, &self.key).unwrap()
     }
 }
 
-fn jwks(signers: &[&Signer]) -> String {
+pub(crate) fn jwks(signers: &[&Signer]) -> String {
     json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-const POSTURE_POLICY: &str = r#"
+pub(crate) const POSTURE_POLICY: &str = r#"
 [[rule]]
 id = "healthy-devices"
 effect = "allow"
@@ -435,7 +435,7 @@ fn assertion_opts(pki: &Pki, signers: &[&Signer], log: &std::path::Path) -> Opts
     }
 }
 
-fn assertion(signer: &Signer, bound_to: Option<&Issued>, exp: u64) -> String {
+pub(crate) fn assertion(signer: &Signer, bound_to: Option<&Issued>, exp: u64) -> String {
     let mut claims = json!({
         "iss": "https://mdm.test", "sub": "device-1", "exp": exp, "iat": now(),
         "posture": {"managed": true, "disk_encrypted": true, "os_version": "14.6"},

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 mod anomaly;
 mod audit;
+mod jwks;
 mod listener;
 mod posture;
 mod tls;

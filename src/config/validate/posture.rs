@@ -1,5 +1,6 @@
 //! `[posture]` and `[user_auth]`.
 
+use super::jwks::{JwksKeys, jwks_source};
 use super::*;
 
 /// Algorithm names, asymmetric only; `default` when the key is absent.
@@ -52,7 +53,7 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
     };
     // Keys that belong to another provider are refused, not ignored: a `timeout` on an
     // inventory would look like it does something.
-    let keys: [(&str, bool, &[&str]); 15] = [
+    let keys: [(&str, bool, &[&str]); 21] = [
         ("file", p.file.is_some(), &["inventory"]),
         (
             "reload_interval",
@@ -70,6 +71,12 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
         ("protocol", p.protocol.is_some(), &["service"]),
         ("header", p.header.is_some(), &["assertion"]),
         ("jwks", p.jwks.is_some(), &["assertion"]),
+        ("jwks_url", p.jwks_url.is_some(), &["assertion"]),
+        ("oidc_discovery", p.oidc_discovery.is_some(), &["assertion"]),
+        ("jwks_ca", p.jwks_ca.is_some(), &["assertion"]),
+        ("jwks_refresh_min", p.jwks_refresh_min.is_some(), &["assertion"]),
+        ("jwks_refresh_max", p.jwks_refresh_max.is_some(), &["assertion"]),
+        ("jwks_timeout", p.jwks_timeout.is_some(), &["assertion"]),
         ("issuer", p.issuer.is_some(), &["assertion"]),
         ("audience", p.audience.is_some(), &["assertion"]),
     ];
@@ -180,7 +187,16 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
             })
         }
         _ => {
-            let jwks = need(c, &p.jwks, "jwks")?;
+            let keys = JwksKeys {
+                jwks: &p.jwks,
+                url: &p.jwks_url,
+                discovery: &p.oidc_discovery,
+                ca: &p.jwks_ca,
+                refresh_min: &p.jwks_refresh_min,
+                refresh_max: &p.jwks_refresh_max,
+                timeout: &p.jwks_timeout,
+            };
+            let jwks = jwks_source(c, span.clone(), &keys, p.issuer.as_ref());
             let header = p
                 .header
                 .as_ref()
@@ -202,7 +218,7 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
             }
             ProviderConfig::Assertion(assertion::AssertionConfig {
                 header,
-                jwks: non_empty_path(c, &jwks),
+                jwks: jwks?,
                 issuer: p.issuer.as_ref().map(|s| s.get_ref().clone()),
                 audience: p.audience.as_ref().map(|s| s.get_ref().clone()),
                 algorithms: algorithms(c, &p.algorithms, &["ES256", "EdDSA"]),
@@ -216,14 +232,25 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
 }
 
 pub(super) fn user_auth(c: &mut Collector<'_>, u: &Spanned<RawUserAuth>) -> Option<crate::user::UserAuthConfig> {
+    let span = u.span();
     let u = u.get_ref();
     for v in [&u.issuer, &u.audience] {
         if v.get_ref().trim().is_empty() {
             c.push(v.span(), "must not be empty");
         }
     }
+    let keys = JwksKeys {
+        jwks: &u.jwks,
+        url: &u.jwks_url,
+        discovery: &u.oidc_discovery,
+        ca: &u.jwks_ca,
+        refresh_min: &u.jwks_refresh_min,
+        refresh_max: &u.jwks_refresh_max,
+        timeout: &u.jwks_timeout,
+    };
+    let jwks = jwks_source(c, span, &keys, Some(&u.issuer));
     Some(crate::user::UserAuthConfig {
-        jwks: non_empty_path(c, &u.jwks),
+        jwks: jwks?,
         issuer: u.issuer.get_ref().clone(),
         audience: u.audience.get_ref().clone(),
         algorithms: algorithms(c, &u.algorithms, &["ES256", "EdDSA", "RS256"]),

@@ -1,7 +1,11 @@
-//! A JWKS file of public keys and the one JWT verification path that posture assertions and user
+//! A JWKS of public keys and the one JWT verification path that posture assertions and user
 //! tokens share. Only asymmetric keys and algorithms are accepted: `none` and HMAC (`HS*`) are
 //! refused, so a public key can never be used as an HMAC secret (algorithm confusion).
-//! The key set is replaced atomically when its file changes.
+//! The key set is read from a file (replaced atomically when the file changes) or fetched from
+//! an identity provider's URL and kept fresh in the background ([`remote`]).
+
+mod freshness;
+pub(crate) mod remote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +16,17 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 
-/// Why a token was refused; the code is what audit records show.
+pub(crate) use remote::{RemoteJwksConfig, RemoteLocation};
+
+/// Where a key set comes from (`jwks`, or `jwks_url`/`oidc_discovery` with their options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A JWKS file, reloaded when it changes.
+    File(PathBuf),
+    /// Fetched over HTTPS and refreshed in the background.
+    Remote(RemoteJwksConfig),
+}
+
 /// A JWKS file that cannot be used: unreadable, not a JWKS document, or without one usable key.
 #[derive(Debug, thiserror::Error)]
 #[error("JWKS {path}: {message}")]
@@ -21,6 +35,7 @@ pub struct JwksError {
     pub message: String,
 }
 
+/// Why a token was refused; the code is what audit records show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtError {
     Malformed,
@@ -33,6 +48,9 @@ pub enum JwtError {
     WrongIssuer,
     WrongAudience,
     MissingClaim,
+    /// A fetched key set was never loaded (the IdP has not answered since start-up): every
+    /// token is refused.
+    KeysUnavailable,
 }
 
 impl JwtError {
@@ -46,6 +64,7 @@ impl JwtError {
             JwtError::WrongIssuer => "wrong-issuer",
             JwtError::WrongAudience => "wrong-audience",
             JwtError::MissingClaim => "missing-claim",
+            JwtError::KeysUnavailable => "keys-unavailable",
         }
     }
 }
@@ -56,9 +75,14 @@ struct Key {
     key: DecodingKey,
 }
 
+/// A key set and the rules tokens are verified with.
 pub struct Jwks {
-    path: PathBuf,
+    /// The file the keys are read from; `None` when they are fetched.
+    path: Option<PathBuf>,
+    /// The fetching side when the keys come from a URL.
+    remote: Option<remote::Remote>,
     allowed: Vec<Algorithm>,
+    /// Empty only for a fetched set before its first successful fetch (a file's set never is).
     keys: ArcSwap<Vec<Key>>,
     /// Issuer, audience, expiry rules; `algorithms` is set per token to its (allowed) one.
     validation: Validation,
@@ -90,33 +114,65 @@ impl Jwks {
         audience: Option<&str>,
         leeway: u64,
     ) -> Result<Self, JwksError> {
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.leeway = leeway;
-        validation.validate_nbf = true;
-        validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
-        if let Some(iss) = issuer {
-            validation.set_issuer(&[iss]);
-        }
-        match audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
         let keys = parse_file(path, &allowed)?;
         Ok(Self {
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
+            remote: None,
             allowed,
             keys: ArcSwap::from_pointee(keys),
-            validation,
+            validation: validation(issuer, audience, leeway),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A key set fetched from `cfg`'s URL over HTTPS with `tls` (which trusts `cfg.ca`). It starts
+    /// empty, refusing every token, until [`Jwks::refresh`] (spawned by the caller) loads it.
+    /// `source` names it in metrics and logs (`user_auth`, `posture_assertion`). Other
+    /// arguments as for [`Jwks::load`].
+    pub fn remote(
+        cfg: RemoteJwksConfig,
+        tls: rustls::ClientConfig,
+        source: &'static str,
+        allowed: Vec<Algorithm>,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+        leeway: u64,
+    ) -> Self {
+        Self {
+            path: None,
+            remote: Some(remote::Remote::new(cfg, tls, source)),
+            allowed,
+            keys: ArcSwap::from_pointee(Vec::new()),
+            validation: validation(issuer, audience, leeway),
+        }
     }
 
-    /// Reads the key set again; a broken file keeps the current keys.
+    /// The JWKS file; `None` for a fetched key set.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Whether the keys are fetched from a URL (and need [`Jwks::refresh`] running).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Whether a key set is loaded (always, for a file; after the first fetch, for a URL).
+    pub fn is_loaded(&self) -> bool {
+        !self.keys.load().is_empty()
+    }
+
+    /// Reads the key file again; a broken file keeps the current keys.
+    ///
+    /// # Errors
+    /// The file cannot be read or holds no usable key; or the keys are fetched, not read.
     pub fn reload(&self) -> Result<usize, JwksError> {
-        let keys = parse_file(&self.path, &self.allowed)?;
+        let Some(path) = &self.path else {
+            return Err(JwksError {
+                path: PathBuf::new(),
+                message: "the key set is fetched from a URL, not read from a file".into(),
+            });
+        };
+        let keys = parse_file(path, &self.allowed)?;
         let n = keys.len();
         self.keys.store(Arc::new(keys));
         Ok(n)
@@ -131,11 +187,16 @@ impl Jwks {
         let mut validation = self.validation.clone();
         validation.algorithms = vec![header.alg];
         let keys = self.keys.load();
+        if keys.is_empty() {
+            return Err(JwtError::KeysUnavailable);
+        }
         let candidates = keys
             .iter()
             .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid));
         let mut last = JwtError::BadSignature;
+        let mut tried = false;
         for k in candidates {
+            tried = true;
             match jsonwebtoken::decode::<T>(token, &k.key, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => {
@@ -154,8 +215,31 @@ impl Jwks {
                 }
             }
         }
+        // A `kid` the set does not hold: the IdP may have rotated to a key not fetched yet.
+        if !tried
+            && let (Some(remote), Some(kid)) = (&self.remote, &header.kid)
+            && !keys.iter().any(|k| k.kid.as_ref() == Some(kid))
+        {
+            remote.want_refetch();
+        }
         Err(last)
     }
+}
+
+/// Issuer, audience and expiry rules (`algorithms` is set per token).
+fn validation(issuer: Option<&str>, audience: Option<&str>, leeway: u64) -> Validation {
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
+    if let Some(iss) = issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    validation
 }
 
 fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, JwksError> {
@@ -318,6 +402,7 @@ impl UserError {
             UserError::Invalid(JwtError::WrongIssuer) => "user-token-wrong-issuer",
             UserError::Invalid(JwtError::WrongAudience) => "user-token-wrong-audience",
             UserError::Invalid(JwtError::MissingClaim) => "user-token-missing-claim",
+            UserError::Invalid(JwtError::KeysUnavailable) => "user-token-keys-unavailable",
             UserError::Unbound => "user-token-unbound",
             UserError::WrongCertificate => "user-token-wrong-certificate",
         }
