@@ -48,6 +48,14 @@ pub(crate) const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
 pub(crate) const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
 pub(crate) const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
 pub(crate) const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
+pub(crate) const CLUSTER_LIMIT_ROUND_TRIPS_TOTAL: &str = "ztgate_cluster_rate_limit_round_trips_total";
+pub(crate) const CLUSTER_LIMIT_ROUND_TRIP_DURATION: &str = "ztgate_cluster_rate_limit_round_trip_duration_seconds";
+pub(crate) const CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL: &str = "ztgate_cluster_rate_limit_backend_errors_total";
+
+/// Every `result` of [`CLUSTER_LIMIT_ROUND_TRIPS_TOTAL`].
+const CLUSTER_LIMIT_RESULTS: &[&str] = &["granted", "exhausted", "error", "timeout"];
+/// Every `reason` of [`CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL`].
+const CLUSTER_LIMIT_ERRORS: &[&str] = &["error", "timeout", "unavailable"];
 
 /// Every `reason` of [`CONNECTIONS_CLOSED_TOTAL`], exported as 0 from start-up so that an alert
 /// on a rate sees the series before the first close.
@@ -120,7 +128,9 @@ pub(crate) fn install() -> PrometheusHandle {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HANDSHAKE_DURATION.into()), LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(POSTURE_LOOKUP_DURATION.into()), LATENCY_BUCKETS))
-            {
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(CLUSTER_LIMIT_ROUND_TRIP_DURATION.into()), LATENCY_BUCKETS)
+                }) {
                 Ok(b) => b,
                 Err(_) => PrometheusBuilder::new(),
             };
@@ -288,6 +298,19 @@ fn describe() {
         USER_AUTH_TOTAL,
         "User token checks on routes with user authentication, by result: ok, missing, or why the token was refused."
     );
+    describe_counter!(
+        CLUSTER_LIMIT_ROUND_TRIPS_TOTAL,
+        "Round trips to the cluster rate limit's Redis, by result: granted (tokens leased), exhausted (shared budget spent), error, timeout."
+    );
+    describe_histogram!(
+        CLUSTER_LIMIT_ROUND_TRIP_DURATION,
+        Unit::Seconds,
+        "Time of one round trip to the cluster rate limit's Redis (answered or failed)."
+    );
+    describe_counter!(
+        CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL,
+        "Requests the cluster rate limit could not decide, by reason (error, timeout, unavailable: Redis failed just before) and on_error (open: passed, closed: 503)."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     zero_known_series();
 }
@@ -306,6 +329,31 @@ fn zero_known_series() {
     for unlabelled in [AUDIT_WRITE_ERRORS_TOTAL, AUDIT_DROPPED_TOTAL, AUDIT_RECORDS_TOTAL] {
         counter!(unlabelled).absolute(0);
     }
+}
+
+/// `[cluster_rate_limit]` is configured: export its series at 0.
+pub(crate) fn cluster_limit_init() {
+    zero(
+        CLUSTER_LIMIT_ROUND_TRIPS_TOTAL,
+        "result",
+        CLUSTER_LIMIT_RESULTS.iter().copied(),
+    );
+    for reason in CLUSTER_LIMIT_ERRORS {
+        for on_error in ["open", "closed"] {
+            counter!(CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL, "reason" => *reason, "on_error" => on_error).absolute(0);
+        }
+    }
+}
+
+/// One round trip to the cluster rate limit's Redis (`result` as in [`CLUSTER_LIMIT_RESULTS`]).
+pub(crate) fn cluster_limit_round_trip(result: &'static str, took: std::time::Duration) {
+    counter!(CLUSTER_LIMIT_ROUND_TRIPS_TOTAL, "result" => result).increment(1);
+    histogram!(CLUSTER_LIMIT_ROUND_TRIP_DURATION).record(took.as_secs_f64());
+}
+
+/// A request the cluster rate limit could not decide; `on_error` decided it.
+pub(crate) fn cluster_limit_backend_error(reason: &'static str, on_error: &'static str) {
+    counter!(CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL, "reason" => reason, "on_error" => on_error).increment(1);
 }
 
 /// An upstream connection stopped reading before the request was sent whole.
