@@ -16,7 +16,10 @@ use super::lease::Grant;
 /// the bucket is full again, so idle identities cost Redis nothing.
 ///
 /// KEYS[1] the bucket; ARGV[1] emission interval (µs), ARGV[2] burst, ARGV[3] tokens wanted.
+/// `replicate_commands` (Redis 3.2 to 4) lets a script write after reading `TIME`; from Redis 5
+/// on that is the default and the call is a no-op.
 const GCRA: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])

@@ -265,6 +265,15 @@ impl ClusterLimiter {
         down.is_some_and(|until| until > now)
     }
 
+    /// Records whether Redis answered: a failure opens the [`DOWN_FOR`] window, an answer closes it.
+    fn mark(&self, answered: bool) {
+        let mut down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *down = (!answered).then(|| Instant::now() + DOWN_FOR);
+    }
+
     /// A request the shared budget could not decide: counted, then `on_error` decides.
     fn on_failure(&self, failure: Failure) -> Result<(), ProxyError> {
         metrics::cluster_limit_backend_error(failure.as_str(), self.on_error.as_str());
@@ -305,6 +314,11 @@ impl ClusterLimiter {
         .await;
         let result = match result {
             Ok(Ok(grant)) => Ok(grant),
+            // The connection's own response timeout (the same `timeout`) may fire first.
+            Ok(Err(e)) if e.is_timeout() => {
+                warn!(timeout = ?self.timeout, "cluster rate limit: Redis did not answer in time");
+                Err(Failure::Timeout)
+            }
             Ok(Err(e)) => {
                 warn!(error = %e, "cluster rate limit: Redis round trip failed");
                 Err(Failure::Error)
@@ -314,12 +328,7 @@ impl ClusterLimiter {
                 Err(Failure::Timeout)
             }
         };
-        let mut down = self
-            .down_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *down = result.is_err().then(|| Instant::now() + DOWN_FOR);
-        drop(down);
+        self.mark(result.is_ok());
         metrics::cluster_limit_round_trip(
             match &result {
                 Ok(g) if g.granted > 0 => "granted",
@@ -389,7 +398,13 @@ impl Acquire {
             })
         })
         .await
-        .unwrap_or(Err(Failure::Timeout));
+        .unwrap_or_else(|_| {
+            // The wait ran out before the round trip's own timeout could report it (a Redis that
+            // accepts and does not answer): open the down window here too, or every request
+            // would wait the whole timeout.
+            l.mark(false);
+            Err(Failure::Timeout)
+        });
         match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(wait)) => Err(ProxyError::rate_limited(wait)),

@@ -149,6 +149,48 @@ async fn redis_down_with_on_error_open_passes_counted_and_the_replica_limit_stil
 }
 
 #[tokio::test]
+async fn a_redis_that_does_not_answer_costs_a_request_at_most_the_timeout_then_none() {
+    let redis = Redis::start();
+    let cluster = format!(
+        "redis_url = \"{}\"\nlease = 1\ntimeout = \"100ms\"\non_error = \"closed\"\n",
+        redis.url()
+    );
+    let s = Server::start(opts("requests_per_second = 100\nburst = 100", &cluster)).await;
+    assert_eq!(status(&s, "/a").await, StatusCode::OK, "connected");
+    redis.freeze(true);
+    let started = Instant::now();
+    assert_eq!(status(&s, "/b").await, StatusCode::SERVICE_UNAVAILABLE);
+    let first = started.elapsed();
+    assert!(first < Duration::from_millis(600), "bounded by the timeout: {first:?}");
+    let started = Instant::now();
+    assert_eq!(status(&s, "/c").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < first,
+        "right after a failure the next request is decided at once ({:?} after {first:?})",
+        started.elapsed()
+    );
+    let m = s.metrics().await;
+    let errors = |reason: &str| {
+        counter(
+            &m,
+            &format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{reason}",on_error="closed"}}"#),
+        )
+    };
+    assert!(errors("timeout") >= 1.0, "{m}");
+    assert!(errors("unavailable") >= 1.0, "{m}");
+    redis.freeze(false);
+    let mut back = false;
+    for _ in 0..100 {
+        if status(&s, "/d").await == StatusCode::OK {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "Redis answers again: requests pass again");
+}
+
+#[tokio::test]
 async fn tls_to_redis_with_a_client_certificate_shares_the_budget() {
     // Redis' server certificate and ztgate's client certificate, from a CA minted here.
     let pki = Pki::new();

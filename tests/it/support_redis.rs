@@ -123,6 +123,15 @@ impl Redis {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: a Redis that holds connections open and
+    /// does not answer, the case a timeout is for.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("redis-server is running").id().to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Starts it again on the same port (empty: persistence is off).
     pub fn restart(&mut self) {
         self.kill();
