@@ -187,6 +187,42 @@ def check_wiring(objs, cfg):
         problem("service.yaml", "the client Service must expose only the mtls port")
 
 
+def check_redis_component(redis, objs):
+    """The optional Redis component (redis/): its files exist, its Service reaches its pods, only
+    ztgate pods may reach it, and ztgate pods may reach it back."""
+    k = docs(K8S / "redis/kustomization.yaml")[0]
+    if k.get("kind") != "Component":
+        problem("redis/kustomization.yaml", "must be a kustomize Component (optional, added by an overlay)")
+    for res in k.get("resources", []):
+        if not (K8S / "redis" / res).exists():
+            problem("redis/kustomization.yaml", f"resource {res} does not exist")
+    dep = redis.get(("Deployment", "ztgate-redis"))
+    if not dep:
+        problem("redis/deployment.yaml", "no Deployment ztgate-redis")
+        return
+    labels = dig(dep, "spec", "template", "metadata", "labels") or {}
+    if not matches(dig(dep, "spec", "selector", "matchLabels"), labels):
+        problem("redis/deployment.yaml", "selector does not match the pod template labels")
+    svc = redis.get(("Service", "ztgate-redis"))
+    if not svc or not matches(dig(svc, "spec", "selector"), labels):
+        problem("redis/service.yaml", "Service ztgate-redis selects no Redis pod")
+    elif 6379 not in {p.get("port") for p in dig(svc, "spec", "ports") or []}:
+        problem("redis/service.yaml", "Service ztgate-redis must expose 6379 (the redis_url in ztgate.toml)")
+    zt = dig(objs.get(("Deployment", "ztgate")) or {}, "spec", "template", "metadata", "labels") or {}
+    into = redis.get(("NetworkPolicy", "ztgate-redis"))
+    if not into or not matches(dig(into, "spec", "podSelector", "matchLabels"), labels):
+        problem("redis/networkpolicy.yaml", "NetworkPolicy ztgate-redis must select the Redis pods")
+    elif not all(matches(dig(f, "podSelector", "matchLabels"), zt)
+                 for r in dig(into, "spec", "ingress") or [] for f in r.get("from") or [{}]):
+        problem("redis/networkpolicy.yaml", "only ztgate pods may reach Redis")
+    out = redis.get(("NetworkPolicy", "ztgate-to-redis"))
+    if not out or not matches(dig(out, "spec", "podSelector", "matchLabels"), zt):
+        problem("redis/networkpolicy.yaml", "NetworkPolicy ztgate-to-redis must select the ztgate pods")
+    elif not any(matches(dig(t, "podSelector", "matchLabels"), labels)
+                 for r in dig(out, "spec", "egress") or [] for t in r.get("to") or []):
+        problem("redis/networkpolicy.yaml", "ztgate-to-redis must let ztgate reach the Redis pods")
+
+
 def ztgate_check(cfg_path, policy_path, tmp):
     """`ztgate check` on an image config, with /etc/ztgate and /var/lib/ztgate mapped into tmp."""
     bin_ = os.environ.get("ZTGATE_BIN")
@@ -208,15 +244,18 @@ def ztgate_check(cfg_path, policy_path, tmp):
     mapped.write_text(text)
     r = subprocess.run(cmd + ["check", "--config", str(mapped)], capture_output=True, text=True, cwd=REPO)
     if r.returncode != 0:
-        problem(str(cfg_path.relative_to(REPO)), f"ztgate check failed:\n{r.stdout}{r.stderr}")
+        where = cfg_path.relative_to(REPO) if cfg_path.is_relative_to(REPO) else cfg_path.name
+        problem(str(where), f"ztgate check failed:\n{r.stdout}{r.stderr}")
 
 
 def main():
     manifests = sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
-    builtin, objs = [], {}
+    builtin, objs, redis = [], {}, {}
     for p in manifests:
         for d in docs(p):
-            if p.parent.name != "examples":
+            if p.parent.name == "redis":
+                redis[(d["kind"], d["metadata"]["name"])] = d
+            elif p.parent.name != "examples":
                 objs[(d["kind"], d["metadata"]["name"])] = d
         if all(d.get("apiVersion", "").count("/") == 0 or d["apiVersion"].split("/")[0] in
                ("apps", "policy", "autoscaling", "networking.k8s.io", "batch") for d in docs(p)):
@@ -228,6 +267,7 @@ def main():
     import tomllib
     cfg = tomllib.loads((K8S / "ztgate.toml").read_text())
     check_wiring(objs, cfg)
+    check_redis_component(redis, objs)
 
     sidecar = docs(K8S / "examples/sidecar.yaml")
     cm = next((d for d in sidecar if d["kind"] == "ConfigMap"), None)
@@ -241,6 +281,15 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="ztgate-k8s-"))
     try:
         ztgate_check(K8S / "ztgate.toml", K8S / "policy.toml", tmp)
+        # With the optional Redis: the commented [cluster_rate_limit] table, uncommented.
+        text = (K8S / "ztgate.toml").read_text()
+        block = re.search(r"^# \[cluster_rate_limit\]\n(?:# .*\n)*", text, re.M)
+        if not block:
+            problem("ztgate.toml", "no commented [cluster_rate_limit] table for the redis/ component")
+        else:
+            with_redis = tmp / "ztgate-redis.toml"
+            with_redis.write_text(text.replace(block.group(0), re.sub(r"^# ", "", block.group(0), flags=re.M)))
+            ztgate_check(with_redis, K8S / "policy.toml", tmp)
         ztgate_check(REPO / "deploy/container/ztgate.toml", REPO / "config/policy.toml", tmp)
         # Not Kubernetes, but the same image paths: the systemd unit's config.
         ztgate_check(REPO / "deploy/systemd/ztgate.toml", REPO / "config/policy.toml", tmp)

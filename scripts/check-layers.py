@@ -16,7 +16,7 @@ import sys
 ROWS = [
     ("app", ["main", "lib", "cli", "app", "reload", "demo", "pki", "config"]),
     ("data path", ["ctx", "middleware", "server"]),
-    ("subsystems", ["tls", "policy", "posture", "user", "audit", "anomaly", "upstream"]),
+    ("subsystems", ["tls", "policy", "posture", "user", "audit", "anomaly", "upstream", "cluster_limit"]),
     ("foundation", ["identity", "error", "body", "headers", "canonical", "jwt", "ratelimit", "diag", "telemetry"]),
 ]
 RANK = {m: i for i, (_, ms) in enumerate(ROWS) for m in ms}

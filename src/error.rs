@@ -49,6 +49,10 @@ pub enum ProxyError {
     /// The audit log cannot be written and ztgate is configured not to serve unaudited requests.
     #[error("audit log unavailable; refusing requests (fail closed)")]
     AuditUnavailable,
+    /// The cluster-wide rate limit could not be checked (Redis down or slow) and
+    /// `[cluster_rate_limit] on_error = "closed"`: 503, fail closed.
+    #[error("cluster rate limit unavailable; refusing requests (fail closed)")]
+    RateLimitUnavailable,
     /// A bug in ztgate (a broken invariant). Fails closed with 500.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -203,6 +207,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::AuditUnavailable
+            | ProxyError::RateLimitUnavailable
             | ProxyError::Internal(_) => Outcome::Error,
         }
     }
@@ -223,6 +228,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::AuditUnavailable
+            | ProxyError::RateLimitUnavailable
             | ProxyError::Internal(_) => false,
         }
     }
@@ -239,7 +245,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AuditUnavailable | ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -267,6 +273,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::RequestTimeout => "request-timeout",
             ProxyError::AuditUnavailable => "audit-unavailable",
+            ProxyError::RateLimitUnavailable => "rate-limit-unavailable",
             ProxyError::Internal(_) => "internal-error",
         }
     }
@@ -287,7 +294,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamFailed { .. } => "upstream unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream timeout",
             ProxyError::RequestTimeout => "request timeout",
-            ProxyError::AuditUnavailable => "service unavailable",
+            ProxyError::AuditUnavailable | ProxyError::RateLimitUnavailable => "service unavailable",
             ProxyError::Internal(_) => "internal error",
         };
         let id = request_id.to_str().unwrap_or("-");

@@ -10,6 +10,7 @@ pub mod audit;
 mod body;
 mod canonical;
 pub mod cli;
+mod cluster_limit;
 pub mod config;
 mod ctx;
 pub mod demo;

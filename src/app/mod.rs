@@ -43,6 +43,8 @@ pub enum AppError {
     CrlFetch(#[from] crate::tls::CrlFetchError),
     #[error("{0}")]
     Posture(#[from] crate::posture::PostureError),
+    #[error("{0}")]
+    ClusterLimit(#[from] crate::cluster_limit::ClusterLimitError),
     #[error("user tokens: {0}")]
     UserJwks(#[from] crate::user::UserAuthError),
     #[error(
@@ -114,6 +116,8 @@ pub struct Prepared {
     pub server: Arc<Server>,
     pub policy: Arc<PolicyStore>,
     pub limits: Arc<crate::ratelimit::Limits>,
+    /// `[cluster_rate_limit]`, pruned with `limits`.
+    pub cluster_limit: Option<Arc<crate::cluster_limit::ClusterLimiter>>,
     /// Posture and user-token files to watch for changes.
     pub reloadables: Vec<crate::posture::Reloadable>,
 }
@@ -151,6 +155,21 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
         .transpose()
         .map_err(|e| errors.push(e.into()))
         .ok();
+    let cluster_limit = cfg
+        .cluster_rate_limit
+        .as_ref()
+        .map(|c| {
+            crate::cluster_limit::ClusterLimiter::new(
+                c,
+                cfg.rate_limit,
+                &routes.rate_limits(),
+                &routes.names().collect::<Vec<_>>(),
+            )
+            .map(Arc::new)
+        })
+        .transpose()
+        .map_err(|e| errors.push(e.into()))
+        .ok();
     // Rules with posture requirements and no provider would deny every request they cover:
     // refuse to start rather than let the operator find out from 403s.
     if let Some(p) = &policy
@@ -162,8 +181,8 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     if !errors.is_empty() {
         return Err(errors);
     }
-    match (tls, policy, forward, posture, user_auth) {
-        (Some(tls), Some(policy), Some(forward), Some(posture), Some(user_auth)) => {
+    match (tls, policy, forward, posture, user_auth, cluster_limit) {
+        (Some(tls), Some(policy), Some(forward), Some(posture), Some(user_auth), Some(cluster_limit)) => {
             let tls = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
             let mut reloadables = Vec::new();
             let posture = posture.map(|(built, device_id)| {
@@ -195,6 +214,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 upstream_names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
                 detector: detector.clone(),
                 limits: limits.clone(),
+                cluster_limit: cluster_limit.clone(),
                 posture,
                 user_auth,
                 trusted_hop: cfg.trusted_hop.clone(),
@@ -213,6 +233,7 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
                 ),
                 policy,
                 limits,
+                cluster_limit,
                 reloadables,
             })
         }
@@ -265,6 +286,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
         server,
         policy,
         limits,
+        cluster_limit,
         reloadables,
     } = prepare(&cfg, auditor.clone())?;
     let posture_interval = match cfg.posture.as_ref().map(|p| &p.provider) {
@@ -380,6 +402,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
                         }
                         // Idle identities' buckets are full again: forget them (bounded memory).
                         limits.prune();
+                        if let Some(c) = &cluster_limit {
+                            c.prune();
+                        }
                         policy_for_prune.load().prune_limits();
                         crate::telemetry::loglimit::summarize();
                     }

@@ -23,6 +23,7 @@ pub(crate) struct RawConfig {
     pub(crate) routes: Vec<Spanned<RawRoute>>,
     pub(crate) audit: Option<RawAudit>,
     pub(crate) rate_limit: Option<Spanned<RawRate>>,
+    pub(crate) cluster_rate_limit: Option<Spanned<RawClusterRateLimit>>,
     pub(crate) anomaly: Option<RawAnomaly>,
     pub(crate) posture: Option<Spanned<RawPosture>>,
     pub(crate) user_auth: Option<Spanned<RawUserAuth>>,
@@ -242,6 +243,20 @@ pub(crate) struct RawAnomaly {
     pub(crate) max_identities: Option<Spanned<i64>>,
     pub(crate) tighten_rate: Option<Spanned<RawRate>>,
     pub(crate) tighten_for: Option<Spanned<String>>,
+}
+
+/// `[cluster_rate_limit]`: share the rate limits across replicas through Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClusterRateLimit {
+    pub(crate) redis_url: Spanned<String>,
+    pub(crate) ca: Option<Spanned<String>>,
+    pub(crate) client_cert: Option<Spanned<String>>,
+    pub(crate) client_key: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) on_error: Option<Spanned<String>>,
+    pub(crate) lease: Option<Spanned<i64>>,
+    pub(crate) key_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -41,6 +41,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Per-identity rate limit for every route without its own; `None`: unlimited.
     pub rate_limit: Option<crate::ratelimit::Rate>,
+    /// `[cluster_rate_limit]`: the rate limits above counted once for all replicas (Redis);
+    /// `None`: per replica only.
+    pub cluster_rate_limit: Option<crate::cluster_limit::ClusterLimitConfig>,
     /// The audit log; `None` when the config has no `[audit]` table (logged as a warning).
     pub audit: Option<crate::audit::AuditConfig>,
     /// Anomaly detection; `None` unless an `[anomaly]` table enables it.

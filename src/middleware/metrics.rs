@@ -157,6 +157,7 @@ impl RequestMetrics {
             | E::PayloadTooLarge { .. }
             | E::RequestTimeout
             | E::AuditUnavailable
+            | E::RateLimitUnavailable
             | E::Internal(_) => {}
         }
     }

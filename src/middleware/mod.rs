@@ -1,7 +1,7 @@
 //! The per-request tower stack, one module per layer (`XLayer` + `X<S>`), outermost first:
 //!
 //! observe (request id, span, anomaly, audit, metrics, log) ─► trusted hop ─► sanitize ─► route ─► user
-//! ─► rate limit ─► posture ─► policy ─► forward
+//! ─► rate limit ─► cluster rate limit (optional, Redis) ─► posture ─► policy ─► forward
 //!
 //! Trusted hop, sanitize, route, user and rate limit are synchronous checks (`check::Check`),
 //! chained in one layer. Inner layers reject with `Err(ProxyError)`; `observe` records every outcome once and turns
@@ -10,12 +10,14 @@
 //! does. It sits outside the checks, so it sees every rejection.
 //!
 //! Allocation: `observe` boxes the request's one future; the checks return their inner future
-//! unboxed (`check::CheckFuture`), posture boxes only a lookup that has to wait, and `forward`
+//! unboxed (`check::CheckFuture`), posture boxes only a lookup that has to wait, the cluster rate
+//! limit only a request that waits for Redis, and `forward`
 //! boxes its own.
 
 pub(crate) mod anomaly;
 pub(crate) mod audit;
 pub(crate) mod check;
+pub(crate) mod cluster_limit;
 pub(crate) mod forward;
 pub(crate) mod hop;
 pub(crate) mod metrics;
@@ -48,7 +50,9 @@ use forward::Forward;
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 /// The whole stack, built once per (re)load and cloned per connection.
-pub(crate) type Stack = observe::Observe<Checked<Checks, posture::Posture<Checked<policy::PolicyCheck, Forward>>>>;
+pub(crate) type Stack = observe::Observe<
+    Checked<Checks, cluster_limit::ClusterLimit<posture::Posture<Checked<policy::PolicyCheck, Forward>>>>,
+>;
 
 /// The synchronous checks before posture, in order, as one chain (`check::Check` for pairs).
 type Checks = (
@@ -72,6 +76,8 @@ pub(crate) struct Parts {
     pub upstream_names: Arc<[String]>,
     pub detector: Option<Arc<crate::anomaly::Detector>>,
     pub limits: Arc<crate::ratelimit::Limits>,
+    /// `[cluster_rate_limit]`: the same budgets, shared by all replicas through Redis.
+    pub cluster_limit: Option<Arc<crate::cluster_limit::ClusterLimiter>>,
     pub posture: Option<posture::PostureSetup>,
     pub user_auth: Option<Arc<crate::user::UserAuth>>,
     pub trusted_hop: Option<crate::identity::TrustedHopConfig>,
@@ -101,6 +107,7 @@ pub(crate) fn stack(p: Parts) -> Stack {
                 ),
             ),
         )))
+        .layer(cluster_limit::ClusterLimitLayer::new(p.cluster_limit))
         .layer(posture::PostureLayer::new(p.posture, p.policy.clone()))
         .layer(CheckLayer(policy::PolicyCheck::new(p.policy, p.routes, p.metrics)))
         .service(p.forward)

@@ -63,6 +63,15 @@ pub(crate) const JWKS_FETCH_RESULTS: &[&str] = &[
     "issuer_mismatch",
 ];
 
+pub(crate) const CLUSTER_LIMIT_ROUND_TRIPS_TOTAL: &str = "ztgate_cluster_rate_limit_round_trips_total";
+pub(crate) const CLUSTER_LIMIT_ROUND_TRIP_DURATION: &str = "ztgate_cluster_rate_limit_round_trip_duration_seconds";
+pub(crate) const CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL: &str = "ztgate_cluster_rate_limit_backend_errors_total";
+
+/// Every `result` of [`CLUSTER_LIMIT_ROUND_TRIPS_TOTAL`].
+const CLUSTER_LIMIT_RESULTS: &[&str] = &["granted", "exhausted", "error", "timeout"];
+/// Every `reason` of [`CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL`].
+const CLUSTER_LIMIT_ERRORS: &[&str] = &["error", "timeout", "unavailable"];
+
 /// Every `reason` of [`CONNECTIONS_CLOSED_TOTAL`], exported as 0 from start-up so that an alert
 /// on a rate sees the series before the first close.
 pub(crate) const CONNECTION_CLOSE_REASONS: &[&str] = &[
@@ -135,7 +144,9 @@ pub(crate) fn install() -> PrometheusHandle {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HANDSHAKE_DURATION.into()), LATENCY_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(POSTURE_LOOKUP_DURATION.into()), LATENCY_BUCKETS))
-            {
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(CLUSTER_LIMIT_ROUND_TRIP_DURATION.into()), LATENCY_BUCKETS)
+                }) {
                 Ok(b) => b,
                 Err(_) => PrometheusBuilder::new(),
             };
@@ -315,6 +326,19 @@ fn describe() {
         JWKS_KEYS,
         "Keys of an allowed algorithm in the current key set, by source."
     );
+    describe_counter!(
+        CLUSTER_LIMIT_ROUND_TRIPS_TOTAL,
+        "Round trips to the cluster rate limit's Redis, by result: granted (tokens leased), exhausted (shared budget spent), error, timeout."
+    );
+    describe_histogram!(
+        CLUSTER_LIMIT_ROUND_TRIP_DURATION,
+        Unit::Seconds,
+        "Time of one round trip to the cluster rate limit's Redis (answered or failed)."
+    );
+    describe_counter!(
+        CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL,
+        "Requests the cluster rate limit could not decide, by reason (error, timeout, unavailable: Redis failed just before) and on_error (open: passed, closed: 503)."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     zero_known_series();
 }
@@ -333,6 +357,31 @@ fn zero_known_series() {
     for unlabelled in [AUDIT_WRITE_ERRORS_TOTAL, AUDIT_DROPPED_TOTAL, AUDIT_RECORDS_TOTAL] {
         counter!(unlabelled).absolute(0);
     }
+}
+
+/// `[cluster_rate_limit]` is configured: export its series at 0.
+pub(crate) fn cluster_limit_init() {
+    zero(
+        CLUSTER_LIMIT_ROUND_TRIPS_TOTAL,
+        "result",
+        CLUSTER_LIMIT_RESULTS.iter().copied(),
+    );
+    for reason in CLUSTER_LIMIT_ERRORS {
+        for on_error in ["open", "closed"] {
+            counter!(CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL, "reason" => *reason, "on_error" => on_error).absolute(0);
+        }
+    }
+}
+
+/// One round trip to the cluster rate limit's Redis (`result` as in [`CLUSTER_LIMIT_RESULTS`]).
+pub(crate) fn cluster_limit_round_trip(result: &'static str, took: std::time::Duration) {
+    counter!(CLUSTER_LIMIT_ROUND_TRIPS_TOTAL, "result" => result).increment(1);
+    histogram!(CLUSTER_LIMIT_ROUND_TRIP_DURATION).record(took.as_secs_f64());
+}
+
+/// A request the cluster rate limit could not decide; `on_error` decided it.
+pub(crate) fn cluster_limit_backend_error(reason: &'static str, on_error: &'static str) {
+    counter!(CLUSTER_LIMIT_BACKEND_ERRORS_TOTAL, "reason" => reason, "on_error" => on_error).increment(1);
 }
 
 /// An upstream connection stopped reading before the request was sent whole.

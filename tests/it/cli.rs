@@ -389,3 +389,34 @@ fn run_refuses_to_start_when_a_fetched_crl_cannot_be_downloaded_yet() {
     );
     assert!(!pki.path("never/ca.crl.pem").exists());
 }
+
+#[test]
+fn check_names_each_cluster_rate_limit_problem_at_its_line_and_a_good_table_passes() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let base = std::fs::read_to_string(&cfg).unwrap() + "\n[rate_limit]\nrequests_per_second = 5\n";
+    let bad = base.clone()
+        + "\n[cluster_rate_limit]\nredis_url = \"http://cache:6379\"\nca = \"ca.pem\"\non_error = \"maybe\"\nlease = 0\n";
+    std::fs::write(&cfg, &bad).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let line = |prefix: &str| bad.lines().position(|l| l.starts_with(prefix)).unwrap() + 1;
+    for (key, problem) in [
+        ("redis_url", "must start with redis:// or rediss://"),
+        ("ca", "`ca` only applies to a rediss:// (TLS) redis_url"),
+        ("on_error", "unknown on_error `maybe`"),
+        ("lease", "lease must be between 1 and 1000"),
+    ] {
+        let at = format!(":{}:", line(&format!("{key} = ")));
+        assert!(
+            text(&o).lines().any(|l| l.contains(&at) && l.contains(problem)),
+            "{key}: {problem}\n{}",
+            text(&o)
+        );
+    }
+    // A valid table: accepted without contacting Redis (nothing listens there).
+    let good = base + "\n[cluster_rate_limit]\nredis_url = \"redis://127.0.0.1:1\"\ntimeout = \"20ms\"\n";
+    std::fs::write(&cfg, &good).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

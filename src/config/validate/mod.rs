@@ -12,6 +12,7 @@ use toml::Spanned;
 
 mod anomaly;
 mod audit;
+mod cluster_limit;
 mod jwks;
 mod listener;
 mod posture;
@@ -19,8 +20,8 @@ mod tls;
 mod upstream;
 
 use super::file::{
-    RawAnomaly, RawAudit, RawHeaders, RawListener, RawPosture, RawProfile, RawRate, RawRoute, RawTls, RawUpstream,
-    RawUserAuth,
+    RawAnomaly, RawAudit, RawClusterRateLimit, RawHeaders, RawListener, RawPosture, RawProfile, RawRate, RawRoute,
+    RawTls, RawUpstream, RawUserAuth,
 };
 use super::parse::KeyNames;
 use super::{
@@ -204,6 +205,11 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
     let anomaly = raw.anomaly.as_ref().and_then(|a| anomaly::anomaly(&mut c, a));
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| upstream::rate(&mut c, r));
     let posture = raw.posture.as_ref().and_then(|p| posture::posture(&mut c, p));
+    let any_budget = rate_limit.is_some() || routes.iter().any(|r| r.rate_limit.is_some());
+    let cluster_rate_limit = raw
+        .cluster_rate_limit
+        .as_ref()
+        .and_then(|r| cluster_limit::cluster_limit(&mut c, r, any_budget));
     let user_auth = raw.user_auth.as_ref().and_then(|u| posture::user_auth(&mut c, u));
     let trusted_hop = raw.trusted_hop.as_ref().map(|t| {
         let t_ref = t.get_ref();
@@ -274,6 +280,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
             upstreams,
             routes,
             rate_limit,
+            cluster_rate_limit,
             audit,
             anomaly,
             posture,
