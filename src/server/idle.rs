@@ -446,7 +446,7 @@ mod tests {
         a.write_waits(|| t0 + secs(120)); // still the same wait: its start does not move
         assert_eq!(a.check(t0 + secs(129), &BOUNDS), Verdict::Wait(t0 + secs(134)));
         assert_eq!(a.check(t0 + secs(130), &BOUNDS), Verdict::Expired(IdleClose::Send));
-        // A write that proceeds ends the wait: a slow reader that keeps reading is never cut.
+        // A write that proceeds ends the wait: a reader that keeps the socket taking data is not cut.
         a.write_proceeds();
         assert_eq!(a.check(t0 + secs(500), &BOUNDS), Verdict::Wait(t0 + secs(505)));
         busy.end_at(t0 + secs(500));
