@@ -164,8 +164,13 @@ async fn an_h2_connection_with_no_open_stream_gets_goaway_at_the_keepalive_timeo
     s.stop().await;
 }
 
-/// A plain-HTTP upstream that answers every request with a 30-byte body, one byte per 100 ms.
-async fn dripping_upstream() -> String {
+/// A plain-HTTP upstream that reads each connection's first request head, then hands the
+/// connection to `answer`; returns its URL.
+async fn raw_upstream<F, Fut>(answer: F) -> String
+where
+    F: Fn(TcpStream) -> Fut + Send + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move {
@@ -180,22 +185,30 @@ async fn dripping_upstream() -> String {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                if c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                for _ in 0..30 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if c.write_all(b"x").await.is_err() {
-                        return;
-                    }
-                }
+                answer(c).await;
             });
         }
     });
     url
+}
+
+/// A plain-HTTP upstream that answers every request with a 30-byte body, one byte per 100 ms.
+async fn dripping_upstream() -> String {
+    raw_upstream(|mut c| async move {
+        if c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if c.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -231,32 +244,17 @@ async fn a_slow_download_is_not_cut_by_the_idle_bounds() {
 
 /// A plain-HTTP upstream that answers every request with an endless chunked body.
 async fn endless_upstream() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut c, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let chunk = [b"10000\r\n".as_slice(), &[b'x'; 0x10000], b"\r\n"].concat();
-                while c.write_all(&chunk).await.is_ok() {}
-            });
+    raw_upstream(|mut c| async move {
+        if c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
         }
-    });
-    url
+        let chunk = [b"10000\r\n".as_slice(), &[b'x'; 0x10000], b"\r\n"].concat();
+        while c.write_all(&chunk).await.is_ok() {}
+    })
+    .await
 }
 
 /// A client that asks for a response and then stops reading (its receive buffer and ztgate's
