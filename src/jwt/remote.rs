@@ -246,11 +246,15 @@ impl Remote {
                     url: url.to_string(),
                     message: "not a JWKS document: not UTF-8".into(),
                 })?;
-                let keys = super::parse(text, &jwks.allowed).map_err(|message| FetchError::Invalid {
+                let parsed = super::parse(text, &jwks.allowed).map_err(|message| FetchError::Invalid {
                     url: url.to_string(),
                     message,
                 })?;
-                Ok(Fetched::Keys { keys, headers })
+                super::log_skipped(self.source, &url.to_string(), &parsed.skipped);
+                Ok(Fetched::Keys {
+                    keys: parsed.keys,
+                    headers,
+                })
             }
             status => Err(FetchError::Status {
                 url: url.to_string(),
@@ -412,7 +416,7 @@ mod tests {
         let (_, forged1) = key("k1"); // the known kid, another key
         let set = serde_json::json!({"keys": [jwk1]}).to_string();
         jwks.keys
-            .store(Arc::new(super::super::parse(&set, &jwks.allowed).unwrap()));
+            .store(Arc::new(super::super::parse(&set, &jwks.allowed).unwrap().keys));
         assert!(jwks.is_loaded());
 
         assert!(jwks.verify::<serde_json::Value>(&token1).is_ok());

@@ -12,12 +12,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use base64::Engine;
 use serde_json::json;
 use tokio::net::TcpListener;
 use ztgate::pki::LeafSpec;
 
 use crate::posture::{Signer, jwks, now};
 use crate::support::{Client, Opts, Pki, Server, counter, eventually};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -411,12 +414,26 @@ async fn posture_assertions_verify_against_a_key_set_fetched_from_the_mdm() {
 async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
     let pki = Pki::new();
     let a = Signer::es256("key-a");
-    let idp = Idp::start(&pki, jwks(&[&a]), Mode::Up).await;
+    // As Keycloak publishes it: an encryption key (RSA-OAEP) beside the signing key; and an
+    // ES512 key ztgate does not support. Both are skipped, the set is used.
+    let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&a])).unwrap();
+    let keys = set["keys"].as_array_mut().unwrap();
+    keys.insert(0, json!({"kty": "RSA", "kid": "enc1", "use": "enc", "alg": "RSA-OAEP",
+        "n": B64.encode([0xc5u8; 256]), "e": "AQAB"}));
+    keys.push(json!({"kty": "EC", "crv": "P-521", "kid": "p521", "use": "sig", "alg": "ES512",
+        "x": B64.encode([1u8; 66]), "y": B64.encode([2u8; 66])}));
+    let idp = Idp::start(&pki, set.to_string(), Mode::Up).await;
     let issuer = idp.url();
     let server = start(pki, &issuer, "oidc_discovery = true").await;
     let client = server.client();
     let alice = token(&a, &issuer, "alice");
     assert!(eventually(5, || async { status(&client, &server, &alice).await == StatusCode::OK }).await);
+    assert_eq!(
+        counter(&server.metrics().await, "ztgate_jwks_keys{source=\"user_auth\"}"),
+        1.0,
+        "only the signing key is loaded"
+    );
+    assert_eq!(fetches(&server, "invalid").await, 0.0);
     assert_eq!(idp.requests("/.well-known/openid-configuration"), 1);
     assert!(idp.requests("/jwks") >= 1);
     assert_eq!(
