@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -185,7 +185,16 @@ impl Remote {
             let body = Limited::new(body, MAX_DOCUMENT_BYTES)
                 .collect()
                 .await
-                .map_err(unreachable)?
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        FetchError::Invalid {
+                            url: text.clone(),
+                            message: format!("the document is larger than {} MiB", MAX_DOCUMENT_BYTES >> 20),
+                        }
+                    } else {
+                        unreachable(e)
+                    }
+                })?
                 .to_bytes();
             Ok((parts.status, parts.headers, body))
         };

@@ -411,6 +411,29 @@ async fn posture_assertions_verify_against_a_key_set_fetched_from_the_mdm() {
 }
 
 #[tokio::test]
+async fn a_key_set_over_1_mib_is_invalid_not_unreachable() {
+    let pki = Pki::new();
+    let a = Signer::es256("key-a");
+    let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&a])).unwrap();
+    set["padding"] = json!("x".repeat(1024 * 1024));
+    let idp = Idp::start(&pki, set.to_string(), Mode::Up).await;
+    let issuer = "https://idp.test";
+    let server = start(pki, issuer, &format!("jwks_url = \"{}/jwks\"", idp.url())).await;
+    assert!(
+        eventually(5, || async { fetches(&server, "invalid").await >= 1.0 }).await,
+        "the oversized set is counted as invalid"
+    );
+    assert_eq!(fetches(&server, "unreachable").await, 0.0);
+    assert_eq!(fetches(&server, "ok").await, 0.0);
+    assert_eq!(server.admin_get("/readyz").await.0, 503, "no key set loaded");
+    let alice = token(&a, issuer, "alice");
+    assert_eq!(
+        status(&server.client(), &server, &alice).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
     let pki = Pki::new();
     let a = Signer::es256("key-a");
