@@ -534,18 +534,14 @@ mod tests {
         let raw = kp.public_key_raw();
         let mut jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
             "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65])});
-        jwk.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
+        jwk.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         jwk
     }
 
     /// An RSA public key as a JWK; `n` is any 2048-bit number (never used to verify here).
     fn rsa(kid: &str, extra: serde_json::Value) -> serde_json::Value {
         let mut jwk = json!({"kty": "RSA", "kid": kid, "n": B64.encode([0xc5u8; 256]), "e": "AQAB"});
-        jwk.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
+        jwk.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         jwk
     }
 
@@ -559,12 +555,7 @@ mod tests {
         jwk
     }
 
-    const ALL: [Algorithm; 4] = [
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::EdDSA,
-        Algorithm::RS256,
-    ];
+    const ALL: [Algorithm; 4] = [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256];
 
     fn kids(p: &Parsed) -> Vec<&str> {
         p.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect()
@@ -608,8 +599,16 @@ mod tests {
         assert_eq!(text[0], r#"key enc1: use "enc" is not "sig""#);
         assert!(text[2].contains("unsupported curve P521"), "{}", text[2]);
         assert!(text[3].contains("PS256 is not in `algorithms`"), "{}", text[3]);
-        assert!(text[4].contains("alg ES256 is not an RSA signature algorithm"), "{}", text[4]);
-        assert!(text[5].contains("alg ES384 does not fit the key (ES256)"), "{}", text[5]);
+        assert!(
+            text[4].contains("alg ES256 is not an RSA signature algorithm"),
+            "{}",
+            text[4]
+        );
+        assert!(
+            text[5].contains("alg ES384 does not fit the key (ES256)"),
+            "{}",
+            text[5]
+        );
     }
 
     #[test]
@@ -638,7 +637,12 @@ mod tests {
         assert!(err.starts_with("no usable key (key enc1: use \"enc\""), "{err}");
         assert!(err.contains("key p521: not a supported JWK"), "{err}");
         assert_eq!(parse(r#"{"keys": []}"#, &ALL).err().unwrap(), "no key in the set");
-        assert!(parse(r#"{"kids": []}"#, &ALL).err().unwrap().starts_with("not a JWKS document"));
+        assert!(
+            parse(r#"{"kids": []}"#, &ALL)
+                .err()
+                .unwrap()
+                .starts_with("not a JWKS document")
+        );
         let secret = json!({"keys": [es256("sig1", json!({})), {"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]});
         let err = parse(&secret.to_string(), &ALL).err().unwrap();
         assert!(err.contains("key s is a symmetric (oct) key"), "{err}");
