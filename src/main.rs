@@ -364,15 +364,20 @@ fn check(config: &std::path::Path) -> ExitCode {
 
 /// An error found while loading a file the config names, positioned at the key that names it.
 fn locate(cfg: &Config, e: &app::AppError) -> String {
-    match e.path() {
-        Some(path) => located_at(cfg, path, "", &e.to_string()),
+    match e.file() {
+        Some((path, keys)) => located_by(cfg, path, keys, "", &e.to_string()),
         None => e.to_string(),
     }
 }
 
 /// `config:line:col: {kind}[tls] cert = "...": {what}`; `kind` is "" or "warning: ".
 fn located_at(cfg: &Config, path: &std::path::Path, kind: &str, what: &str) -> String {
-    match cfg.file_ref(path) {
+    located_by(cfg, path, &[], kind, what)
+}
+
+/// As [`located_at`], at the one of `keys` that names `path` when the file is named by several.
+fn located_by(cfg: &Config, path: &std::path::Path, keys: &[&str], kind: &str, what: &str) -> String {
+    match cfg.file_ref_by(path, keys) {
         Some(f) => {
             let p = f.problem(what);
             format!("{}:{}:{}: {kind}{}", cfg.source.display(), p.line, p.col, p.message)

@@ -63,13 +63,30 @@ pub enum AppError {
 impl AppError {
     /// The file a start-up error is about, when it is about one file the config names.
     pub fn path(&self) -> Option<&std::path::Path> {
+        self.file().map(|(path, _)| path)
+    }
+
+    /// The file a start-up error is about, and the config keys (as [`crate::config::FileRef::key`]
+    /// names them) that can name it there: the same file may be named by several keys, and the
+    /// error belongs to one of these. Empty: any key naming the file.
+    pub fn file(&self) -> Option<(&std::path::Path, &'static [&'static str])> {
+        use crate::posture::PostureError;
+        use crate::user::UserAuthError;
         match self {
-            AppError::Tls(e) => Some(e.path()),
-            AppError::Posture(crate::posture::PostureError::Inventory { path, .. }) => Some(path),
-            AppError::Posture(crate::posture::PostureError::Tls(e)) => Some(e.path()),
-            AppError::Posture(crate::posture::PostureError::Jwks(e))
-            | AppError::UserJwks(crate::user::UserAuthError::Jwks(e)) => Some(&e.path),
-            AppError::UserJwks(crate::user::UserAuthError::Tls(e)) => Some(e.path()),
+            AppError::Tls(e) => Some((e.path(), &[])),
+            AppError::Posture(PostureError::Inventory { path, .. }) => Some((path, &["[posture] file"])),
+            AppError::Posture(PostureError::Tls(e)) => Some((
+                e.path(),
+                &[
+                    "[posture] ca",
+                    "[posture] client_cert",
+                    "[posture] client_key",
+                    "[posture] jwks_ca",
+                ],
+            )),
+            AppError::Posture(PostureError::Jwks(e)) => Some((&e.path, &["[posture] jwks"])),
+            AppError::UserJwks(UserAuthError::Jwks(e)) => Some((&e.path, &["[user_auth] jwks"])),
+            AppError::UserJwks(UserAuthError::Tls(e)) => Some((e.path(), &["[user_auth] jwks_ca"])),
             _ => None,
         }
     }

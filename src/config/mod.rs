@@ -172,6 +172,16 @@ impl Config {
 
     /// The file reference that resolved to `path`, to position a problem found while loading it.
     pub fn file_ref(&self, path: &Path) -> Option<&FileRef> {
-        self.files.iter().find(|f| f.path == path)
+        self.file_ref_by(path, &[])
+    }
+
+    /// The reference that resolved to `path` under one of `keys` (`[user_auth] jwks_ca`): when
+    /// several keys name the same file, the problem is positioned at the key it is about. Any
+    /// key naming `path` when none of `keys` does (or `keys` is empty).
+    pub fn file_ref_by(&self, path: &Path, keys: &[&str]) -> Option<&FileRef> {
+        self.files
+            .iter()
+            .find(|f| f.path == path && keys.contains(&f.key.as_str()))
+            .or_else(|| self.files.iter().find(|f| f.path == path))
     }
 }

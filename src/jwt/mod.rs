@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 
@@ -242,57 +242,167 @@ fn validation(issuer: Option<&str>, audience: Option<&str>, leeway: u64) -> Vali
     validation
 }
 
+/// A key of a JWKS document that is not used, and why (logged by the caller).
+#[derive(Debug)]
+pub(crate) struct Skipped {
+    /// The key's `kid`, or `#index` in `keys` without one.
+    pub(crate) name: String,
+    pub(crate) reason: String,
+    /// Published for another purpose (`use`/`key_ops`): expected, so logged at debug only.
+    pub(crate) other_use: bool,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key {}: {}", self.name, self.reason)
+    }
+}
+
+/// The usable keys of a JWKS document, and those left out.
+struct Parsed {
+    keys: Vec<Key>,
+    skipped: Vec<Skipped>,
+}
+
+/// Logs each skipped key of the set read from `origin` (a path or URL) once.
+fn log_skipped(source: &str, origin: &str, skipped: &[Skipped]) {
+    for s in skipped {
+        if s.other_use {
+            tracing::debug!(source, origin, kid = %s.name, reason = %s.reason, "JWKS key skipped");
+        } else {
+            tracing::info!(source, origin, kid = %s.name, reason = %s.reason, "JWKS key skipped");
+        }
+    }
+}
+
 fn parse_file(path: &Path, allowed: &[Algorithm]) -> Result<Vec<Key>, JwksError> {
     let err = |message: String| JwksError {
         path: path.to_path_buf(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    parse(&text, allowed).map_err(err)
+    let parsed = parse(&text, allowed).map_err(err)?;
+    log_skipped("file", &path.display().to_string(), &parsed.skipped);
+    Ok(parsed.keys)
 }
 
-/// Parses a JWKS document. Symmetric keys are refused outright; keys of algorithms that are not
-/// allowed are skipped. An empty result is an error (nothing could ever verify).
-fn parse(text: &str, allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-    let mut keys = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let name = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
-        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
-            (AlgorithmParameters::OctetKey(_), _) => {
-                return Err(format!(
-                    "key {name} is a symmetric (oct) key: only public keys are accepted"
-                ));
-            }
-            (AlgorithmParameters::EllipticCurve(p), _) => match p.curve {
-                EllipticCurve::P256 => Algorithm::ES256,
-                EllipticCurve::P384 => Algorithm::ES384,
-                _ => return Err(format!("key {name}: unsupported curve {:?}", p.curve)),
-            },
-            (AlgorithmParameters::OctetKeyPair(_), _) => Algorithm::EdDSA,
-            (AlgorithmParameters::RSA(_), Some(a)) => {
-                rsa_alg(a).ok_or_else(|| format!("key {name}: alg {a:?} is not an RSA algorithm"))?
-            }
-            (AlgorithmParameters::RSA(_), None) => Algorithm::RS256,
-        };
-        if !allowed.contains(&alg) {
-            continue;
+/// Parses a JWKS document (RFC 7517 §5): a JSON object with a `keys` array, each key on its own.
+/// A symmetric (`oct`) key refuses the whole document: a published secret is a mistake, never a
+/// key to verify with. Other keys that cannot verify a token of an allowed algorithm are skipped
+/// (§5: "implementations SHOULD ignore JWKs within a JWK Set that use `kty` values that are not
+/// understood"): `use` other than `sig` or `key_ops` without `verify` (§4.2, §4.3), a `kty`,
+/// `crv` or `alg` ztgate does not support, an `alg` that does not fit the key, an algorithm not in
+/// `allowed`, a key that does not parse. A document without one usable key is an error (nothing
+/// could ever verify).
+fn parse(text: &str, allowed: &[Algorithm]) -> Result<Parsed, String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut parsed = Parsed {
+        keys: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (i, value) in set.keys.into_iter().enumerate() {
+        let kid = value.get("kid").and_then(serde_json::Value::as_str).map(str::to_string);
+        let name = kid.clone().unwrap_or_else(|| format!("#{i}"));
+        if value.get("kty").and_then(serde_json::Value::as_str) == Some("oct") {
+            return Err(format!(
+                "key {name} is a symmetric (oct) key: only public keys are accepted"
+            ));
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {name}: {e}"))?;
-        keys.push(Key {
-            kid: jwk.common.key_id.clone(),
-            alg,
-            key,
+        match usable(value, allowed) {
+            Ok((alg, key)) => parsed.keys.push(Key { kid, alg, key }),
+            Err((reason, other_use)) => parsed.skipped.push(Skipped {
+                name,
+                reason,
+                other_use,
+            }),
+        }
+    }
+    if parsed.keys.is_empty() {
+        let why: Vec<String> = parsed.skipped.iter().map(ToString::to_string).collect();
+        return Err(if why.is_empty() {
+            "no key in the set".into()
+        } else {
+            format!("no usable key ({})", why.join("; "))
         });
     }
-    if keys.is_empty() {
-        return Err("no key of an allowed algorithm".into());
+    Ok(parsed)
+}
+
+/// One key of a set as a verifying key, or why not (and whether it is meant for another use).
+fn usable(value: serde_json::Value, allowed: &[Algorithm]) -> Result<(Algorithm, DecodingKey), (String, bool)> {
+    match value.get("use") {
+        None => {}
+        Some(u) if u.as_str() == Some("sig") => {}
+        Some(u) => return Err((format!("use {u} is not \"sig\""), true)),
     }
-    Ok(keys)
+    if let Some(ops) = value.get("key_ops")
+        && !ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|o| o.as_str() == Some("verify")))
+    {
+        return Err((format!("key_ops {ops} does not include \"verify\""), true));
+    }
+    let skip = |reason: String| Err((reason, false));
+    let jwk: Jwk = match serde_json::from_value(value) {
+        Ok(jwk) => jwk,
+        Err(e) => return skip(format!("not a supported JWK: {e}")),
+    };
+    let declared = jwk.common.key_algorithm;
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            ref c => return skip(format!("unsupported curve {c:?}")),
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => Algorithm::EdDSA,
+            ref c => return skip(format!("unsupported curve {c:?}")),
+        },
+        AlgorithmParameters::RSA(_) => match declared {
+            None => Algorithm::RS256,
+            Some(a) => match rsa_alg(a) {
+                Some(alg) => alg,
+                None => return skip(format!("alg {a:?} is not an RSA signature algorithm")),
+            },
+        },
+        AlgorithmParameters::OctetKey(_) => return skip("a symmetric key".into()),
+    };
+    if let Some(a) = declared
+        && key_alg(a) != Some(alg)
+    {
+        return skip(format!("alg {a:?} does not fit the key ({alg:?})"));
+    }
+    if !allowed.contains(&alg) {
+        return skip(format!("algorithm {alg:?} is not in `algorithms`"));
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| (e.to_string(), false))?;
+    Ok((alg, key))
 }
 
 fn rsa_alg(a: KeyAlgorithm) -> Option<Algorithm> {
+    key_alg(a).filter(|alg| {
+        matches!(
+            alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        )
+    })
+}
+
+/// The signature algorithm a JWK's `alg` names; `None` for HMAC and encryption algorithms.
+fn key_alg(a: KeyAlgorithm) -> Option<Algorithm> {
     Some(match a {
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
         KeyAlgorithm::RS256 => Algorithm::RS256,
         KeyAlgorithm::RS384 => Algorithm::RS384,
         KeyAlgorithm::RS512 => Algorithm::RS512,
@@ -406,5 +516,135 @@ impl UserError {
             UserError::Unbound => "user-token-unbound",
             UserError::WrongCertificate => "user-token-wrong-certificate",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use serde_json::json;
+
+    use super::*;
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    /// An ES256 public key as a JWK (with `extra` members merged in).
+    fn es256(kid: &str, extra: serde_json::Value) -> serde_json::Value {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = kp.public_key_raw();
+        let mut jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+            "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65])});
+        jwk.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        jwk
+    }
+
+    /// An RSA public key as a JWK; `n` is any 2048-bit number (never used to verify here).
+    fn rsa(kid: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut jwk = json!({"kty": "RSA", "kid": kid, "n": B64.encode([0xc5u8; 256]), "e": "AQAB"});
+        jwk.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        jwk
+    }
+
+    /// A P-521 key (ES512), as Keycloak and others may publish one.
+    fn es512(kid: &str, alg: bool) -> serde_json::Value {
+        let mut jwk = json!({"kty": "EC", "crv": "P-521", "kid": kid, "use": "sig",
+            "x": B64.encode([0x01u8; 66]), "y": B64.encode([0x02u8; 66])});
+        if alg {
+            jwk["alg"] = json!("ES512");
+        }
+        jwk
+    }
+
+    const ALL: [Algorithm; 4] = [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256];
+
+    fn kids(p: &Parsed) -> Vec<&str> {
+        p.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect()
+    }
+
+    fn skipped(p: &Parsed) -> Vec<(&str, bool)> {
+        p.skipped.iter().map(|s| (s.name.as_str(), s.other_use)).collect()
+    }
+
+    #[test]
+    fn a_mixed_set_keeps_only_the_keys_that_can_verify() {
+        let set = json!({"keys": [
+            rsa("enc1", json!({"use": "enc", "alg": "RSA-OAEP"})),
+            es256("sig1", json!({"use": "sig"})),
+            es512("p521-alg", true),
+            es512("p521", false),
+            rsa("rs1", json!({"use": "sig", "alg": "RS256"})),
+            rsa("ps1", json!({"alg": "PS256"})),
+            rsa("mismatch", json!({"alg": "ES256"})),
+            es256("es384-p256", json!({"alg": "ES384"})),
+            {"kty": "OKP", "crv": "X25519", "kid": "x25519", "x": B64.encode([7u8; 32])},
+            {"kty": "EC", "crv": "P-256", "kid": "broken"},
+        ]})
+        .to_string();
+        let p = parse(&set, &ALL).unwrap();
+        assert_eq!(kids(&p), ["sig1", "rs1"]);
+        assert_eq!(
+            skipped(&p),
+            [
+                ("enc1", true),
+                ("p521-alg", false),
+                ("p521", false),
+                ("ps1", false),
+                ("mismatch", false),
+                ("es384-p256", false),
+                ("x25519", false),
+                ("broken", false),
+            ]
+        );
+        let text: Vec<String> = p.skipped.iter().map(ToString::to_string).collect();
+        assert_eq!(text[0], r#"key enc1: use "enc" is not "sig""#);
+        assert!(text[2].contains("unsupported curve P521"), "{}", text[2]);
+        assert!(text[3].contains("PS256 is not in `algorithms`"), "{}", text[3]);
+        assert!(
+            text[4].contains("alg ES256 is not an RSA signature algorithm"),
+            "{}",
+            text[4]
+        );
+        assert!(
+            text[5].contains("alg ES384 does not fit the key (ES256)"),
+            "{}",
+            text[5]
+        );
+    }
+
+    #[test]
+    fn a_key_for_another_use_is_skipped_even_of_an_allowed_type() {
+        let set = json!({"keys": [
+            es256("enc-ec", json!({"use": "enc"})),
+            rsa("enc-rsa", json!({"use": "enc", "alg": "RS256"})),
+            es256("wrap", json!({"key_ops": ["wrapKey"]})),
+            es256("verify", json!({"key_ops": ["verify"]})),
+            es256("plain", json!({})),
+        ]})
+        .to_string();
+        let p = parse(&set, &ALL).unwrap();
+        assert_eq!(kids(&p), ["verify", "plain"]);
+        assert_eq!(skipped(&p), [("enc-ec", true), ("enc-rsa", true), ("wrap", true)]);
+    }
+
+    #[test]
+    fn a_set_without_one_usable_key_is_an_error_naming_why() {
+        let set = json!({"keys": [
+            rsa("enc1", json!({"use": "enc", "alg": "RSA-OAEP"})),
+            es512("p521", true),
+        ]})
+        .to_string();
+        let err = parse(&set, &ALL).err().unwrap();
+        assert!(err.starts_with("no usable key (key enc1: use \"enc\""), "{err}");
+        assert!(err.contains("key p521: not a supported JWK"), "{err}");
+        assert_eq!(parse(r#"{"keys": []}"#, &ALL).err().unwrap(), "no key in the set");
+        assert!(
+            parse(r#"{"kids": []}"#, &ALL)
+                .err()
+                .unwrap()
+                .starts_with("not a JWKS document")
+        );
+        let secret = json!({"keys": [es256("sig1", json!({})), {"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]});
+        let err = parse(&secret.to_string(), &ALL).err().unwrap();
+        assert!(err.contains("key s is a symmetric (oct) key"), "{err}");
     }
 }

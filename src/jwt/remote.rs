@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -185,7 +185,16 @@ impl Remote {
             let body = Limited::new(body, MAX_DOCUMENT_BYTES)
                 .collect()
                 .await
-                .map_err(unreachable)?
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        FetchError::Invalid {
+                            url: text.clone(),
+                            message: format!("the document is larger than {} MiB", MAX_DOCUMENT_BYTES >> 20),
+                        }
+                    } else {
+                        unreachable(e)
+                    }
+                })?
                 .to_bytes();
             Ok((parts.status, parts.headers, body))
         };
@@ -246,11 +255,15 @@ impl Remote {
                     url: url.to_string(),
                     message: "not a JWKS document: not UTF-8".into(),
                 })?;
-                let keys = super::parse(text, &jwks.allowed).map_err(|message| FetchError::Invalid {
+                let parsed = super::parse(text, &jwks.allowed).map_err(|message| FetchError::Invalid {
                     url: url.to_string(),
                     message,
                 })?;
-                Ok(Fetched::Keys { keys, headers })
+                super::log_skipped(self.source, &url.to_string(), &parsed.skipped);
+                Ok(Fetched::Keys {
+                    keys: parsed.keys,
+                    headers,
+                })
             }
             status => Err(FetchError::Status {
                 url: url.to_string(),
@@ -412,7 +425,7 @@ mod tests {
         let (_, forged1) = key("k1"); // the known kid, another key
         let set = serde_json::json!({"keys": [jwk1]}).to_string();
         jwks.keys
-            .store(Arc::new(super::super::parse(&set, &jwks.allowed).unwrap()));
+            .store(Arc::new(super::super::parse(&set, &jwks.allowed).unwrap().keys));
         assert!(jwks.is_loaded());
 
         assert!(jwks.verify::<serde_json::Value>(&token1).is_ok());

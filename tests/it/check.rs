@@ -179,6 +179,32 @@ fn check_names_the_key_of_a_file_that_exists_but_holds_no_certificate() {
     );
 }
 
+#[test]
+fn a_file_named_by_two_keys_is_reported_at_the_key_it_fails_for() {
+    let pki = Pki::new();
+    let (conf, elsewhere) = layout(&pki);
+    std::fs::write(conf.join("policy.toml"), EXAMPLE_POLICY).unwrap();
+    // The TLS private key, also given (by mistake) as the IdP's CA bundle: it holds no
+    // certificate, which is jwks_ca's problem, not [tls] key's.
+    let cfg = relative_config("http://127.0.0.1:1", "audit.log")
+        + "\n[user_auth]\nissuer = \"https://idp.test\"\naudience = \"ztgate\"\n\
+           jwks_url = \"https://idp.test/keys\"\njwks_ca = \"../pki/server-key.pem\"\n";
+    let line = cfg.lines().position(|l| l.starts_with("jwks_ca")).unwrap() + 1;
+    let path = conf.join("ztgate.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let o = ztgate_in(&elsewhere, &["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:{line}:11: [user_auth] jwks_ca = \"../pki/server-key.pem\": user tokens: jwks_ca: {}/pki/server-key.pem contains no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
+            path.display(),
+            pki.dir.path().display()
+        )
+    );
+}
+
 /// `ztgate run` from a working directory that is not the config's folder: every relative path
 /// (certificates, key, CA, policy, audit log) is the config folder's, and requests are served.
 #[tokio::test]

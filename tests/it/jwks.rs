@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Empty, Full};
@@ -18,6 +19,8 @@ use ztgate::pki::LeafSpec;
 
 use crate::posture::{Signer, jwks, now};
 use crate::support::{Client, Opts, Pki, Server, counter, eventually};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -145,6 +148,12 @@ fn answer(state: &Mutex<IdpState>, req: &Request<hyper::body::Incoming>, port: u
             h.insert("cache-control", "public, max-age=3600".parse().unwrap());
             h.insert("etag", etag.parse().unwrap());
             h.insert("content-type", "application/json".parse().unwrap());
+            r
+        }
+        "/moved" => {
+            let mut r = reply(StatusCode::FOUND, String::new());
+            let to = format!("https://127.0.0.1:{port}/jwks");
+            r.headers_mut().insert("location", to.parse().unwrap());
             r
         }
         _ => reply(StatusCode::NOT_FOUND, String::new()),
@@ -408,15 +417,101 @@ async fn posture_assertions_verify_against_a_key_set_fetched_from_the_mdm() {
 }
 
 #[tokio::test]
-async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
+async fn a_key_set_over_1_mib_is_invalid_not_unreachable() {
+    let pki = Pki::new();
+    let a = Signer::es256("key-a");
+    let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&a])).unwrap();
+    set["padding"] = json!("x".repeat(1024 * 1024));
+    let idp = Idp::start(&pki, set.to_string(), Mode::Up).await;
+    let issuer = "https://idp.test";
+    let server = start(pki, issuer, &format!("jwks_url = \"{}/jwks\"", idp.url())).await;
+    assert!(
+        eventually(5, || async { fetches(&server, "invalid").await >= 1.0 }).await,
+        "the oversized set is counted as invalid"
+    );
+    assert_eq!(fetches(&server, "unreachable").await, 0.0);
+    assert_eq!(fetches(&server, "ok").await, 0.0);
+    assert_eq!(server.admin_get("/readyz").await.0, 503, "no key set loaded");
+    let alice = token(&a, issuer, "alice");
+    assert_eq!(
+        status(&server.client(), &server, &alice).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The log line names the limit (a daemon of its own, to read its log).
+    let pki = &server.pki;
+    let policy = pki.write("policy.toml", POLICY);
+    let cfg = crate::support::config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/")
+        + "\n[log]\nformat = \"json\"\n\n"
+        + &user_auth_toml(pki, issuer, &format!("jwks_url = \"{}/jwks\"", idp.url()));
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    let (mut child, _) =
+        crate::support::spawn_daemon_with(&pki.write("daemon.toml", &cfg), move |l| sink.lock().unwrap().push(l));
+    let logged = eventually(5, || {
+        let lines = lines.clone();
+        async move {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("JWKS fetch failed") && l.contains("the document is larger than 1 MiB"))
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged, "{:#?}", lines.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
     let pki = Pki::new();
     let a = Signer::es256("key-a");
     let idp = Idp::start(&pki, jwks(&[&a]), Mode::Up).await;
+    let issuer = "https://idp.test";
+    let server = start(pki, issuer, &format!("jwks_url = \"{}/moved\"", idp.url())).await;
+    assert!(
+        eventually(5, || async { fetches(&server, "http_status").await >= 1.0 }).await,
+        "a 302 is a failed fetch"
+    );
+    assert_eq!(idp.requests("/jwks"), 0, "its Location is not fetched");
+    assert_eq!(fetches(&server, "ok").await, 0.0);
+    assert_eq!(
+        status(&server.client(), &server, &token(&a, issuer, "alice")).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
+    let pki = Pki::new();
+    let a = Signer::es256("key-a");
+    // As Keycloak publishes it: an encryption key (RSA-OAEP) beside the signing key; and an
+    // ES512 key ztgate does not support. Both are skipped, the set is used.
+    let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&a])).unwrap();
+    let keys = set["keys"].as_array_mut().unwrap();
+    keys.insert(
+        0,
+        json!({"kty": "RSA", "kid": "enc1", "use": "enc", "alg": "RSA-OAEP",
+        "n": B64.encode([0xc5u8; 256]), "e": "AQAB"}),
+    );
+    keys.push(
+        json!({"kty": "EC", "crv": "P-521", "kid": "p521", "use": "sig", "alg": "ES512",
+        "x": B64.encode([1u8; 66]), "y": B64.encode([2u8; 66])}),
+    );
+    let idp = Idp::start(&pki, set.to_string(), Mode::Up).await;
     let issuer = idp.url();
     let server = start(pki, &issuer, "oidc_discovery = true").await;
     let client = server.client();
     let alice = token(&a, &issuer, "alice");
     assert!(eventually(5, || async { status(&client, &server, &alice).await == StatusCode::OK }).await);
+    assert_eq!(
+        counter(&server.metrics().await, "ztgate_jwks_keys{source=\"user_auth\"}"),
+        1.0,
+        "only the signing key is loaded"
+    );
+    assert_eq!(fetches(&server, "invalid").await, 0.0);
     assert_eq!(idp.requests("/.well-known/openid-configuration"), 1);
     assert!(idp.requests("/jwks") >= 1);
     assert_eq!(
