@@ -2,7 +2,7 @@
 //! budgets counted once for all replicas, in Redis, instead of once per replica.
 //!
 //! ```text
-//! request ─► local lease has a token? ──yes──► pass (no round trip; refill in the background at half a lease)
+//! request ─► local lease has a token? ──yes──► pass (no round trip; at half a lease, top it up to `lease` in the background)
 //!                 │ no
 //!                 ├─ Redis said "empty until T" and T is ahead ─► 429, Retry-After
 //!                 └─ wait (≤ timeout) for one round trip: GCRA takes up to `lease` tokens
@@ -303,13 +303,13 @@ impl ClusterLimiter {
         format!("{}{}:{identity}", self.key_prefix, budget.name)
     }
 
-    /// One round trip, counted by result; bounded by `timeout`.
-    async fn round_trip(&self, budget: &Budget, identity: &str) -> Result<Grant, Failure> {
+    /// One round trip for up to `want` tokens, counted by result; bounded by `timeout`.
+    async fn round_trip(&self, budget: &Budget, identity: &str, want: u32) -> Result<Grant, Failure> {
         let key = self.key(budget, identity);
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.timeout,
-            self.backend.take(&key, budget.interval_us, budget.burst, self.lease),
+            self.backend.take(&key, budget.interval_us, budget.burst, want),
         )
         .await;
         let result = match result {
@@ -352,8 +352,15 @@ impl ClusterLimiter {
         };
         let (this, budget, slot, identity) = (self.clone(), budget.clone(), slot.clone(), identity.clone());
         rt.spawn(async move {
-            // A failed refill changes nothing: the lease runs dry and a request asks again.
-            if let Ok(grant) = this.round_trip(&budget, &identity).await {
+            // Only what tops the slot up to `lease` (requests spending meanwhile only lower the
+            // count): a replica never holds more than `lease` tokens. A failed refill changes
+            // nothing: the lease runs dry and a request asks again.
+            let want = slot.want(this.lease);
+            if want == 0 {
+                drop(guard);
+                return;
+            }
+            if let Ok(grant) = this.round_trip(&budget, &identity, want).await {
                 slot.deposit(grant, Instant::now());
             }
             drop(guard);
@@ -388,7 +395,8 @@ impl Acquire {
                 Take::Limited(wait) => return Ok(Err(wait)),
                 Take::Empty => {}
             }
-            let grant = l.round_trip(&self.budget, &self.identity).await?;
+            let want = self.slot.want(l.lease);
+            let grant = l.round_trip(&self.budget, &self.identity, want).await?;
             self.slot.deposit(grant, Instant::now());
             Ok(match self.slot.take(Instant::now(), l.lease) {
                 Take::Spent { .. } => Ok(()),
