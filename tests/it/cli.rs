@@ -465,3 +465,20 @@ fn check_looks_into_the_cluster_rate_limit_tls_files() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
+/// A Redis URL's password is never echoed: `check` shows it as `***`.
+#[test]
+fn check_never_shows_the_redis_password() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let bad = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[rate_limit]\nrequests_per_second = 5\n\n[cluster_rate_limit]\nredis_url = \"redis://:hunter2@127.0.0.1:notaport\"\n";
+    std::fs::write(&cfg, &bad).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("[cluster_rate_limit] redis_url: redis_url `redis://:***@127.0.0.1:notaport`: "),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}

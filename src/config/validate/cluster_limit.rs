@@ -25,7 +25,8 @@ pub(super) fn cluster_limit(
     }
     let url = r.redis_url.get_ref();
     if let Err(why) = crate::cluster_limit::check_url(url) {
-        c.push(r.redis_url.span(), format!("redis_url `{url}`: {why}"));
+        let shown = crate::cluster_limit::redacted_url(url);
+        c.push(r.redis_url.span(), format!("redis_url `{shown}`: {why}"));
     }
     let tls = url.starts_with("rediss://");
     for (key, v) in [
