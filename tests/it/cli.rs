@@ -482,3 +482,30 @@ fn check_never_shows_the_redis_password() {
     );
     assert!(!out.contains("hunter2"), "{out}");
 }
+
+/// A lease as large as the smallest shared burst is valid but warned about, at its line: one
+/// replica can take the whole burst. Below it, nothing is said.
+#[test]
+fn check_warns_when_the_cluster_lease_reaches_the_smallest_burst() {
+    let pki = Pki::new();
+    let cfg = valid_config(&pki);
+    let base = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[rate_limit]\nrequests_per_second = 5\nburst = 40\n\n[[route]]\nname = \"tight\"\npath_prefix = \"/tight\"\nupstream = \"app\"\nrate_limit = { requests_per_second = 1, burst = 8 }\n";
+    let risky = base.clone() + "\n[cluster_rate_limit]\nredis_url = \"redis://127.0.0.1:1\"\nlease = 8\n";
+    std::fs::write(&cfg, &risky).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "a warning, not an error: {}", text(&o));
+    let line = risky.lines().position(|l| l == "lease = 8").unwrap() + 1;
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        format!(
+            "{}:{line}:9: warning: [cluster_rate_limit] lease: 8 is at least the burst of route `tight` (8): one replica can take the whole burst in one round trip, and requests to the other replicas are refused until it refills; keep lease well below the smallest burst",
+            cfg.display()
+        )
+    );
+    let fine = base + "\n[cluster_rate_limit]\nredis_url = \"redis://127.0.0.1:1\"\nlease = 3\n";
+    std::fs::write(&cfg, &fine).unwrap();
+    let o = ztgate(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+}
