@@ -467,7 +467,10 @@ mod tests {
 
     #[test]
     fn a_url_is_shown_without_its_password() {
-        assert_eq!(redacted_url("redis://:pw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(
+            redacted_url("redis://:pw@127.0.0.1:6379"),
+            "redis://:***@127.0.0.1:6379"
+        );
         assert_eq!(
             redacted_url("rediss://ztgate:p@ss/w:rd@cache:6380/2"),
             "rediss://ztgate:***@cache:6380/2"

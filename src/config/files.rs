@@ -88,16 +88,11 @@ pub fn check_contents(files: &[FileRef]) -> (Vec<Problem>, Vec<Diagnostics>) {
             "[tls] cert"
             | "[[upstream]] client_cert"
             | "[posture] client_cert"
-            | "[cluster_rate_limit] client_cert" => {
-                crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string())
-            }
+            | "[cluster_rate_limit] client_cert" => crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string()),
             "[tls] client_ca" | "[[upstream]] ca" | "[posture] ca" | "[cluster_rate_limit] ca" => {
                 crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string())
             }
-            "[tls] key"
-            | "[[upstream]] client_key"
-            | "[posture] client_key"
-            | "[cluster_rate_limit] client_key" => {
+            "[tls] key" | "[[upstream]] client_key" | "[posture] client_key" | "[cluster_rate_limit] client_key" => {
                 crate::tls::load_key(p).map(drop).map_err(|e| e.to_string())
             }
             "[tls] crls" => crate::tls::load_crls(p).map(drop).map_err(|e| e.to_string()),

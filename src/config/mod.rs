@@ -166,10 +166,7 @@ impl Config {
                 Ok(cfg)
             }
             _ => Err(ConfigError::Invalid(files::diagnostics(
-                path,
-                v.problems,
-                v.files,
-                v.warnings,
+                path, v.problems, v.files, v.warnings,
             ))),
         }
     }

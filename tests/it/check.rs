@@ -364,12 +364,19 @@ fn the_shipped_config_lists_the_cluster_rate_limit_keys_and_they_check_uncomment
             }
         })
         .collect();
-    assert!(uncommented.contains("\n[cluster_rate_limit]\nredis_url = "), "{uncommented}");
+    assert!(
+        uncommented.contains("\n[cluster_rate_limit]\nredis_url = "),
+        "{uncommented}"
+    );
     let path = conf.join("ztgate.toml");
     std::fs::write(&path, &uncommented).unwrap();
     let o = ztgate_in(root.path(), &["certs", "dev", "--out", "certs/dev"]);
     assert!(o.status.success(), "{o:?}");
     let o = ztgate_in(&conf, &["check", "--config", "ztgate.toml"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.stderr.is_empty(), "no warning: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "no warning: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -245,9 +245,8 @@ async fn a_refused_connection_logs_its_real_cause_with_the_url_and_no_password()
         let cfg = base.clone() + &format!("[cluster_rate_limit]\nredis_url = \"{url}\"\ntimeout = \"1s\"\nlease = 1\n");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = lines.clone();
-        let (mut child, addr) = crate::support::spawn_daemon_with(&pki.write("ztgate.toml", &cfg), move |l| {
-            sink.lock().unwrap().push(l)
-        });
+        let (mut child, addr) =
+            crate::support::spawn_daemon_with(&pki.write("ztgate.toml", &cfg), move |l| sink.lock().unwrap().push(l));
         let client = crate::support::Client::new(&pki.ca.cert_pem(), Some(&pki.client));
         let reply = client.get(addr, "/x").await.unwrap();
         let logged = crate::support::eventually(5, || {
