@@ -59,13 +59,20 @@ impl<'a> Collector<'a> {
     }
 
     pub(crate) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let problem = self.at(span, message);
+        self.problems.push(problem);
+    }
+
+    /// A problem at `span`, named by its key as [`Collector::push`] names it, not recorded (for
+    /// warnings, which do not fail the config).
+    pub(crate) fn at(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
         let (line, col) = line_col(self.text, span.start);
         let message = message.into();
         let message = match self.names.get(&span.start) {
             Some(name) if !message.starts_with(name.as_str()) => format!("{name}: {message}"),
             _ => message,
         };
-        self.problems.push(Problem { line, col, message });
+        Problem { line, col, message }
     }
 
     /// Adds a TOML syntax or shape error (unknown key, wrong type, missing field). For an unknown

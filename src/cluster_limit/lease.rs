@@ -3,8 +3,9 @@
 //! "empty". Pure bookkeeping over a clock value passed in, so it is tested without sockets.
 //!
 //! A request spends one local token when there is one (no round trip). When the count drops to
-//! half a lease, the caller refills in the background; when it is empty, the request waits for
-//! one round trip. When the shared bucket answered "empty, retry after T", requests are refused
+//! half a lease, the caller refills in the background, asking only for what tops the slot up to
+//! one lease ([`Slot::want`]), so a replica never holds more than `lease` tokens; when it is
+//! empty, the request waits for one round trip. When the shared bucket answered "empty, retry after T", requests are refused
 //! locally until then, so a flood costs Redis one round trip per T, not one per request.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -82,6 +83,13 @@ impl Slot {
             Some(until) if until > now => Take::Limited(until - now),
             _ => Take::Empty,
         }
+    }
+
+    /// Tokens a round trip should ask for: what tops the slot up to `lease`. Asked while the
+    /// slot's round-trip gate is held (one round trip in flight per slot), and spending only
+    /// lowers the count before the deposit, so held + granted never exceeds `lease`.
+    pub(crate) fn want(&self, lease: u32) -> u32 {
+        lease.saturating_sub(self.local().tokens)
     }
 
     /// Adds what a round trip brought (a background refill, or the one a request waited for).
@@ -165,6 +173,40 @@ mod tests {
         slot.deposit(grant(3, 0), now);
         slot.deposit(grant(2, 0), now);
         assert_eq!(slot.tokens(), 5, "a background refill adds to what is left");
+    }
+
+    /// Two replicas, burst 40, lease 10 used to pass 72 in 1.8 s: a refill at half a lease
+    /// asked for a whole lease on top of what was left. Now a refill asks for `lease − held`,
+    /// also when requests spend tokens while it is in flight.
+    #[test]
+    fn held_tokens_never_exceed_the_lease_across_refills() {
+        let now = Instant::now();
+        let slot = Slot::new(now);
+        let lease = 10;
+        assert_eq!(slot.want(lease), 10, "an empty slot asks for a whole lease");
+        slot.deposit(grant(slot.want(lease), 0), now);
+        let mut refills = 0;
+        for i in 0..200u32 {
+            let Take::Spent { refill } = slot.take(now, lease) else {
+                panic!("a slot that is refilled in time never runs dry");
+            };
+            if refill {
+                refills += 1;
+                let want = slot.want(lease);
+                assert!(want >= lease / 2 && want <= lease, "{want}");
+                // Requests spend while the round trip is in flight (0 to 2 of them).
+                for _ in 0..i % 3 {
+                    let _ = slot.take(now, lease);
+                }
+                slot.deposit(grant(want, 0), now);
+            }
+            assert!(slot.tokens() <= lease, "held {} > lease {lease}", slot.tokens());
+        }
+        assert!(refills > 20, "{refills}");
+        // A full slot asks for nothing.
+        assert_eq!(slot.want(lease), lease - slot.tokens());
+        slot.deposit(grant(slot.want(lease), 0), now);
+        assert_eq!((slot.tokens(), slot.want(lease)), (lease, 0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! budgets counted once for all replicas, in Redis, instead of once per replica.
 //!
 //! ```text
-//! request ─► local lease has a token? ──yes──► pass (no round trip; refill in the background at half a lease)
+//! request ─► local lease has a token? ──yes──► pass (no round trip; at half a lease, top it up to `lease` in the background)
 //!                 │ no
 //!                 ├─ Redis said "empty until T" and T is ahead ─► 429, Retry-After
 //!                 └─ wait (≤ timeout) for one round trip: GCRA takes up to `lease` tokens
@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use crate::error::ProxyError;
 use crate::ratelimit::Rate;
 use crate::telemetry::metrics;
-use backend::Backend;
+use backend::{Backend, TakeError};
 use lease::{Grant, Slot, Take};
 
 /// What a shared-budget failure does to the request that needed a round trip.
@@ -53,8 +53,8 @@ impl OnError {
     }
 }
 
-/// `[cluster_rate_limit]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[cluster_rate_limit]`, validated. Its `Debug` shows the URL without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterLimitConfig {
     /// `redis://host:port/db` or `rediss://...` (TLS).
     pub url: String,
@@ -69,6 +69,39 @@ pub struct ClusterLimitConfig {
     pub lease: NonZeroU32,
     /// Prepended to every Redis key (`{prefix}{budget}:{identity}`).
     pub key_prefix: String,
+}
+
+impl std::fmt::Debug for ClusterLimitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLimitConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .field("lease", &self.lease)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// `url` with the password replaced by `***` (`redis://user:***@host:6379`), for every message
+/// and log line that names it. Userinfo without a `:` (`redis://secret@host`) is replaced whole:
+/// whether it is a user name or a password is the client's reading, not ours.
+pub(crate) fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The last `@` ends the userinfo (a password may hold `@` or `/`; a path never needs `@`).
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let (userinfo, host) = rest.split_at(at);
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{shown}{host}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,28 +336,35 @@ impl ClusterLimiter {
         format!("{}{}:{identity}", self.key_prefix, budget.name)
     }
 
-    /// One round trip, counted by result; bounded by `timeout`.
-    async fn round_trip(&self, budget: &Budget, identity: &str) -> Result<Grant, Failure> {
+    /// One round trip for up to `want` tokens, counted by result; bounded by `timeout`.
+    async fn round_trip(&self, budget: &Budget, identity: &str, want: u32) -> Result<Grant, Failure> {
         let key = self.key(budget, identity);
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.timeout,
-            self.backend.take(&key, budget.interval_us, budget.burst, self.lease),
+            self.backend.take(&key, budget.interval_us, budget.burst, want),
         )
         .await;
+        let url = self.backend.shown_url();
         let result = match result {
             Ok(Ok(grant)) => Ok(grant),
             // The connection's own response timeout (the same `timeout`) may fire first.
-            Ok(Err(e)) if e.is_timeout() => {
-                warn!(timeout = ?self.timeout, "cluster rate limit: Redis did not answer in time");
+            Ok(Err(TakeError::Command(e))) if e.is_timeout() => {
+                warn!(url, timeout = ?self.timeout, "cluster rate limit: Redis did not answer in time");
                 Err(Failure::Timeout)
             }
-            Ok(Err(e)) => {
-                warn!(error = %e, "cluster rate limit: Redis round trip failed");
+            // The connect task logged it (WARN) already.
+            Ok(Err(e @ TakeError::Connect(_))) => {
+                debug!(url, error = %e, "cluster rate limit: Redis round trip failed");
                 Err(Failure::Error)
             }
+            Ok(Err(e)) => {
+                warn!(url, error = %e, "cluster rate limit: Redis round trip failed");
+                Err(Failure::Error)
+            }
+            // A connection attempt still running goes on and logs its own error, if any.
             Err(_) => {
-                warn!(timeout = ?self.timeout, "cluster rate limit: Redis did not answer in time");
+                warn!(url, timeout = ?self.timeout, "cluster rate limit: Redis did not answer in time");
                 Err(Failure::Timeout)
             }
         };
@@ -352,8 +392,15 @@ impl ClusterLimiter {
         };
         let (this, budget, slot, identity) = (self.clone(), budget.clone(), slot.clone(), identity.clone());
         rt.spawn(async move {
-            // A failed refill changes nothing: the lease runs dry and a request asks again.
-            if let Ok(grant) = this.round_trip(&budget, &identity).await {
+            // Only what tops the slot up to `lease` (requests spending meanwhile only lower the
+            // count): a replica never holds more than `lease` tokens. A failed refill changes
+            // nothing: the lease runs dry and a request asks again.
+            let want = slot.want(this.lease);
+            if want == 0 {
+                drop(guard);
+                return;
+            }
+            if let Ok(grant) = this.round_trip(&budget, &identity, want).await {
                 slot.deposit(grant, Instant::now());
             }
             drop(guard);
@@ -388,7 +435,8 @@ impl Acquire {
                 Take::Limited(wait) => return Ok(Err(wait)),
                 Take::Empty => {}
             }
-            let grant = l.round_trip(&self.budget, &self.identity).await?;
+            let want = self.slot.want(l.lease);
+            let grant = l.round_trip(&self.budget, &self.identity, want).await?;
             self.slot.deposit(grant, Instant::now());
             Ok(match self.slot.take(Instant::now(), l.lease) {
                 Take::Spent { .. } => Ok(()),
@@ -410,5 +458,25 @@ impl Acquire {
             Ok(Err(wait)) => Err(ProxyError::rate_limited(wait)),
             Err(failure) => l.on_failure(failure),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            redacted_url("redis://:pw@127.0.0.1:6379"),
+            "redis://:***@127.0.0.1:6379"
+        );
+        assert_eq!(
+            redacted_url("rediss://ztgate:p@ss/w:rd@cache:6380/2"),
+            "rediss://ztgate:***@cache:6380/2"
+        );
+        assert_eq!(redacted_url("redis://secret@cache"), "redis://***@cache");
+        assert_eq!(redacted_url("redis://cache:6379/0"), "redis://cache:6379/0");
+        assert_eq!(redacted_url("not a url"), "not a url");
     }
 }

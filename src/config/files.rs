@@ -85,13 +85,14 @@ pub fn check_contents(files: &[FileRef]) -> (Vec<Problem>, Vec<Diagnostics>) {
     for f in files.iter().filter(|f| f.access == Access::Read) {
         let p = f.path.as_path();
         let result: Result<(), String> = match f.key.as_str() {
-            "[tls] cert" | "[[upstream]] client_cert" | "[posture] client_cert" => {
+            "[tls] cert"
+            | "[[upstream]] client_cert"
+            | "[posture] client_cert"
+            | "[cluster_rate_limit] client_cert" => crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string()),
+            "[tls] client_ca" | "[[upstream]] ca" | "[posture] ca" | "[cluster_rate_limit] ca" => {
                 crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string())
             }
-            "[tls] client_ca" | "[[upstream]] ca" | "[posture] ca" => {
-                crate::tls::load_certs(p).map(drop).map_err(|e| e.to_string())
-            }
-            "[tls] key" | "[[upstream]] client_key" | "[posture] client_key" => {
+            "[tls] key" | "[[upstream]] client_key" | "[posture] client_key" | "[cluster_rate_limit] client_key" => {
                 crate::tls::load_key(p).map(drop).map_err(|e| e.to_string())
             }
             "[tls] crls" => crate::tls::load_crls(p).map(drop).map_err(|e| e.to_string()),

@@ -143,7 +143,8 @@ impl Config {
         if check_files {
             problems.extend(v.files.iter().filter_map(files::check_access));
         }
-        let warnings = files::working_directory_warnings(&v.files);
+        let mut warnings = v.warnings;
+        warnings.extend(files::working_directory_warnings(&v.files));
         match v.config {
             Some(mut cfg) if problems.is_empty() => {
                 cfg.warnings = warnings;
@@ -160,12 +161,12 @@ impl Config {
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let v = validate::validate(path, text);
         match v.config {
-            Some(cfg) if v.problems.is_empty() => Ok(cfg),
+            Some(mut cfg) if v.problems.is_empty() => {
+                cfg.warnings = v.warnings;
+                Ok(cfg)
+            }
             _ => Err(ConfigError::Invalid(files::diagnostics(
-                path,
-                v.problems,
-                v.files,
-                Vec::new(),
+                path, v.problems, v.files, v.warnings,
             ))),
         }
     }

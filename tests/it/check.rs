@@ -344,3 +344,65 @@ fn the_shipped_config_checks_from_any_working_directory() {
         )
     );
 }
+
+/// The shipped config lists every `[cluster_rate_limit]` key, commented out, with its default;
+/// uncommented (without the TLS files, which need a `rediss://` Redis) the table checks as it is.
+#[test]
+fn the_shipped_config_lists_the_cluster_rate_limit_keys_and_they_check_uncommented() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("config");
+    std::fs::create_dir_all(&conf).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(repo.join("config/policy.toml"), conf.join("policy.toml")).unwrap();
+    let shipped = std::fs::read_to_string(repo.join("config/ztgate.toml")).unwrap();
+    for key in [
+        "[cluster_rate_limit]",
+        "redis_url = ",
+        "ca = ",
+        "client_cert = ",
+        "client_key = ",
+        "timeout = \"50ms\"",
+        "on_error = \"closed\"",
+        "lease = 5 ",
+        "key_prefix = \"ztgate:rl:\"",
+    ] {
+        assert!(
+            shipped.lines().any(|l| l.starts_with(&format!("# {key}"))),
+            "no commented-out `{key}` in config/ztgate.toml"
+        );
+    }
+    let mut in_table = false;
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| {
+            if l == "# [cluster_rate_limit]" {
+                in_table = true;
+                return "[cluster_rate_limit]\n".to_string();
+            }
+            let key = l.strip_prefix("# ").filter(|rest| in_table && rest.contains(" = "));
+            match key {
+                Some(rest) if !rest.starts_with("ca ") && !rest.starts_with("client_") => format!("{rest}\n"),
+                Some(_) => format!("{l}\n"),
+                None => {
+                    in_table = in_table && l.starts_with('#');
+                    format!("{l}\n")
+                }
+            }
+        })
+        .collect();
+    assert!(
+        uncommented.contains("\n[cluster_rate_limit]\nredis_url = "),
+        "{uncommented}"
+    );
+    let path = conf.join("ztgate.toml");
+    std::fs::write(&path, &uncommented).unwrap();
+    let o = ztgate_in(root.path(), &["certs", "dev", "--out", "certs/dev"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = ztgate_in(&conf, &["check", "--config", "ztgate.toml"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "no warning: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -221,3 +221,56 @@ async fn tls_to_redis_with_a_client_certificate_shares_the_budget() {
     let m = s.metrics().await;
     assert!(counter(&m, r#"ztgate_cluster_rate_limit_round_trips_total{result="granted"}"#) >= 2.0);
 }
+
+/// A Redis that refuses the credentials: the log says why (the authentication error, with the
+/// URL and never its password), not only that a request's wait ran out.
+#[tokio::test]
+async fn a_refused_connection_logs_its_real_cause_with_the_url_and_no_password() {
+    use std::sync::{Arc, Mutex};
+    let redis = Redis::start_with_password("right-password");
+    let pki = Pki::new();
+    let policy = pki.write("policy.toml", crate::support::EXAMPLE_POLICY);
+    let base = crate::support::config_toml(pki.dir.path(), &policy, "", "http://127.0.0.1:1", "", "/")
+        + "\n[log]\nformat = \"json\"\n\n[rate_limit]\nrequests_per_second = 100\n\n";
+    // No password (connecting works; the command is refused, NOAUTH), then a wrong one (AUTH
+    // fails while connecting).
+    for (url, shown, message) in [
+        (redis.url(), redis.url(), "cluster rate limit: Redis round trip failed"),
+        (
+            format!("redis://:hunter2@127.0.0.1:{}", redis.port),
+            format!("redis://:***@127.0.0.1:{}", redis.port),
+            "cluster rate limit: cannot connect to Redis",
+        ),
+    ] {
+        let cfg = base.clone() + &format!("[cluster_rate_limit]\nredis_url = \"{url}\"\ntimeout = \"1s\"\nlease = 1\n");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let (mut child, addr) =
+            crate::support::spawn_daemon_with(&pki.write("ztgate.toml", &cfg), move |l| sink.lock().unwrap().push(l));
+        let client = crate::support::Client::new(&pki.ca.cert_pem(), Some(&pki.client));
+        let reply = client.get(addr, "/x").await.unwrap();
+        let logged = crate::support::eventually(5, || {
+            let lines = lines.clone();
+            let shown = shown.clone();
+            async move {
+                lines.lock().unwrap().iter().any(|l| {
+                    l.contains("\"level\":\"WARN\"")
+                        && l.contains(message)
+                        && l.contains(&format!("\"url\":\"{shown}\""))
+                        && l.contains("uthentication")
+                })
+            }
+        })
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let lines = lines.lock().unwrap();
+        assert!(logged, "{url}: {lines:#?}");
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "on_error is closed");
+        assert!(
+            !lines.iter().any(|l| l.contains("did not answer in time")),
+            "known within the timeout: an error, not a timeout: {lines:#?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("hunter2")), "{lines:#?}");
+    }
+}

@@ -19,6 +19,8 @@ pub struct RedisTls {
 pub struct Redis {
     pub port: u16,
     tls: Option<RedisTls>,
+    /// `--requirepass`: clients must AUTH with it.
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -36,12 +38,22 @@ impl Redis {
         Self::start_with(Some(tls))
     }
 
+    /// A server that refuses commands until a client authenticates with `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_inner(None, Some(password.to_string()))
+    }
+
     fn start_with(tls: Option<RedisTls>) -> Self {
+        Self::start_inner(tls, None)
+    }
+
+    fn start_inner(tls: Option<RedisTls>, password: Option<String>) -> Self {
         // Another process may take the released port before redis-server binds it: retry.
         for _ in 0..5 {
             let mut r = Self {
                 port: free_port(),
                 tls: tls.clone(),
+                password: password.clone(),
                 child: None,
             };
             if r.spawn() {
@@ -63,6 +75,9 @@ impl Redis {
         let port = self.port.to_string();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
         match &self.tls {
             None => {
                 cmd.args(["--port", &port]);
@@ -112,7 +127,10 @@ impl Redis {
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        // With `--requirepass` the answer is `-NOAUTH Authentication required.`: up all the same.
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read_exact(&mut buf).is_ok()
+            && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it.

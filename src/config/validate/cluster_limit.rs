@@ -10,14 +10,15 @@ use crate::cluster_limit::{ClusterLimitConfig, OnError};
 /// stops meaning anything for any sensible budget.
 const MAX_LEASE: i64 = 1000;
 
+/// `budgets`: the shared budgets (`[rate_limit]`, each route's own), named, with their burst.
 pub(super) fn cluster_limit(
     c: &mut Collector<'_>,
     raw: &Spanned<RawClusterRateLimit>,
-    any_budget: bool,
+    budgets: &[(String, u32)],
 ) -> Option<ClusterLimitConfig> {
     let span = raw.span();
     let r = raw.get_ref();
-    if !any_budget {
+    if budgets.is_empty() {
         c.push(
             span.clone(),
             "[cluster_rate_limit] shares the [rate_limit] and routes' rate_limit budgets, and none is set",
@@ -25,7 +26,8 @@ pub(super) fn cluster_limit(
     }
     let url = r.redis_url.get_ref();
     if let Err(why) = crate::cluster_limit::check_url(url) {
-        c.push(r.redis_url.span(), format!("redis_url `{url}`: {why}"));
+        let shown = crate::cluster_limit::redacted_url(url);
+        c.push(r.redis_url.span(), format!("redis_url `{shown}`: {why}"));
     }
     let tls = url.starts_with("rediss://");
     for (key, v) in [
@@ -71,6 +73,23 @@ pub(super) fn cluster_limit(
             }
         },
     };
+    // A lease as large as a burst: one replica's round trip can take the whole burst. At the
+    // `lease` value, or at the table for the default.
+    if let Some(lease) = lease
+        && let Some((name, burst)) = budgets.iter().min_by_key(|(_, b)| *b)
+        && lease.get() >= *burst
+    {
+        let (at, which) = match &r.lease {
+            Some(n) => (n.span(), lease.to_string()),
+            None => (span.clone(), format!("the default lease ({lease})")),
+        };
+        c.warn(
+            at,
+            format!(
+                "{which} is at least the burst of {name} ({burst}): one replica can take the whole burst in one round trip, and requests to the other replicas are refused until it refills; keep lease well below the smallest burst"
+            ),
+        );
+    }
     let key_prefix = r
         .key_prefix
         .as_ref()

@@ -44,6 +44,8 @@ pub(super) struct Collector<'a> {
     /// The config file's folder: relative paths are relative to it.
     base: PathBuf,
     files: Vec<FileRef>,
+    /// Risky but valid values (`ztgate check` prints them as `warning:`; `run` logs them).
+    warnings: Vec<Problem>,
 }
 
 impl<'a> Collector<'a> {
@@ -54,11 +56,18 @@ impl<'a> Collector<'a> {
             names: KeyNames::new(),
             base: base.to_path_buf(),
             files: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
     pub(super) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.inner.push(span, message);
+    }
+
+    /// A warning at `span` (named by its key): the config is valid, but probably not meant so.
+    pub(super) fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let warning = self.inner.at(span, message);
+        self.warnings.push(warning);
     }
 
     fn is_empty(&self) -> bool {
@@ -100,6 +109,8 @@ pub(super) struct Validated {
     /// Every path the text names, resolved, in the order met (also when there were problems, so
     /// that missing files are reported with the rest).
     pub(super) files: Vec<FileRef>,
+    /// Risky values, sorted by line and column.
+    pub(super) warnings: Vec<Problem>,
 }
 
 pub(super) fn validate(path: &Path, text: &str) -> Validated {
@@ -110,6 +121,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
             config: None,
             problems: c.inner.into_problems(),
             files: Vec::new(),
+            warnings: Vec::new(),
         };
     };
     c.names = names;
@@ -205,11 +217,19 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
     let anomaly = raw.anomaly.as_ref().and_then(|a| anomaly::anomaly(&mut c, a));
     let rate_limit = raw.rate_limit.as_ref().and_then(|r| upstream::rate(&mut c, r));
     let posture = raw.posture.as_ref().and_then(|p| posture::posture(&mut c, p));
-    let any_budget = rate_limit.is_some() || routes.iter().any(|r| r.rate_limit.is_some());
+    // The budgets `[cluster_rate_limit]` shares, by name: `[rate_limit]` and each route's own.
+    let budgets: Vec<(String, u32)> = rate_limit
+        .iter()
+        .map(|r| ("[rate_limit]".to_string(), r.burst.get()))
+        .chain(routes.iter().filter_map(|r| {
+            r.rate_limit
+                .map(|rate| (format!("route `{}`", r.name), rate.burst.get()))
+        }))
+        .collect();
     let cluster_rate_limit = raw
         .cluster_rate_limit
         .as_ref()
-        .and_then(|r| cluster_limit::cluster_limit(&mut c, r, any_budget));
+        .and_then(|r| cluster_limit::cluster_limit(&mut c, r, &budgets));
     let user_auth = raw.user_auth.as_ref().and_then(|u| posture::user_auth(&mut c, u));
     let trusted_hop = raw.trusted_hop.as_ref().map(|t| {
         let t_ref = t.get_ref();
@@ -264,10 +284,12 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
         );
     }
     if !c.is_empty() {
+        c.warnings.sort_by_key(|w| (w.line, w.col));
         return Validated {
             config: None,
             problems: c.inner.into_problems(),
             files: c.files,
+            warnings: c.warnings,
         };
     }
     let config = match (listener, tls, policy, drain_timeout, log) {
@@ -299,10 +321,12 @@ pub(super) fn validate(path: &Path, text: &str) -> Validated {
             None
         }
     };
+    c.warnings.sort_by_key(|w| (w.line, w.col));
     Validated {
         config,
         problems: c.inner.into_problems(),
         files: c.files,
+        warnings: c.warnings,
     }
 }
 
