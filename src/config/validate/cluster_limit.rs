@@ -30,24 +30,18 @@ pub(super) fn cluster_limit(
         c.push(r.redis_url.span(), format!("redis_url `{shown}`: {why}"));
     }
     let tls = url.starts_with("rediss://");
-    for (key, v) in [
-        ("ca", &r.ca),
-        ("client_cert", &r.client_cert),
-        ("client_key", &r.client_key),
-    ] {
-        if let (Some(v), false) = (v, tls) {
-            c.push(v.span(), format!("`{key}` only applies to a rediss:// (TLS) redis_url"));
-        }
-    }
+    super::tls_only(
+        c,
+        tls,
+        "a rediss:// (TLS) redis_url",
+        &[
+            ("ca", &r.ca),
+            ("client_cert", &r.client_cert),
+            ("client_key", &r.client_key),
+        ],
+    );
     let ca = r.ca.as_ref().map(|v| non_empty_path(c, v));
-    let client_cert = match (&r.client_cert, &r.client_key) {
-        (Some(cert), Some(key)) => Some((non_empty_path(c, cert), non_empty_path(c, key))),
-        (None, None) => None,
-        (Some(v), None) | (None, Some(v)) => {
-            c.push(v.span(), "`client_cert` and `client_key` must be set together");
-            None
-        }
-    };
+    let client_cert = super::client_pair(c, &r.client_cert, &r.client_key);
     let timeout = r
         .timeout
         .as_ref()

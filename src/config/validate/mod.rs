@@ -374,6 +374,34 @@ fn non_empty_path(c: &mut Collector<'_>, v: &Spanned<String>) -> PathBuf {
     c.file(v, Access::Read)
 }
 
+/// TLS client settings of a connection ztgate makes (an upstream, the posture service, Redis)
+/// only mean something when that connection is TLS (`tls`): each of `fields` set without it is
+/// a problem; `what` names the connection in the message ("an https:// upstream").
+fn tls_only(c: &mut Collector<'_>, tls: bool, what: &str, fields: &[(&str, &Option<Spanned<String>>)]) {
+    for (field, value) in fields {
+        if let (Some(v), false) = (value, tls) {
+            c.push(v.span(), format!("`{field}` only applies to {what}"));
+        }
+    }
+}
+
+/// ztgate's own certificate for a TLS connection it makes: `client_cert` and `client_key` both
+/// (their paths) or neither; one without the other is a mistake, not half an mTLS setup.
+fn client_pair(
+    c: &mut Collector<'_>,
+    cert: &Option<Spanned<String>>,
+    key: &Option<Spanned<String>>,
+) -> Option<(PathBuf, PathBuf)> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some((non_empty_path(c, cert), non_empty_path(c, key))),
+        (None, None) => None,
+        (Some(v), None) | (None, Some(v)) => {
+            c.push(v.span(), "`client_cert` and `client_key` must be set together");
+            None
+        }
+    }
+}
+
 /// A file ztgate writes (the audit log, a downloaded CRL): its folder must exist.
 fn output_path(c: &mut Collector<'_>, v: &Spanned<String>) -> PathBuf {
     c.file(v, Access::Write)

@@ -142,22 +142,13 @@ pub(super) fn posture(c: &mut Collector<'_>, p: &Spanned<RawPosture>) -> Option<
             // As for an upstream: ztgate's certificate only means something inside TLS, and a
             // certificate without its key (or the reverse) is a mistake, not half an mTLS setup.
             let https = u.starts_with("https://");
-            for (field, value) in [("client_cert", &p.client_cert), ("client_key", &p.client_key)] {
-                if let (Some(v), false) = (value, https) {
-                    c.push(
-                        v.span(),
-                        format!("`{field}` only applies to an https:// posture service"),
-                    );
-                }
-            }
-            let client_cert = match (&p.client_cert, &p.client_key) {
-                (Some(cert), Some(key)) => Some((non_empty_path(c, cert), non_empty_path(c, key))),
-                (None, None) => None,
-                (Some(v), None) | (None, Some(v)) => {
-                    c.push(v.span(), "`client_cert` and `client_key` must be set together");
-                    None
-                }
-            };
+            super::tls_only(
+                c,
+                https,
+                "an https:// posture service",
+                &[("client_cert", &p.client_cert), ("client_key", &p.client_key)],
+            );
+            let client_cert = super::client_pair(c, &p.client_cert, &p.client_key);
             let protocol = match p.protocol.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
                 None | Some(("auto", _)) => service::ServiceProtocol::Auto,
                 Some(("http1", _)) => service::ServiceProtocol::Http1,

@@ -47,23 +47,17 @@ pub(super) fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Optio
             UpstreamProtocol::Http1
         }
     };
-    for (field, value) in [
-        ("ca", &r.ca),
-        ("client_cert", &r.client_cert),
-        ("client_key", &r.client_key),
-    ] {
-        if let (Some(v), false) = (value, https) {
-            c.push(v.span(), format!("`{field}` only applies to an https:// upstream"));
-        }
-    }
-    let client_cert = match (&r.client_cert, &r.client_key) {
-        (Some(cert), Some(key)) => Some((non_empty_path(c, cert), non_empty_path(c, key))),
-        (None, None) => None,
-        (Some(v), None) | (None, Some(v)) => {
-            c.push(v.span(), "`client_cert` and `client_key` must be set together");
-            None
-        }
-    };
+    super::tls_only(
+        c,
+        https,
+        "an https:// upstream",
+        &[
+            ("ca", &r.ca),
+            ("client_cert", &r.client_cert),
+            ("client_key", &r.client_key),
+        ],
+    );
+    let client_cert = super::client_pair(c, &r.client_cert, &r.client_key);
     let connect_timeout = r
         .connect_timeout
         .as_ref()
