@@ -12,9 +12,9 @@ use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, World, check_audit_file, secs};
 use crate::load::{Load, Mode, Tally, failures};
-use crate::support::{Client, Pki, audit_records};
+use crate::support::{Client, audit_records};
 
 /// `handshake_timeout`, `header_read_timeout` and `first_request_timeout` in this scenario.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -124,21 +124,14 @@ const KINDS: [Kind; 6] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn slow_and_abrupt_clients_are_cut_by_the_timeouts_and_hurt_no_one_else() {
-    let pki = Pki::new();
-    let upstream_url = echo_upstream().await;
-    let audit = pki.path("audit.log");
     let t = format!("\"{}s\"", TIMEOUT.as_secs());
-    let config = write_config(
-        &pki,
-        &audit,
-        &Setup {
-            upstream_url,
-            listener: Some(format!(
-                "handshake_timeout = {t}\nheader_read_timeout = {t}\nfirst_request_timeout = {t}"
-            )),
-            ..Setup::default()
-        },
-    );
+    let World { pki, audit, config } = World::new(Setup {
+        listener: Some(format!(
+            "handshake_timeout = {t}\nheader_read_timeout = {t}\nfirst_request_timeout = {t}"
+        )),
+        ..Setup::default()
+    })
+    .await;
     let d = Daemon::spawn(&config);
     let client = Arc::new(Client::new(&pki.ca.cert_pem(), Some(&pki.client)));
     let mut load = Load::new();

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use http::Version;
 
-use crate::harness::{Daemon, Rss, Setup, echo_upstream, join_audit, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, World, join_audit, secs};
 use crate::load::{Load, Mode, Tally};
-use crate::support::{Client, Pki};
+use crate::support::Client;
 
 const DIVERTED: &str = r#"{"ztgate":"audit-record-not-written""#;
 
@@ -18,18 +18,8 @@ const DIVERTED: &str = r#"{"ztgate":"audit-record-not-written""#;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn a_full_audit_disk_answers_nothing_without_a_record_and_exits_74() {
-    let pki = Pki::new();
-    let upstream_url = echo_upstream().await;
-    let audit = pki.path("audit.log");
+    let World { pki, audit, config } = World::new(Setup::default()).await;
     std::os::unix::fs::symlink("/dev/full", &audit).unwrap();
-    let config = write_config(
-        &pki,
-        &audit,
-        &Setup {
-            upstream_url,
-            ..Setup::default()
-        },
-    );
     let d = Daemon::spawn(&config);
     let client = Arc::new(Client::new(&pki.ca.cert_pem(), Some(&pki.client)));
     let mut load = Load::new();

@@ -74,6 +74,28 @@ pub fn write_config(pki: &Pki, audit: &Path, setup: &Setup) -> PathBuf {
     pki.write("ztgate.toml", &text)
 }
 
+/// One scenario's world: a fresh PKI, the echo upstream, the audit log's path (in the PKI's
+/// folder; nothing is written there yet) and the config written with `setup`, whose
+/// `upstream_url` is set here.
+pub struct World {
+    pub pki: Pki,
+    pub audit: PathBuf,
+    pub config: PathBuf,
+}
+
+impl World {
+    pub async fn new(setup: Setup) -> Self {
+        let pki = Pki::new();
+        let audit = pki.path("audit.log");
+        let setup = Setup {
+            upstream_url: echo_upstream().await,
+            ..setup
+        };
+        let config = write_config(&pki, &audit, &setup);
+        Self { pki, audit, config }
+    }
+}
+
 /// `ztgate run` as a child process.
 pub struct Daemon {
     /// `None` once [`Daemon::terminate`] has taken it; a daemon still here when the scenario

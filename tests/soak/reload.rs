@@ -8,25 +8,18 @@ use std::time::{Duration, Instant};
 
 use http::Version;
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, World, check_audit_file, secs};
 use crate::load::{Load, Mode, Tally, failures};
-use crate::support::{Client, EXAMPLE_POLICY, Pki};
+use crate::support::{Client, EXAMPLE_POLICY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn reload_storm_changes_no_answer() {
-    let pki = Pki::new();
-    let upstream_url = echo_upstream().await;
-    let audit = pki.path("audit.log");
-    let config = write_config(
-        &pki,
-        &audit,
-        &Setup {
-            upstream_url,
-            policy_extra: "reload_interval = \"50ms\"".into(),
-            ..Setup::default()
-        },
-    );
+    let World { pki, audit, config } = World::new(Setup {
+        policy_extra: "reload_interval = \"50ms\"".into(),
+        ..Setup::default()
+    })
+    .await;
     let d = Daemon::spawn(&config);
     let client = Arc::new(Client::new(&pki.ca.cert_pem(), Some(&pki.client)));
     let mut load = Load::new();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::Version;
 use ztgate::pki::{CertAuthority, LeafSpec};
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, World, check_audit_file, secs};
 use crate::load::{Load, Mode, Outcome, REQUEST_TIMEOUT, STUCK, Tally, failures, get_on_held, probe};
 use crate::support::{CLIENT_ID, Client, Pki, eventually};
 
@@ -58,18 +58,11 @@ fn start_load(client: &Arc<Client>, addr: std::net::SocketAddr) -> Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn ca_rotation_keeps_both_cas_clients_working_and_refuses_the_removed_one() {
-    let pki = Pki::new();
-    let upstream_url = echo_upstream().await;
-    let audit = pki.path("audit.log");
-    let config = write_config(
-        &pki,
-        &audit,
-        &Setup {
-            upstream_url,
-            tls_extra: "reload_interval = \"100ms\"".into(),
-            ..Setup::default()
-        },
-    );
+    let World { pki, audit, config } = World::new(Setup {
+        tls_extra: "reload_interval = \"100ms\"".into(),
+        ..Setup::default()
+    })
+    .await;
     let d = Daemon::spawn(&config);
     let addr = d.addr;
     // Round 0's CA is the PKI's own (client_ca = ca.pem), which also issues server certificates.

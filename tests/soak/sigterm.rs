@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use http::Version;
 
-use crate::harness::{Daemon, Rss, Setup, check_audit_file, echo_upstream, secs, write_config};
+use crate::harness::{Daemon, Rss, Setup, World, check_audit_file, secs};
 use crate::load::{Load, Mode, Outcome, Tally};
-use crate::support::{Client, Pki};
+use crate::support::Client;
 
 const RUNS: u64 = 3;
 /// A request sent this long before SIGTERM on an open connection is in flight when it comes,
@@ -23,17 +23,7 @@ const FRESH_MARGIN: Duration = Duration::from_millis(500);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: cargo test --test soak -- --ignored --test-threads=1"]
 async fn sigterm_under_load_loses_and_duplicates_no_audit_record() {
-    let pki = Pki::new();
-    let upstream_url = echo_upstream().await;
-    let audit = pki.path("audit.log");
-    let config = write_config(
-        &pki,
-        &audit,
-        &Setup {
-            upstream_url,
-            ..Setup::default()
-        },
-    );
+    let World { pki, audit, config } = World::new(Setup::default()).await;
     let client = Arc::new(Client::new(&pki.ca.cert_pem(), Some(&pki.client)));
     let per_run = Duration::from_secs((secs() / RUNS).max(2));
     let mut outcomes: Vec<Outcome> = Vec::new();
