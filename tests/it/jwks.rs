@@ -207,6 +207,12 @@ async fn status(client: &Client, server: &Server, authorization: &str) -> Status
     client.send(server.addr, Version::HTTP_11, req).await.unwrap().status
 }
 
+/// The metrics recorder is one per process and `cargo test` runs a binary's tests on threads of
+/// one process, so every server of these tests counts into the same `ztgate_jwks_*` series: the
+/// tests run one at a time, and a count that must stay still is compared with its value when the
+/// test's server started, not with 0.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn fetches(server: &Server, result: &str) -> f64 {
     counter(
         &server.metrics().await,
@@ -216,6 +222,7 @@ async fn fetches(server: &Server, result: &str) -> f64 {
 
 #[tokio::test]
 async fn a_fetched_key_set_follows_a_rotation_and_keeps_the_last_good_set_when_the_idp_fails() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let (a, b, c) = (Signer::es256("key-a"), Signer::es256("key-b"), Signer::es256("key-c"));
     let idp = Idp::start(&pki, jwks(&[&a]), Mode::Up).await;
@@ -302,11 +309,13 @@ async fn a_fetched_key_set_follows_a_rotation_and_keeps_the_last_good_set_when_t
 
 #[tokio::test]
 async fn started_while_the_idp_is_down_every_token_is_refused_until_it_answers() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let a = Signer::es256("key-a");
     let idp = Idp::start(&pki, jwks(&[&a]), Mode::Down).await;
     let issuer = "https://idp.test";
     let server = start(pki, issuer, &format!("jwks_url = \"{}/jwks\"", idp.url())).await;
+    let ok_before = fetches(&server, "ok").await;
     let client = server.client();
     let alice = token(&a, issuer, "alice");
     for _ in 0..3 {
@@ -349,7 +358,7 @@ async fn started_while_the_idp_is_down_every_token_is_refused_until_it_answers()
     );
     assert_eq!(
         counter(&scrape, "ztgate_jwks_fetches_total{source=\"user_auth\",result=\"ok\"}"),
-        0.0
+        ok_before
     );
     assert_eq!(
         server.admin_get("/readyz").await.0,
@@ -369,6 +378,7 @@ async fn started_while_the_idp_is_down_every_token_is_refused_until_it_answers()
 
 #[tokio::test]
 async fn posture_assertions_verify_against_a_key_set_fetched_from_the_mdm() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let (mdm, next) = (Signer::es256("mdm-1"), Signer::es256("mdm-2"));
     let idp = Idp::start(&pki, jwks(&[&mdm]), Mode::Up).await;
@@ -418,6 +428,7 @@ async fn posture_assertions_verify_against_a_key_set_fetched_from_the_mdm() {
 
 #[tokio::test]
 async fn a_key_set_over_1_mib_is_invalid_not_unreachable() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let a = Signer::es256("key-a");
     let mut set: serde_json::Value = serde_json::from_str(&jwks(&[&a])).unwrap();
@@ -425,12 +436,13 @@ async fn a_key_set_over_1_mib_is_invalid_not_unreachable() {
     let idp = Idp::start(&pki, set.to_string(), Mode::Up).await;
     let issuer = "https://idp.test";
     let server = start(pki, issuer, &format!("jwks_url = \"{}/jwks\"", idp.url())).await;
+    let (unreachable_before, ok_before) = (fetches(&server, "unreachable").await, fetches(&server, "ok").await);
     assert!(
         eventually(5, || async { fetches(&server, "invalid").await >= 1.0 }).await,
         "the oversized set is counted as invalid"
     );
-    assert_eq!(fetches(&server, "unreachable").await, 0.0);
-    assert_eq!(fetches(&server, "ok").await, 0.0);
+    assert_eq!(fetches(&server, "unreachable").await, unreachable_before);
+    assert_eq!(fetches(&server, "ok").await, ok_before);
     assert_eq!(server.admin_get("/readyz").await.0, 503, "no key set loaded");
     let alice = token(&a, issuer, "alice");
     assert_eq!(
@@ -466,17 +478,19 @@ async fn a_key_set_over_1_mib_is_invalid_not_unreachable() {
 
 #[tokio::test]
 async fn a_redirect_is_not_followed() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let a = Signer::es256("key-a");
     let idp = Idp::start(&pki, jwks(&[&a]), Mode::Up).await;
     let issuer = "https://idp.test";
     let server = start(pki, issuer, &format!("jwks_url = \"{}/moved\"", idp.url())).await;
+    let ok_before = fetches(&server, "ok").await;
     assert!(
         eventually(5, || async { fetches(&server, "http_status").await >= 1.0 }).await,
         "a 302 is a failed fetch"
     );
     assert_eq!(idp.requests("/jwks"), 0, "its Location is not fetched");
-    assert_eq!(fetches(&server, "ok").await, 0.0);
+    assert_eq!(fetches(&server, "ok").await, ok_before);
     assert_eq!(
         status(&server.client(), &server, &token(&a, issuer, "alice")).await,
         StatusCode::UNAUTHORIZED
@@ -485,6 +499,7 @@ async fn a_redirect_is_not_followed() {
 
 #[tokio::test]
 async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let a = Signer::es256("key-a");
     // As Keycloak publishes it: an encryption key (RSA-OAEP) beside the signing key; and an
@@ -503,6 +518,7 @@ async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
     let idp = Idp::start(&pki, set.to_string(), Mode::Up).await;
     let issuer = idp.url();
     let server = start(pki, &issuer, "oidc_discovery = true").await;
+    let invalid_before = fetches(&server, "invalid").await;
     let client = server.client();
     let alice = token(&a, &issuer, "alice");
     assert!(eventually(5, || async { status(&client, &server, &alice).await == StatusCode::OK }).await);
@@ -511,7 +527,7 @@ async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
         1.0,
         "only the signing key is loaded"
     );
-    assert_eq!(fetches(&server, "invalid").await, 0.0);
+    assert_eq!(fetches(&server, "invalid").await, invalid_before);
     assert_eq!(idp.requests("/.well-known/openid-configuration"), 1);
     assert!(idp.requests("/jwks") >= 1);
     assert_eq!(
@@ -523,6 +539,7 @@ async fn oidc_discovery_finds_the_key_set_of_the_configured_issuer() {
 
 #[tokio::test]
 async fn a_discovery_document_naming_another_issuer_is_refused_with_a_clear_log() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let a = Signer::es256("key-a");
     let idp = Idp::start(&pki, jwks(&[&a]), Mode::Up).await;
