@@ -20,9 +20,7 @@ use crate::ctx::RequestCtx;
 use crate::error::{BadRequest, ProxyError};
 use crate::headers;
 use crate::upstream::client_body::{Buffered, ClientBody, ClientBodyError};
-use hyper_util::client::legacy::Error as ClientError;
-
-use crate::upstream::{Replay, RouteTable, Upstream, Upstreams, websocket};
+use crate::upstream::{InTask, Replay, RouteTable, SendError, Upstream, Upstreams, websocket};
 
 /// Forwards to the upstream of the request's route. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -118,6 +116,9 @@ impl Inner {
             return Err(ProxyError::PayloadTooLarge { limit: self.max_body });
         }
         let (mut parts, body) = req.into_parts();
+        // An HTTP/1.1 client connection's own upstream connections (not for an upgrade, which
+        // takes its connection away).
+        let held = parts.extensions.remove::<Arc<InTask>>().filter(|_| !upgrade);
         let limited = http_body_util::Limited::new(body, usize::try_from(self.max_body).unwrap_or(usize::MAX));
         // `request_timeout`: the request body, the response head and the response body all end
         // at one instant. `body_done` tells a slow client (408) from a slow upstream (504).
@@ -147,7 +148,7 @@ impl Inner {
         let ws_key = self.rewrite_head(&mut parts, upstream, canonical, &ctx, ws_over_h2, upgrade)?;
         let up_req = Request::from_parts(parts, body);
         let replay = Replay::of(&up_req, || up_req.body().replay());
-        let fut = upstream.client.send(up_req, replay);
+        let fut = upstream.client.send(up_req, replay, held.as_deref());
         let sent = tokio::time::Instant::now();
         let head_by = match deadline {
             Some(at) if at < sent + upstream.response_timeout => at,
@@ -259,7 +260,7 @@ impl Inner {
     /// malformed (400), anything else the upstream did (502).
     fn answer(
         &self,
-        outcome: Result<Result<Response<Incoming>, ClientError>, tokio::time::error::Elapsed>,
+        outcome: Result<Result<Response<Incoming>, SendError>, tokio::time::error::Elapsed>,
         upstream: &Upstream,
         deadline: Option<tokio::time::Instant>,
         head_by: tokio::time::Instant,
@@ -286,7 +287,7 @@ impl Inner {
             }
             Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnavailable {
                 upstream: upstream.name.clone(),
-                source: crate::upstream::ConnectError::new(&upstream.authority, &e).into(),
+                source: crate::upstream::ConnectError::new(&upstream.authority, e.inner()).into(),
             }),
             Ok(Err(e)) if in_chain::<http_body_util::LengthLimitError>(&e) => {
                 Err(ProxyError::PayloadTooLarge { limit: self.max_body })

@@ -14,6 +14,7 @@ use super::handshake::{Established, Tls, establish};
 use super::refusal::{audit_refused_request, refused_request};
 use super::{ConnCtx, Server};
 use crate::telemetry::metrics;
+use crate::upstream::InTask;
 
 pub(super) async fn handle(
     stream: TcpStream,
@@ -46,12 +47,23 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conflicts = (!h2).then(|| Arc::new(super::framing::Conflicts::default()));
     let activity = super::idle::Activity::new(tokio::time::Instant::now());
+    // HTTP/1.1 carries one request at a time: its upstream connections are its own, driven by
+    // this task (`upstream/in_task.rs`). h2's concurrent streams use the shared pool.
+    let held = (!h2).then(|| Arc::new(InTask::default()));
     let svc = WithConn {
         inner: std::sync::Mutex::new(server.stack.clone()),
         ctx,
         conflicts: conflicts.clone(),
         activity: activity.clone(),
+        held: held.clone(),
     };
+    let drive = async {
+        match &held {
+            Some(held) => held.drive().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(drive);
 
     // ALPN has already chosen the protocol (RFC 9113 §3.3: h2 over TLS only by ALPN), so each
     // connection is served by that protocol's own builder. hyper-util's auto builder would first
@@ -104,7 +116,11 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     tokio::pin!(idle);
     let close = loop {
         tokio::select! {
+            // The client's side first: a request it forwards is then written upstream by the
+            // driver in the same pass.
+            biased;
             r = conn.as_mut() => break Err(r),
+            () = drive.as_mut() => {}
             _ = drain.wait_for(|d| *d) => break Ok(Close::Drain),
             () = registration.close.notified() => break Ok(Close::NoLongerTrusted),
             () = tokio::time::sleep_until(deadline) => break Ok(Close::Deadline(deadline_reason)),
@@ -152,7 +168,14 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     }
     conn.as_mut().graceful_shutdown();
     let grace = server.drain_timeout;
-    match tokio::time::timeout(grace, conn.as_mut()).await {
+    let finishing = async {
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => r,
+            () = drive.as_mut() => Ok(()),
+        }
+    };
+    match tokio::time::timeout(grace, finishing).await {
         Ok(Err(e)) => {
             debug!(error = %e, "connection ended with an error while closing");
             if let Some(refused) = refused_request(&e) {
@@ -183,6 +206,8 @@ struct WithConn {
     conflicts: Option<Arc<super::framing::Conflicts>>,
     /// Requests in flight, for the idle bounds (`server/idle.rs`).
     activity: Arc<super::idle::Activity>,
+    /// HTTP/1.1 only: the connection's own upstream connections, for each request to use.
+    held: Option<Arc<InTask>>,
 }
 
 type StackFuture = <crate::middleware::Stack as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
@@ -195,6 +220,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithConn 
     fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
         use tower::Service as _;
         req.extensions_mut().insert(self.ctx.clone());
+        if let Some(held) = &self.held {
+            req.extensions_mut().insert(held.clone());
+        }
         if self.conflicts.as_ref().is_some_and(|c| c.next_request_conflicts()) {
             req.extensions_mut()
                 .insert(crate::canonical::ContentLengthWithTransferEncoding);

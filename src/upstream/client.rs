@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, Error as ClientError};
 
 use super::UpstreamBody;
+use super::in_task::{InTask, Sent};
 
 /// Connects every request to the upstream's configured address, whatever authority the request
 /// URI names. For h2 upstreams the URI carries the judged authority (it becomes `:authority`);
@@ -171,10 +172,59 @@ impl PooledClient {
     }
 }
 
-/// One upstream's clients: the keep-alive pool, and an unpooled one for retries.
+/// One upstream's clients: the keep-alive pool, an unpooled one for retries, and for an
+/// HTTP/1.1 upstream the connector for connections held by client connections (`in_task.rs`).
 pub(crate) struct UpstreamClient {
     pub(crate) pooled: PooledClient,
     pub(crate) fresh: PooledClient,
+    /// HTTP/1.1 upstreams only.
+    pub(crate) direct: Option<Direct>,
+    /// Distinguishes this client's held connections from another's ([`next_upstream_id`]).
+    pub(crate) id: u64,
+    /// How long a held connection may wait for a request (`pool_idle_timeout`).
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
+/// Connects one upstream connection to be held by a client connection, over plain TCP or TLS.
+#[derive(Clone)]
+pub(crate) enum Direct {
+    Plain(FixedDest<HttpConnector>),
+    Tls(FixedDest<HttpsConnector<HttpConnector>>),
+}
+
+/// Why a request got no answer from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// Over the shared pool.
+    #[error(transparent)]
+    Pooled(ClientError),
+    /// No connection could be made (refused, unresolvable, TLS handshake failed).
+    #[error(transparent)]
+    Connect(crate::body::BoxError),
+    /// On a held connection: the exchange failed (closed, reset, malformed answer, or the
+    /// request body failed).
+    #[error(transparent)]
+    Exchange(hyper::Error),
+}
+
+impl SendError {
+    /// Whether no connection was made, so the upstream cannot have seen the request.
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pooled(e) => e.is_connect(),
+            SendError::Connect(_) => true,
+            SendError::Exchange(_) => false,
+        }
+    }
+
+    /// The underlying error (its source chain carries the cause).
+    pub(crate) fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            SendError::Pooled(e) => e,
+            SendError::Connect(e) => &**e,
+            SendError::Exchange(e) => e,
+        }
+    }
 }
 
 /// What is needed to send a request again: its head and its whole body.
@@ -216,7 +266,25 @@ impl Replay {
 impl UpstreamClient {
     /// Sends `req` on a pooled connection; if that connection turns out to have been closed by
     /// the upstream before any response byte, sends `replay` once on a fresh connection.
+    ///
+    /// With `held` (an HTTP/1.1 client connection's upstream connections) and an HTTP/1.1
+    /// upstream, the request goes on the connection that client connection holds for this
+    /// upstream, connected first when there is none (`in_task.rs`); the same retry applies.
     pub(crate) async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        replay: Option<Replay>,
+        held: Option<&InTask>,
+    ) -> Result<Response<Incoming>, SendError> {
+        if let (Some(held), Some(direct)) = (held, &self.direct)
+            && req.method() != Method::CONNECT
+        {
+            return self.send_held(held, direct, req, replay).await;
+        }
+        self.send_pooled(req, replay).await.map_err(SendError::Pooled)
+    }
+
+    async fn send_pooled(
         &self,
         req: Request<UpstreamBody>,
         replay: Option<Replay>,
@@ -235,10 +303,93 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    async fn send_held(
+        &self,
+        held: &InTask,
+        direct: &Direct,
+        mut req: Request<UpstreamBody>,
+        replay: Option<Replay>,
+    ) -> Result<Response<Incoming>, SendError> {
+        origin_form(req.uri_mut());
+        let mut req = match held.send(self.id, req) {
+            Sent::Held(answer) => match answer.await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    // Never written (the connection closed first): it goes on a new one as is.
+                    Some(req) => req,
+                    None => {
+                        let error = e.into_error();
+                        match replay {
+                            Some(r) if closed_before_response(&error) => {
+                                crate::telemetry::metrics::upstream_retry("connection_closed");
+                                tracing::debug!(error = %error, "held upstream connection was closed; retrying on a new one");
+                                r.into_request()
+                            }
+                            _ => return Err(SendError::Exchange(error)),
+                        }
+                    }
+                },
+            },
+            Sent::Unsent(req) => req,
+        };
+        origin_form(req.uri_mut());
+        match direct {
+            Direct::Plain(c) => self.connect_and_send(held, c, req).await,
+            Direct::Tls(c) => self.connect_and_send(held, c, req).await,
+        }
+    }
+
+    /// Connects to the upstream, hands the connection to `held` and sends `req` on it.
+    async fn connect_and_send<C>(
+        &self,
+        held: &InTask,
+        connector: &FixedDest<C>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError>
+    where
+        C: tower::Service<Uri> + Clone + Send + 'static,
+        C::Future: Send + 'static,
+        C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        C::Error: Into<crate::body::BoxError>,
+    {
+        use tower::ServiceExt as _;
+        let io = connector
+            .clone()
+            .oneshot(connector.dest.clone())
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(SendError::Exchange)?;
+        held.adopt(self.id, self.idle_timeout, sender, conn, req)
+            .await
+            .map_err(SendError::Exchange)
+    }
+}
+
+/// The request target in origin form (RFC 9112 §3.2.1): the path and query only, as the
+/// pooled client sends it to an upstream that is not a proxy.
+fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(origin) = Uri::from_parts(parts) {
+        *uri = origin;
+    }
+}
+
 /// Whether the upstream connection ended (closed, reset) before any byte of a response: the
 /// shape of a keep-alive connection the upstream closed as the request went out.
-fn closed_before_response(e: &ClientError) -> bool {
-    if e.is_connect() {
+fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.downcast_ref::<ClientError>().is_some_and(ClientError::is_connect) {
         return false;
     }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);

@@ -6,6 +6,7 @@
 mod client;
 pub(crate) mod client_body;
 mod config;
+mod in_task;
 mod route;
 pub(crate) mod websocket;
 
@@ -19,9 +20,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Deadline;
 use crate::tls::TlsError;
-use client::{FixedDest, PooledClient};
-pub(crate) use client::{Replay, UpstreamClient};
+use client::{Direct, FixedDest, PooledClient};
+pub(crate) use client::{Replay, SendError, UpstreamClient};
 pub use config::{Pins, RouteConfig, UpstreamConfig, UpstreamProtocol, UserMode};
+pub(crate) use in_task::InTask;
 pub(crate) use route::RouteTable;
 
 /// The request body as sent upstream: the client's, cut off at `max_request_body` and at the
@@ -105,6 +107,8 @@ impl Upstreams {
             unpooled.pool_max_idle_per_host(0);
             let https = u.url.scheme() == Some(&Scheme::HTTPS);
             let dest = u.url.clone();
+            let http1 = u.protocol == UpstreamProtocol::Http1;
+            let id = in_task::next_upstream_id();
             let client = match (&u.ca, https) {
                 (Some(ca), true) => {
                     let tls = crate::tls::upstream_client_config(ca, u.client_cert.as_ref())?;
@@ -121,8 +125,11 @@ impl Upstreams {
                         dest: dest.clone(),
                     };
                     UpstreamClient {
+                        direct: http1.then(|| Direct::Tls(fresh.clone())),
                         pooled: PooledClient::Tls(builder.build(FixedDest { inner: connector, dest })),
                         fresh: PooledClient::Tls(unpooled.build(fresh)),
+                        id,
+                        idle_timeout: u.pool_idle_timeout,
                     }
                 }
                 // An https upstream without `ca` has nothing to verify against: refuse rather
@@ -134,11 +141,19 @@ impl Upstreams {
                     });
                 }
                 _ => UpstreamClient {
+                    direct: http1.then(|| {
+                        Direct::Plain(FixedDest {
+                            inner: http.clone(),
+                            dest: dest.clone(),
+                        })
+                    }),
                     pooled: PooledClient::Plain(builder.build(FixedDest {
                         inner: http.clone(),
                         dest: dest.clone(),
                     })),
                     fresh: PooledClient::Plain(unpooled.build(FixedDest { inner: http, dest })),
+                    id,
+                    idle_timeout: u.pool_idle_timeout,
                 },
             };
             upstreams.push(Upstream {

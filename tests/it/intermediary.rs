@@ -11,6 +11,7 @@ use crate::support::*;
 /// How the upstream's connections ended: closed by ztgate (EOF) or by its own idle timer.
 #[derive(Default)]
 struct Ends {
+    accepted: std::sync::atomic::AtomicUsize,
     by_ztgate: std::sync::atomic::AtomicUsize,
     by_upstream: std::sync::atomic::AtomicUsize,
 }
@@ -33,6 +34,7 @@ async fn closes_idle_connections_counted(idle: Duration) -> (String, std::sync::
                 return;
             };
             let ends = counted.clone();
+            ends.accepted.fetch_add(1, Relaxed);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -114,6 +116,37 @@ async fn a_short_pool_idle_timeout_closes_before_the_upstream_does() {
     // ztgate dropped each idle connection first (at 100 ms), never the upstream (at 300 ms).
     assert_eq!(ends.by_upstream.load(Relaxed), 0);
     assert_eq!(ends.by_ztgate.load(Relaxed), 5);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_http1_client_connection_keeps_one_upstream_connection_which_ends_with_it() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (url, ends) = closes_idle_connections_counted(Duration::from_secs(60)).await;
+    let mut s = Server::start(Opts {
+        upstream_url: Some(url),
+        ..Opts::default()
+    })
+    .await;
+    let mut a = s.client().connect_h1(s.addr).await;
+    let mut b = s.client().connect_h1(s.addr).await;
+    for _ in 0..10 {
+        assert_eq!(get_on(&mut a, s.addr, "/app").await, 200);
+        assert_eq!(get_on(&mut b, s.addr, "/app").await, 200);
+    }
+    // Twenty requests interleaved on two client connections: two upstream connections, each
+    // held by its client connection (`upstream/in_task.rs`), none closed yet.
+    assert_eq!(ends.accepted.load(Relaxed), 2);
+    assert_eq!(ends.by_ztgate.load(Relaxed), 0);
+    // A client connection that ends takes its upstream connection with it.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ends.by_ztgate.load(Relaxed) < 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ends.by_ztgate.load(Relaxed), 1);
+    assert_eq!(get_on(&mut b, s.addr, "/app").await, 200);
+    assert_eq!(ends.accepted.load(Relaxed), 2);
     s.stop().await;
 }
 
