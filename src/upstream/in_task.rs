@@ -97,6 +97,8 @@ struct Held<B> {
 }
 
 /// What [`InTask::send`] found for the upstream.
+// Returned and matched at once: boxing the request would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Sent<F, B> {
     /// The request is on its way on a held connection (the future yields the answer).
     Held(F),
