@@ -12,9 +12,11 @@ use tracing::debug;
 
 use super::handshake::{Established, Tls, establish};
 use super::refusal::{audit_refused_request, refused_request};
+use super::woken::Part;
 use super::{ConnCtx, Server};
 use crate::telemetry::metrics;
 use crate::upstream::InTask;
+use std::task::Poll;
 
 pub(super) async fn handle(
     stream: TcpStream,
@@ -114,22 +116,43 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     };
     let idle = tokio::time::sleep_until(activity.check(tokio::time::Instant::now(), &bounds).at());
     tokio::pin!(idle);
-    let close = loop {
-        tokio::select! {
-            // The client's side first: a request it forwards is then written upstream by the
-            // driver in the same pass.
-            biased;
-            r = conn.as_mut() => break Err(r),
-            () = drive.as_mut() => {}
-            _ = drain.wait_for(|d| *d) => break Ok(Close::Drain),
-            () = registration.close.notified() => break Ok(Close::NoLongerTrusted),
-            () = tokio::time::sleep_until(deadline) => break Ok(Close::Deadline(deadline_reason)),
-            () = idle.as_mut() => match activity.check(tokio::time::Instant::now(), &bounds) {
-                super::idle::Verdict::Expired(why) => break Ok(Close::Idle(why)),
-                super::idle::Verdict::Wait(at) => idle.as_mut().reset(at),
-            },
+    // The close conditions, as one part: polled only when one of them was woken.
+    let closing = async {
+        loop {
+            tokio::select! {
+                _ = drain.wait_for(|d| *d) => return Close::Drain,
+                () = registration.close.notified() => return Close::NoLongerTrusted,
+                () = tokio::time::sleep_until(deadline) => return Close::Deadline(deadline_reason),
+                () = idle.as_mut() => match activity.check(tokio::time::Instant::now(), &bounds) {
+                    super::idle::Verdict::Expired(why) => return Close::Idle(why),
+                    super::idle::Verdict::Wait(at) => idle.as_mut().reset(at),
+                },
+            }
         }
     };
+    tokio::pin!(closing);
+    // Three parts, each polled only when woken (`woken.rs`): the client's side, the upstream
+    // connections' driver, the close conditions.
+    let (serving, upstream, closer) = (Part::new(), Part::new(), Part::new());
+    let close = std::future::poll_fn(|cx| {
+        // A second pass when the driver's work woke the client's side (an upstream answer for
+        // the request it waits on): relayed now rather than at the task's next turn. Bounded, so
+        // a part that keeps waking itself cannot hold the thread.
+        for _ in 0..2 {
+            if let Poll::Ready(r) = serving.poll(conn.as_mut(), cx) {
+                return Poll::Ready(Err(r));
+            }
+            let _ = upstream.poll(drive.as_mut(), cx);
+            if let Poll::Ready(close) = closer.poll(closing.as_mut(), cx) {
+                return Poll::Ready(Ok(close));
+            }
+            if !serving.is_woken() {
+                break;
+            }
+        }
+        Poll::Pending
+    })
+    .await;
     let close = match close {
         Ok(close) => close,
         Err(Ok(())) => return,
@@ -168,13 +191,19 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     }
     conn.as_mut().graceful_shutdown();
     let grace = server.drain_timeout;
-    let finishing = async {
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => r,
-            () = drive.as_mut() => Ok(()),
+    serving.mark();
+    let finishing = std::future::poll_fn(|cx| {
+        for _ in 0..2 {
+            if let Poll::Ready(r) = serving.poll(conn.as_mut(), cx) {
+                return Poll::Ready(r);
+            }
+            let _ = upstream.poll(drive.as_mut(), cx);
+            if !serving.is_woken() {
+                break;
+            }
         }
-    };
+        Poll::Pending
+    });
     match tokio::time::timeout(grace, finishing).await {
         Ok(Err(e)) => {
             debug!(error = %e, "connection ended with an error while closing");

@@ -12,6 +12,7 @@ pub mod proxy_protocol;
 mod refusal;
 pub mod registry;
 pub mod shutdown;
+mod woken;
 
 use std::sync::Arc;
 
