@@ -281,7 +281,9 @@ impl UpstreamClient {
         {
             return self.send_held(held, direct, req, replay).await;
         }
-        self.send_pooled(req, replay).await.map_err(SendError::Pooled)
+        // Boxed: the pooled client's futures are large, and this future is moved whole (into
+        // the response timeout, among others) on every request, held ones included.
+        Box::pin(self.send_pooled(req, replay)).await.map_err(SendError::Pooled)
     }
 
     async fn send_pooled(
@@ -334,9 +336,11 @@ impl UpstreamClient {
             Sent::Unsent(req) => req,
         };
         origin_form(req.uri_mut());
+        // Boxed: once per upstream connection, and the connect's large state is then not part of
+        // the future every request moves.
         match direct {
-            Direct::Plain(c) => self.connect_and_send(held, c, req).await,
-            Direct::Tls(c) => self.connect_and_send(held, c, req).await,
+            Direct::Plain(c) => Box::pin(self.connect_and_send(held, c, req)).await,
+            Direct::Tls(c) => Box::pin(self.connect_and_send(held, c, req)).await,
         }
     }
 
