@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::handshake::{Established, Tls, establish};
 use super::refusal::{audit_refused_request, refused_request};
-use super::woken::Part;
+use super::woken::Parts;
 use super::{ConnCtx, Server};
 use crate::telemetry::metrics;
 use crate::upstream::InTask;
@@ -133,24 +133,18 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     tokio::pin!(closing);
     // Three parts, each polled only when woken (`woken.rs`): the client's side, the upstream
     // connections' driver, the close conditions.
-    let (serving, upstream, closer) = (Part::new(), Part::new(), Part::new());
+    const SERVING: usize = 0;
+    const UPSTREAM: usize = 1;
+    const CLOSING: usize = 2;
+    let parts = Parts::<3>::new();
     let close = std::future::poll_fn(|cx| {
-        // A second pass when the driver's work woke the client's side (an upstream answer for
-        // the request it waits on): relayed now rather than at the task's next turn. Bounded, so
-        // a part that keeps waking itself cannot hold the thread.
-        for _ in 0..2 {
-            if let Poll::Ready(r) = serving.poll(conn.as_mut(), cx) {
+        parts.turn(cx, || {
+            if let Poll::Ready(r) = parts.poll(SERVING, conn.as_mut()) {
                 return Poll::Ready(Err(r));
             }
-            let _ = upstream.poll(drive.as_mut(), cx);
-            if let Poll::Ready(close) = closer.poll(closing.as_mut(), cx) {
-                return Poll::Ready(Ok(close));
-            }
-            if !serving.is_woken() {
-                break;
-            }
-        }
-        Poll::Pending
+            let _ = parts.poll(UPSTREAM, drive.as_mut());
+            parts.poll(CLOSING, closing.as_mut()).map(Ok)
+        })
     })
     .await;
     let close = match close {
@@ -191,18 +185,13 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     }
     conn.as_mut().graceful_shutdown();
     let grace = server.drain_timeout;
-    serving.mark();
+    parts.mark(SERVING);
     let finishing = std::future::poll_fn(|cx| {
-        for _ in 0..2 {
-            if let Poll::Ready(r) = serving.poll(conn.as_mut(), cx) {
-                return Poll::Ready(r);
-            }
-            let _ = upstream.poll(drive.as_mut(), cx);
-            if !serving.is_woken() {
-                break;
-            }
-        }
-        Poll::Pending
+        parts.turn(cx, || {
+            let r = parts.poll(SERVING, conn.as_mut());
+            let _ = parts.poll(UPSTREAM, drive.as_mut());
+            r
+        })
     });
     match tokio::time::timeout(grace, finishing).await {
         Ok(Err(e)) => {

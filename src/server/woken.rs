@@ -15,15 +15,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-/// One part's wake-up mark; its [`Waker`] sets the mark and wakes the task.
-pub(super) struct Part {
-    mark: Arc<Mark>,
-    waker: Waker,
+/// Passes per turn at most: a second pass relays at once what one part's progress woke in
+/// another (an upstream answer for the request the client's side waits on); bounded, so a part
+/// that keeps waking itself cannot hold the thread.
+const PASSES: usize = 2;
+
+/// The parts of one task, each with its own waker.
+///
+/// A part woken while the task is polling its parts only marks itself: the turn's next pass
+/// polls it. Waking the task from inside its own poll would make the runtime schedule the task
+/// again, and a work-stealing runtime wake another worker to steal it (a futex call and the
+/// task moved to the other core, for nothing).
+pub(super) struct Parts<const N: usize> {
+    shared: Arc<Shared>,
+    marks: [Arc<Mark>; N],
+    wakers: [Waker; N],
 }
 
+struct Shared {
+    /// Set while a turn polls the parts.
+    polling: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+/// One part's wake-up mark; its [`Waker`] sets the mark and, outside a turn, wakes the task.
 struct Mark {
     woken: AtomicBool,
-    task: futures_util::task::AtomicWaker,
+    shared: Arc<Shared>,
 }
 
 impl Wake for Mark {
@@ -32,43 +50,77 @@ impl Wake for Mark {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        // SeqCst with the turn's end (below): either the turn sees the mark, or the waker
+        // sees that no turn is running and wakes the task.
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.shared.polling.load(Ordering::SeqCst) {
+            self.shared.task.wake();
+        }
     }
 }
 
-impl Part {
-    /// A part marked as woken, so that its first [`Part::poll`] polls it.
+impl<const N: usize> Parts<N> {
+    /// `N` parts, each marked as woken so that the first turn polls it.
     pub(super) fn new() -> Self {
-        let mark = Arc::new(Mark {
-            woken: AtomicBool::new(true),
+        let shared = Arc::new(Shared {
+            polling: AtomicBool::new(false),
             task: futures_util::task::AtomicWaker::new(),
         });
-        Self {
-            waker: Waker::from(mark.clone()),
-            mark,
-        }
+        let marks: [Arc<Mark>; N] = std::array::from_fn(|_| {
+            Arc::new(Mark {
+                woken: AtomicBool::new(true),
+                shared: shared.clone(),
+            })
+        });
+        let wakers = std::array::from_fn(|i| Waker::from(marks[i].clone()));
+        Self { shared, marks, wakers }
     }
 
-    /// Polls `fut` with this part's waker if the part was woken since its last poll; otherwise
-    /// `Pending` without polling it. Either way the task's waker (`cx`) is the one to wake.
-    pub(super) fn poll<F: Future + ?Sized>(&self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.mark.task.register(cx.waker());
-        if !self.mark.woken.swap(false, Ordering::AcqRel) {
+    /// One turn of the task: runs `pass` (which polls parts with [`Parts::poll`]) until it is
+    /// ready, no part is marked, or [`PASSES`] passes; `Pending` leaves the task to be woken by
+    /// a part's waker.
+    pub(super) fn turn<T>(&self, cx: &mut Context<'_>, mut pass: impl FnMut() -> Poll<T>) -> Poll<T> {
+        self.shared.task.register(cx.waker());
+        self.shared.polling.store(true, Ordering::SeqCst);
+        for _ in 0..PASSES {
+            if let Poll::Ready(v) = pass() {
+                self.shared.polling.store(false, Ordering::SeqCst);
+                return Poll::Ready(v);
+            }
+            if !self.any_woken() {
+                break;
+            }
+        }
+        self.shared.polling.store(false, Ordering::SeqCst);
+        // Marked on the last pass, or by another thread as this turn ended: another turn.
+        if self.any_woken() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    /// Polls `fut`, part `i`, with that part's waker if the part was marked since its last
+    /// poll; otherwise `Pending` without polling it. Only inside [`Parts::turn`].
+    pub(super) fn poll<F: Future + ?Sized>(&self, i: usize, fut: Pin<&mut F>) -> Poll<F::Output> {
+        let (Some(mark), Some(waker)) = (self.marks.get(i), self.wakers.get(i)) else {
+            return Poll::Pending;
+        };
+        if !mark.woken.swap(false, Ordering::SeqCst) {
             return Poll::Pending;
         }
-        fut.poll(&mut Context::from_waker(&self.waker))
+        fut.poll(&mut Context::from_waker(waker))
     }
 
-    /// Marks the part as woken, so that its next [`Part::poll`] polls it (after a call that
-    /// changed it, such as a graceful shutdown).
-    pub(super) fn mark(&self) {
-        self.mark.woken.store(true, Ordering::Release);
+    /// Marks part `i`, so that the next turn polls it (after a call that changed it, such as a
+    /// graceful shutdown).
+    pub(super) fn mark(&self, i: usize) {
+        if let Some(m) = self.marks.get(i) {
+            m.woken.store(true, Ordering::SeqCst);
+        }
     }
 
-    /// Whether the part has been woken and not polled since.
-    pub(super) fn is_woken(&self) -> bool {
-        self.mark.woken.load(Ordering::Acquire)
+    fn any_woken(&self) -> bool {
+        self.marks.iter().any(|m| m.woken.load(Ordering::SeqCst))
     }
 }
 
@@ -111,33 +163,78 @@ mod tests {
         )
     }
 
+    /// A waker that counts its wakes.
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn only_the_woken_part_is_polled_and_the_task_is_woken_for_it() {
         let (mut a, a_ready, a_waker) = counted();
         let (mut b, _, _) = counted();
-        let (pa, pb) = (Part::new(), Part::new());
-        let task_woken = Arc::new(Mark {
-            woken: AtomicBool::new(false),
-            task: futures_util::task::AtomicWaker::new(),
-        });
-        let task = Waker::from(task_woken.clone());
+        let parts = Parts::<2>::new();
+        let wakes = Arc::new(CountWakes(std::sync::atomic::AtomicUsize::new(0)));
+        let task = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&task);
-        // First poll: both parts start woken.
-        assert!(pa.poll(Pin::new(&mut a), &mut cx).is_pending());
-        assert!(pb.poll(Pin::new(&mut b), &mut cx).is_pending());
+        let mut turn = |a: &mut Counted, b: &mut Counted| {
+            parts.turn(&mut cx, || {
+                if parts.poll(0, Pin::new(&mut *a)).is_ready() {
+                    return Poll::Ready("a");
+                }
+                if parts.poll(1, Pin::new(&mut *b)).is_ready() {
+                    return Poll::Ready("b");
+                }
+                Poll::Pending
+            })
+        };
+        // First turn: both parts start marked.
+        assert!(turn(&mut a, &mut b).is_pending());
         assert_eq!((a.polls, b.polls), (1, 1));
         // Nothing woke them: neither is polled.
-        assert!(pa.poll(Pin::new(&mut a), &mut cx).is_pending());
-        assert!(pb.poll(Pin::new(&mut b), &mut cx).is_pending());
+        assert!(turn(&mut a, &mut b).is_pending());
         assert_eq!((a.polls, b.polls), (1, 1));
-        // `a` is woken: the task is woken, `a` alone is polled, and completes.
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        // `a` is woken outside a turn: the task is woken once, `a` alone is polled.
         a_ready.store(true, Ordering::Release);
         let w = a_waker.lock().ok().and_then(|mut w| w.take());
         w.map(Waker::wake).unwrap_or_default();
-        assert!(task_woken.woken.load(Ordering::Acquire));
-        assert!(pa.is_woken());
-        assert!(pa.poll(Pin::new(&mut a), &mut cx).is_ready());
-        assert!(pb.poll(Pin::new(&mut b), &mut cx).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(turn(&mut a, &mut b), Poll::Ready("a"));
         assert_eq!((a.polls, b.polls), (2, 1));
+    }
+
+    /// A part that wakes another inside a turn: polled in the same turn's second pass, and the
+    /// task is not woken (no needless rescheduling).
+    #[test]
+    fn a_part_woken_during_a_turn_is_polled_in_it_without_waking_the_task() {
+        let (mut b, b_ready, b_waker) = counted();
+        let parts = Parts::<2>::new();
+        let wakes = Arc::new(CountWakes(std::sync::atomic::AtomicUsize::new(0)));
+        let task = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&task);
+        let mut a_polls = 0;
+        // First turn registers b's waker.
+        let _ = parts.turn(&mut cx, || {
+            let _ = parts.poll(0, Pin::new(&mut std::future::pending::<()>()));
+            parts.poll(1, Pin::new(&mut b))
+        });
+        assert_eq!(b.polls, 1);
+        parts.mark(0);
+        let out = parts.turn(&mut cx, || {
+            // Part 0's work completes what part 1 waits on, and wakes it.
+            if parts.poll(0, Pin::new(&mut std::future::ready(()))).is_ready() {
+                a_polls += 1;
+                b_ready.store(true, Ordering::Release);
+                let w = b_waker.lock().ok().and_then(|mut w| w.take());
+                w.map(Waker::wake).unwrap_or_default();
+            }
+            parts.poll(1, Pin::new(&mut b))
+        });
+        assert!(out.is_ready());
+        assert_eq!((a_polls, b.polls), (1, 2));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
     }
 }
