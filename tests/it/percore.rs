@@ -29,11 +29,15 @@ async fn per_core_workers_serve_many_concurrent_connections() {
         ..Opts::default()
     })
     .await;
-    // (Other tests of this binary may run workers too: this shows the threads exist, not whose.)
-    let names = thread_names();
-    for w in ["ztgate-worker-0", "ztgate-worker-1"] {
-        assert!(names.iter().any(|n| n == w), "no thread {w}: {names:?}");
-    }
+    // The server starts in a task: its workers appear once that task has run. (Other tests of
+    // this binary may run workers too: this shows the threads exist, not whose.)
+    let both = || async {
+        let names = thread_names();
+        ["ztgate-worker-0", "ztgate-worker-1"]
+            .iter()
+            .all(|w| names.iter().any(|n| n == w))
+    };
+    assert!(eventually(5, both).await, "no worker threads: {:?}", thread_names());
     // 48 connections at once (the kernel spreads them over both sockets), each with three
     // keep-alive requests.
     let mut tasks = Vec::new();
