@@ -78,7 +78,11 @@ pub async fn run(config_path: &Path) -> Result<(), DemoError> {
     tokio::spawn(echo_upstream(upstream));
 
     let listeners = Listeners::bind(&cfg).await.map_err(|e| DemoError::App(e.to_string()))?;
-    let port = listeners.proxy.local_addr().map(|a| a.port()).unwrap_or(8443);
+    let port = listeners
+        .proxy
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(8443, |a| a.port());
     let shown_pki = shown(&pki_dir);
     let d = shown_pki.display();
     println!(

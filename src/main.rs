@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return fail_config(&e.to_string()),
             };
-            match runtime().block_on(app::run(cfg.clone())) {
+            match runtime(&cfg.listener).block_on(app::run(cfg.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 // A port in use or an unreachable CRL server is an environment problem, not a config one.
                 // Records that did not reach the audit log: systemd and Kubernetes record the code.
@@ -54,9 +54,12 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_AUDIT_INCOMPLETE)
                 }
                 Err(errors)
-                    if errors
-                        .iter()
-                        .all(|e| matches!(e, app::AppError::Bind { .. } | app::AppError::CrlFetch(_))) =>
+                    if errors.iter().all(|e| {
+                        matches!(
+                            e,
+                            app::AppError::Bind { .. } | app::AppError::CrlFetch(_) | app::AppError::Workers(_)
+                        )
+                    }) =>
                 {
                     eprintln!("{}", join(&errors));
                     ExitCode::FAILURE
@@ -163,7 +166,8 @@ fn main() -> ExitCode {
                     config.display()
                 ));
             }
-            match runtime().block_on(demo::run(&config)) {
+            // The demo reads its config itself: the shared runtime's defaults.
+            match shared_runtime(None).block_on(demo::run(&config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(demo::DemoError::Config(e)) => fail_config(&format!("error: {e}")),
                 Err(e) => {
@@ -262,12 +266,25 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// The runtime `ztgate run` starts on. `shared`: the work-stealing pool that runs everything.
+/// `per-core`: the workers bring their own runtimes (`server::serve_per_core`); the main thread
+/// keeps a small one for the rest (admin, reloads, CRL fetches, the drain), so that none of that
+/// work (a policy compile, a metrics scrape) ever runs between a worker's requests.
+fn runtime(listener: &ztgate::config::ListenerConfig) -> tokio::runtime::Runtime {
+    match listener.runtime {
+        ztgate::config::RuntimeModel::Shared => shared_runtime(Some(listener.workers.get())),
+        ztgate::config::RuntimeModel::PerCore => current_thread(),
+    }
+}
+
+/// A work-stealing runtime with `workers` threads (`None`: one per CPU).
+fn shared_runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
     #[allow(clippy::expect_used)] // start-up: without a runtime there is nothing to run
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime")
+    builder.enable_all().build().expect("cannot start the tokio runtime")
 }
 
 /// `ztgate check`: every problem of the config and of the files it names, at once; exit 64 on any.

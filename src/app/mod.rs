@@ -17,7 +17,7 @@ use crate::middleware::forward::{Forward, ForwardSettings};
 use crate::policy::PolicyStore;
 use crate::policy::{Policy, PolicyError};
 use crate::reload;
-use crate::server::{self, Server};
+use crate::server::{self, RuntimeModel, Server};
 use crate::telemetry::{self, metrics};
 use crate::tls::{self, TlsError};
 use crate::upstream::{RouteTable, Upstreams};
@@ -51,6 +51,8 @@ pub enum AppError {
         "policy {0} states posture requirements but the config has no [posture] provider (every such rule would deny)"
     )]
     PostureNotConfigured(std::path::PathBuf),
+    #[error("{0}")]
+    Workers(#[from] server::WorkerError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -107,18 +109,36 @@ pub fn log_config_warnings(cfg: &Config) {
 
 /// The sockets ztgate serves on. The caller binds them, so tests can use `127.0.0.1:0`.
 pub struct Listeners {
-    pub proxy: TcpListener,
+    /// The mTLS listener: one socket, or with `runtime = "per-core"` one per worker, all bound to
+    /// the same address with `SO_REUSEPORT` ([`bind_proxy`]).
+    pub proxy: Vec<TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Self, AppError> {
-        let proxy = bind(cfg.listener.address, "mTLS listener").await?;
+        let proxy = bind_proxy(&cfg.listener).await?;
         let admin = match &cfg.admin {
             Some(a) => Some(bind(a.address, "admin listener").await?),
             None => None,
         };
         Ok(Self { proxy, admin })
+    }
+}
+
+/// The mTLS listener's sockets as `[listener]` asks: one for `runtime = "shared"`, `workers` of
+/// them sharing the address with `SO_REUSEPORT` for `"per-core"` (port 0: the port the first got).
+pub async fn bind_proxy(l: &crate::server::ListenerConfig) -> Result<Vec<TcpListener>, AppError> {
+    let addr = l.address;
+    match l.runtime {
+        RuntimeModel::Shared => Ok(vec![bind(addr, "mTLS listener").await?]),
+        RuntimeModel::PerCore => server::bind_reuseport(addr, l.workers)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr,
+                what: "mTLS listener, SO_REUSEPORT",
+                source,
+            }),
     }
 }
 
@@ -339,8 +359,9 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     });
     let proxy_addr = listeners
         .proxy
-        .local_addr()
-        .map_or_else(|_| cfg.listener.address.to_string(), |a| a.to_string());
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| cfg.listener.address.to_string(), |a| a.to_string());
     ready.set(true);
     info!(listen = %proxy_addr, admin = %cfg.admin.as_ref().map_or_else(|| "off".to_string(), |a| a.address.to_string()), policy = %cfg.policy.file.display(), "ztgate ready");
     let shutdown = {
@@ -430,7 +451,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             }
         })
     };
-    server::serve(listeners.proxy, server, cfg.drain_timeout, shutdown).await;
+    let served = serve_proxy(&cfg, listeners.proxy, server, shutdown).await;
     let _ = stop_admin.send(true);
     let _ = reload_task.await;
     let _ = tls_reload_task.await;
@@ -447,6 +468,7 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    served.map_err(|e| vec![e])?;
     // Every clone of the auditor held by the server and its tasks is gone with them; records of
     // anything still running reach the writer or, once it has stopped, standard error.
     drop(auditor);
@@ -457,6 +479,28 @@ pub async fn serve(cfg: Config, listeners: Listeners, shutdown: impl Future<Outp
             tracing::error!("{e}");
             return Err(vec![e]);
         }
+    }
+    Ok(())
+}
+
+/// The mTLS listener's accept loops, on the runtime model `[listener] runtime` names, until
+/// `shutdown`; then the drain. `shared`: a loop per socket on the current runtime (normally one
+/// socket). `per-core`: a thread with its own runtime per socket.
+async fn serve_proxy(
+    cfg: &Config,
+    proxy: Vec<TcpListener>,
+    server: Arc<Server>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let drain = cfg.drain_timeout;
+    match cfg.listener.runtime {
+        RuntimeModel::Shared => match <[TcpListener; 1]>::try_from(proxy) {
+            Ok([one]) => server::serve(one, server, drain, shutdown).await,
+            // Several sockets on the shared runtime (a caller that bound them so): the same
+            // loops, run as tasks of this runtime instead of threads of their own.
+            Err(many) => server::serve_here(many, server, drain, shutdown).await,
+        },
+        RuntimeModel::PerCore => server::serve_per_core(proxy, server, drain, shutdown).await?,
     }
     Ok(())
 }

@@ -63,6 +63,9 @@ pub(crate) struct RawListener {
     pub(crate) max_connections_per_identity: Option<Spanned<i64>>,
     pub(crate) proxy_protocol: Option<bool>,
     pub(crate) proxy_protocol_trusted: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `"shared"` or `"per-core"`.
+    pub(crate) runtime: Option<Spanned<String>>,
+    pub(crate) workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

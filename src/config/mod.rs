@@ -23,7 +23,7 @@ pub use crate::diag::{Diagnostics, Problem};
 // composes them (and only app-level code imports it).
 pub use crate::identity::TrustedHopConfig;
 pub use crate::policy::PolicyConfig;
-pub use crate::server::{ListenerConfig, ProxyProtocolConfig};
+pub use crate::server::{ListenerConfig, ProxyProtocolConfig, RuntimeModel};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::tls::{CrlScope, CrlSource, RevocationMode, TlsConfig};
 pub use crate::upstream::{Pins, RouteConfig, UpstreamConfig, UpstreamProtocol, UserMode};

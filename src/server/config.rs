@@ -1,6 +1,7 @@
 //! `[listener]`: the validated listener settings.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -45,6 +46,34 @@ pub struct ListenerConfig {
     pub max_connections_per_identity: Option<usize>,
     /// Expect a PROXY protocol v2 header before the TLS bytes (behind an L4 load balancer).
     pub proxy_protocol: Option<ProxyProtocolConfig>,
+    /// How connections are spread over threads (`runtime`).
+    pub runtime: RuntimeModel,
+    /// Threads that serve connections (`workers`; nginx's `worker_processes`, Envoy's
+    /// `--concurrency`): the shared pool's size, or the number of per-core runtimes and sockets.
+    pub workers: NonZeroUsize,
+}
+
+/// `[listener] runtime`: where connections run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeModel {
+    /// One work-stealing tokio runtime with `workers` threads and one accept loop: a busy thread's
+    /// queued connections are taken by an idle one.
+    Shared,
+    /// `workers` OS threads, each a `current_thread` tokio runtime with its own accept loop on its
+    /// own socket, all bound to the same address with `SO_REUSEPORT`: the kernel spreads new
+    /// connections over them, and a connection stays on the thread that accepted it (no
+    /// cross-thread wake-ups, no work stealing).
+    PerCore,
+}
+
+impl RuntimeModel {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeModel::Shared => "shared",
+            RuntimeModel::PerCore => "per-core",
+        }
+    }
 }
 
 /// PROXY protocol on the listener: the client address comes from the header, not the socket.

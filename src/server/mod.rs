@@ -1,5 +1,6 @@
-//! The mTLS listener: accept loop (`listener.rs`), per-connection handshake, identity and HTTP
-//! serving (`conn.rs`), and the signals that stop it (`shutdown.rs`).
+//! The mTLS listener: accept loop (`listener.rs`), one thread and runtime per core when so
+//! configured (`workers.rs`), per-connection handshake, identity and HTTP serving (`conn.rs`),
+//! and the signals that stop it (`shutdown.rs`).
 
 mod config;
 pub(crate) mod conn;
@@ -13,6 +14,7 @@ mod refusal;
 pub mod registry;
 pub mod shutdown;
 mod woken;
+mod workers;
 
 use std::sync::Arc;
 
@@ -22,8 +24,9 @@ use crate::audit::Auditor;
 pub use crate::ctx::ConnCtx;
 use crate::middleware::Stack;
 use crate::tls::ServerTls;
-pub use config::{ListenerConfig, ProxyProtocolConfig};
-pub use listener::serve;
+pub use config::{ListenerConfig, ProxyProtocolConfig, RuntimeModel};
+pub use listener::{serve, serve_here};
+pub use workers::{WorkerError, bind_reuseport, serve_per_core};
 
 /// Everything the listener needs, built once at start; the TLS part is swapped on reload.
 pub struct Server {

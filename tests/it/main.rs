@@ -19,6 +19,7 @@ mod logvolume;
 mod mtls;
 mod operator;
 mod ops;
+mod percore;
 mod policy;
 mod posture;
 mod posture_mtls;

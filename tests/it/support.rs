@@ -156,9 +156,10 @@ impl Server {
             + &opts.extra;
         let config_path = pki.write("ztgate.toml", &config_text);
         let cfg = Config::load(&config_path).unwrap();
-        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // One socket, or one per worker with `runtime = "per-core"`.
+        let proxy = app::bind_proxy(&cfg.listener).await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (addr, admin_addr) = (proxy[0].local_addr().unwrap(), admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
             proxy,

@@ -1,6 +1,9 @@
 //! `[listener]` and `[headers]`.
 
+use std::num::NonZeroUsize;
+
 use super::*;
+use crate::server::RuntimeModel;
 
 /// `[headers]`; absent: the defaults (underscored names dropped, no extra strip list, no
 /// `Forwarded`).
@@ -111,7 +114,10 @@ pub(super) fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<Listene
             None
         }
     };
+    let (runtime, workers) = runtime(c, l);
     Some(ListenerConfig {
+        runtime: runtime?,
+        workers: workers?,
         max_header_bytes: max_header_bytes?,
         max_headers: max_headers?,
         max_request_body: max_request_body?,
@@ -130,6 +136,40 @@ pub(super) fn listener(c: &mut Collector<'_>, l: &RawListener) -> Option<Listene
         require_sni_match: l.require_sni_match.unwrap_or(true),
     })
 }
+
+/// Most `workers`: more threads than this is a typo, not a machine.
+const MAX_WORKERS: i64 = 1024;
+
+/// `runtime` and `workers`. Absent `workers`: one per CPU the process may use (as tokio's own
+/// default and nginx's `worker_processes auto`).
+fn runtime(c: &mut Collector<'_>, l: &RawListener) -> (Option<RuntimeModel>, Option<NonZeroUsize>) {
+    let runtime = match l.runtime.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None => Some(DEFAULT_RUNTIME),
+        Some(("shared", _)) => Some(RuntimeModel::Shared),
+        Some(("per-core", _)) => Some(RuntimeModel::PerCore),
+        Some((other, span)) => {
+            c.push(
+                span,
+                format!("unknown runtime `{other}` (expected \"shared\" or \"per-core\")"),
+            );
+            None
+        }
+    };
+    let workers = match &l.workers {
+        None => Some(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)),
+        Some(n) if (1..=MAX_WORKERS).contains(n.get_ref()) => {
+            usize::try_from(*n.get_ref()).ok().and_then(NonZeroUsize::new)
+        }
+        Some(n) => {
+            c.push(n.span(), format!("workers must be between 1 and {MAX_WORKERS}"));
+            None
+        }
+    };
+    (runtime, workers)
+}
+
+/// `runtime` when the file does not say.
+pub(crate) const DEFAULT_RUNTIME: RuntimeModel = RuntimeModel::Shared;
 
 pub(super) fn proxy_protocol(c: &mut Collector<'_>, l: &RawListener) -> Option<Option<ProxyProtocolConfig>> {
     let mut trusted = Vec::new();
