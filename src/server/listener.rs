@@ -53,9 +53,11 @@ pub async fn serve_here(
     for l in loops {
         let _ = l.await;
     }
+    // The same line as one socket's (operators and their alerts match on it).
     info!(
+        sockets = count,
         deadline_ms = drain.as_millis(),
-        "listeners closed, draining in-flight requests"
+        "listener closed, draining in-flight requests"
     );
     gate.drain(drain, &server).await;
 }

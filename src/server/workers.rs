@@ -105,9 +105,11 @@ pub async fn serve_per_core(
     info!(workers = count, "per-core workers started");
     shutdown.await;
     let _ = stop_tx.send(true);
+    // The same line as one socket's (operators and their alerts match on it).
     info!(
+        workers = count,
         deadline_ms = drain.as_millis(),
-        "listeners closed, draining in-flight requests on every worker"
+        "listener closed, draining in-flight requests"
     );
     gate.drain(drain, &server).await;
     let _ = done_tx.send(true);

@@ -169,7 +169,7 @@ fn runtime(c: &mut Collector<'_>, l: &RawListener) -> (Option<RuntimeModel>, Opt
 }
 
 /// `runtime` when the file does not say.
-pub(crate) const DEFAULT_RUNTIME: RuntimeModel = RuntimeModel::Shared;
+pub(crate) const DEFAULT_RUNTIME: RuntimeModel = RuntimeModel::PerCore;
 
 pub(super) fn proxy_protocol(c: &mut Collector<'_>, l: &RawListener) -> Option<Option<ProxyProtocolConfig>> {
     let mut trusted = Vec::new();
