@@ -360,6 +360,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_connection_holds_at_most_four_upstreams_and_drops_the_oldest() {
+        let held = InTask::<Body>::default();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let idle = Duration::from_secs(60);
+        driven(&held, async {
+            for id in 1..=5u64 {
+                let (sender, conn) = http1::handshake(upstream(conns.clone())).await.unwrap();
+                let resp = held.adopt(id, idle, sender, conn, get()).await.unwrap();
+                let _ = resp.into_body().collect().await.unwrap();
+            }
+            assert_eq!(held.held(), MAX_HELD);
+            // Upstream 1 (the oldest) was dropped; upstream 5 is held and ready.
+            assert!(matches!(held.send(1, get()), Sent::Unsent(_)));
+            let Sent::Held(answer) = held.send(5, get()) else {
+                panic!("upstream 5's connection is held");
+            };
+            let body = answer.await.unwrap().into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, Bytes::from("2"));
+        })
+        .await;
+        assert_eq!(conns.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
     async fn a_connection_the_upstream_closed_is_dropped_and_replaced() {
         let held = InTask::<Body>::default();
         let conns = Arc::new(AtomicUsize::new(0));

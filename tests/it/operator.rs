@@ -243,7 +243,7 @@ async fn log_fields_are_plain_text_not_rust_debug() {
     let closed = d.wait_for(|l| l.contains("listener closed")).await;
     // config_toml's drain_timeout = "5s".
     assert!(
-        closed[0].ends_with("draining in-flight requests deadline_ms=5000"),
+        closed[0].contains("listener closed, draining in-flight requests ") && closed[0].ends_with(" deadline_ms=5000"),
         "{closed:?}"
     );
 }
