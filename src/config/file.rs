@@ -117,6 +117,8 @@ pub(crate) struct RawUpstream {
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) response_timeout: Option<Spanned<String>>,
     pub(crate) pool_idle_timeout: Option<Spanned<String>>,
+    /// Most HTTP/1.1 connections to this upstream held by client connections at once.
+    pub(crate) held_connections: Option<Spanned<i64>>,
     pub(crate) protocol: Option<Spanned<String>>,
     /// CA bundle that verifies an `https://` upstream.
     pub(crate) ca: Option<Spanned<String>>,

@@ -139,10 +139,12 @@ async fn serve(est: Established, server: &Server, mut drain: watch::Receiver<boo
     let parts = Parts::<3>::new();
     let close = std::future::poll_fn(|cx| {
         parts.turn(cx, || {
+            // The upstream side first: an upstream close already received is seen before the
+            // client's next request could be sent on that connection.
+            let _ = parts.poll(UPSTREAM, drive.as_mut());
             if let Poll::Ready(r) = parts.poll(SERVING, conn.as_mut()) {
                 return Poll::Ready(Err(r));
             }
-            let _ = parts.poll(UPSTREAM, drive.as_mut());
             parts.poll(CLOSING, closing.as_mut()).map(Ok)
         })
     })

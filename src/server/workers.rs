@@ -48,6 +48,19 @@ const BACKLOG: u32 = 1024;
 /// Binds `count` listening sockets to `addr`, all with `SO_REUSEPORT`, for [`serve_per_core`].
 /// Port 0 binds the first to a free port and the others to that same port.
 pub async fn bind_reuseport(addr: SocketAddr, count: NonZeroUsize) -> std::io::Result<Vec<TcpListener>> {
+    // SO_REUSEPORT would let a second ztgate (a leftover one, an old policy) bind the same port
+    // and take a share of the clients. A socket without it cannot bind a port another process
+    // listens on with it: bound first, it makes that case the usual "Address already in use".
+    if addr.port() != 0 {
+        let probe = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        probe.set_reuseaddr(true)?;
+        probe.bind(addr)?;
+        drop(probe);
+    }
     let mut out = Vec::with_capacity(count.get());
     let mut at = addr;
     for _ in 0..count.get() {
@@ -176,5 +189,33 @@ async fn join(workers: Vec<Worker>) {
         if w.thread.join().is_err() {
             error!(worker = w.index, "worker thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second ztgate on a port the first serves with SO_REUSEPORT would take a share of its
+    /// clients: it is refused, as a plain bind would be.
+    #[tokio::test]
+    async fn a_second_set_of_sockets_on_a_port_already_served_is_refused() {
+        let two = NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN);
+        let first = bind_reuseport(SocketAddr::from(([127, 0, 0, 1], 0)), two).await;
+        let first = first.unwrap_or_default();
+        assert_eq!(first.len(), 2);
+        let addr = first[0].local_addr().map_err(|e| e.to_string());
+        let Ok(addr) = addr else {
+            panic!("no local address: {addr:?}");
+        };
+        assert_eq!(first[1].local_addr().ok(), Some(addr));
+        let second = bind_reuseport(addr, two).await;
+        assert_eq!(
+            second.map(|l| l.len()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::AddrInUse)
+        );
+        // Once the first is gone, the port can be served again.
+        drop(first);
+        assert_eq!(bind_reuseport(addr, two).await.map(|l| l.len()).ok(), Some(2));
     }
 }

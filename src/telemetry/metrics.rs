@@ -47,6 +47,7 @@ pub(crate) const USER_AUTH_TOTAL: &str = "ztgate_user_auth_total";
 pub(crate) const BAD_REQUESTS_TOTAL: &str = "ztgate_bad_requests_total";
 pub(crate) const REQUEST_HEADERS_REMOVED_TOTAL: &str = "ztgate_request_headers_removed_total";
 pub(crate) const UPSTREAM_RETRIES_TOTAL: &str = "ztgate_upstream_retries_total";
+pub(crate) const UPSTREAM_HELD_FULL_TOTAL: &str = "ztgate_upstream_held_connections_full_total";
 pub(crate) const UPSTREAM_EARLY_CLOSES_TOTAL: &str = "ztgate_upstream_early_closes_total";
 pub(crate) const JWKS_FETCHES_TOTAL: &str = "ztgate_jwks_fetches_total";
 pub(crate) const JWKS_LAST_SUCCESS: &str = "ztgate_jwks_last_success_timestamp_seconds";
@@ -171,6 +172,11 @@ fn describe() {
         "Requests sent again on a fresh upstream connection, by reason (connection_closed: a pooled connection the upstream had closed)."
     );
     counter!(UPSTREAM_RETRIES_TOTAL, "reason" => "connection_closed").absolute(0);
+    describe_counter!(
+        UPSTREAM_HELD_FULL_TOTAL,
+        "Requests from HTTP/1.1 client connections sent through the shared upstream pool because the upstream's held_connections were all held by other client connections."
+    );
+    counter!(UPSTREAM_HELD_FULL_TOTAL).absolute(0);
     describe_counter!(
         UPSTREAM_EARLY_CLOSES_TOTAL,
         "Upstream connections that stopped reading before the request was sent whole (an early answer, then close or reset); the rest of the request body was discarded."
@@ -387,6 +393,12 @@ pub(crate) fn cluster_limit_backend_error(reason: &'static str, on_error: &'stat
 /// An upstream connection stopped reading before the request was sent whole.
 pub(crate) fn upstream_early_close() {
     counter!(UPSTREAM_EARLY_CLOSES_TOTAL).increment(1);
+}
+
+/// A request went through the shared pool because its upstream's `held_connections` were all
+/// held by other client connections.
+pub(crate) fn upstream_held_full() {
+    counter!(UPSTREAM_HELD_FULL_TOTAL).increment(1);
 }
 
 /// A request was sent again on a fresh upstream connection.

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, Error as ClientError};
 
 use super::UpstreamBody;
-use super::in_task::{InTask, Sent};
+use super::in_task::{InTask, Place, Quota, Sent};
 
 /// Connects every request to the upstream's configured address, whatever authority the request
 /// URI names. For h2 upstreams the URI carries the judged authority (it becomes `:authority`);
@@ -183,6 +183,8 @@ pub(crate) struct UpstreamClient {
     pub(crate) id: u64,
     /// How long a held connection may wait for a request (`pool_idle_timeout`).
     pub(crate) idle_timeout: std::time::Duration,
+    /// `held_connections`: how many connections client connections may hold at once.
+    pub(crate) quota: std::sync::Arc<Quota>,
 }
 
 /// Connects one upstream connection to be held by a client connection, over plain TCP or TLS.
@@ -190,6 +192,16 @@ pub(crate) struct UpstreamClient {
 pub(crate) enum Direct {
     Plain(FixedDest<HttpConnector>),
     Tls(FixedDest<HttpsConnector<HttpConnector>>),
+}
+
+impl Direct {
+    /// The upstream's `url` (scheme and authority).
+    fn dest(&self) -> &Uri {
+        match self {
+            Direct::Plain(c) => &c.dest,
+            Direct::Tls(c) => &c.dest,
+        }
+    }
 }
 
 /// Why a request got no answer from the upstream.
@@ -335,12 +347,25 @@ impl UpstreamClient {
             },
             Sent::Unsent(req) => req,
         };
+        // `held_connections` reached: this request goes through the shared pool, so quiet
+        // client connections cannot pin more of the upstream's connections than that.
+        let Some(place) = self.quota.take() else {
+            crate::telemetry::metrics::upstream_held_full();
+            let dest = direct.dest();
+            let mut uri = http::uri::Parts::from(std::mem::take(req.uri_mut()));
+            uri.scheme = dest.scheme().cloned();
+            uri.authority = dest.authority().cloned();
+            if let Ok(uri) = Uri::from_parts(uri) {
+                *req.uri_mut() = uri;
+            }
+            return Box::pin(self.send_pooled(req, None)).await.map_err(SendError::Pooled);
+        };
         origin_form(req.uri_mut());
         // Boxed: once per upstream connection, and the connect's large state is then not part of
         // the future every request moves.
         match direct {
-            Direct::Plain(c) => Box::pin(self.connect_and_send(held, c, req)).await,
-            Direct::Tls(c) => Box::pin(self.connect_and_send(held, c, req)).await,
+            Direct::Plain(c) => Box::pin(self.connect_and_send(held, c, place, req)).await,
+            Direct::Tls(c) => Box::pin(self.connect_and_send(held, c, place, req)).await,
         }
     }
 
@@ -349,6 +374,7 @@ impl UpstreamClient {
         &self,
         held: &InTask,
         connector: &FixedDest<C>,
+        place: Place,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError>
     where
@@ -367,7 +393,7 @@ impl UpstreamClient {
             .handshake(io)
             .await
             .map_err(SendError::Exchange)?;
-        held.adopt(self.id, self.idle_timeout, sender, conn, req)
+        held.adopt(self.id, self.idle_timeout, place, sender, conn, req)
             .await
             .map_err(SendError::Exchange)
     }

@@ -16,6 +16,9 @@ pub struct UpstreamConfig {
     /// How long an idle pooled connection is kept. Below the upstream's own keep-alive timeout,
     /// ztgate closes first and never sends on a connection the upstream is closing.
     pub pool_idle_timeout: Duration,
+    /// Most HTTP/1.1 connections to this upstream held by client connections at once
+    /// (`upstream/in_task.rs`), per process; past it, requests use the shared pool. 0: never held.
+    pub held_connections: usize,
     pub protocol: UpstreamProtocol,
     pub ca: Option<PathBuf>,
     pub client_cert: Option<(PathBuf, PathBuf)>,

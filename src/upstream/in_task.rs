@@ -25,8 +25,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -94,6 +94,48 @@ struct Held<B> {
     /// Since when the connection has waited for a request (seen at a driver poll); `None` while
     /// an exchange is in progress.
     idle_since: Option<Instant>,
+    /// This connection's place in its upstream's [`Quota`], given back when it is dropped.
+    _place: Place,
+}
+
+/// How many connections to one upstream client connections hold, process-wide, against
+/// `held_connections`.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl Quota {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A place for one more held connection, or `None` when `max` are held.
+    pub(crate) fn take(self: &Arc<Self>) -> Option<Place> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| Place(self.clone()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One held connection's place in a [`Quota`].
+#[derive(Debug)]
+pub(crate) struct Place(Arc<Quota>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What [`InTask::send`] found for the upstream.
@@ -144,6 +186,7 @@ where
         &self,
         id: u64,
         idle_timeout: Duration,
+        place: Place,
         mut sender: http1::SendRequest<B>,
         conn: http1::Connection<T, B>,
         req: Request<B>,
@@ -159,6 +202,7 @@ where
             driver: Box::pin(conn),
             idle_timeout,
             idle_since: None,
+            _place: place,
         };
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = state.held.iter().position(|h| h.upstream == id) {
@@ -300,7 +344,8 @@ mod tests {
             Sent::Held(answer) => answer.await.map_err(|e| e.into_error()),
             Sent::Unsent(req) => {
                 let (sender, conn) = http1::handshake(upstream(conns.clone())).await.unwrap();
-                held.adopt(1, idle, sender, conn, req).await
+                held.adopt(1, idle, Quota::new(usize::MAX).take().unwrap(), sender, conn, req)
+                    .await
             }
         };
         let body = resp.unwrap().into_body().collect().await.unwrap().to_bytes();
@@ -359,6 +404,20 @@ mod tests {
         assert_eq!(conns.load(Ordering::Relaxed), 2);
     }
 
+    #[test]
+    fn a_quota_gives_max_places_and_takes_them_back_when_dropped() {
+        let quota = Quota::new(2);
+        let a = quota.take();
+        let b = quota.take();
+        assert!(a.is_some() && b.is_some());
+        assert!(quota.take().is_none());
+        assert_eq!(quota.held(), 2);
+        drop(a);
+        assert_eq!(quota.held(), 1);
+        assert!(quota.take().is_some());
+        assert!(Quota::new(0).take().is_none());
+    }
+
     #[tokio::test]
     async fn a_client_connection_holds_at_most_four_upstreams_and_drops_the_oldest() {
         let held = InTask::<Body>::default();
@@ -367,7 +426,10 @@ mod tests {
         driven(&held, async {
             for id in 1..=5u64 {
                 let (sender, conn) = http1::handshake(upstream(conns.clone())).await.unwrap();
-                let resp = held.adopt(id, idle, sender, conn, get()).await.unwrap();
+                let resp = held
+                    .adopt(id, idle, Quota::new(usize::MAX).take().unwrap(), sender, conn, get())
+                    .await
+                    .unwrap();
                 let _ = resp.into_body().collect().await.unwrap();
             }
             assert_eq!(held.held(), MAX_HELD);
@@ -399,7 +461,10 @@ mod tests {
         tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(far), svc));
         let answers = driven(&held, async {
             let (sender, conn) = http1::handshake(TokioIo::new(near)).await.unwrap();
-            let first = held.adopt(1, idle, sender, conn, get()).await.unwrap();
+            let first = held
+                .adopt(1, idle, Quota::new(usize::MAX).take().unwrap(), sender, conn, get())
+                .await
+                .unwrap();
             let first = first.into_body().collect().await.unwrap().to_bytes();
             // Let the driver see the connection end.
             tokio::task::yield_now().await;

@@ -130,6 +130,7 @@ impl Upstreams {
                         fresh: PooledClient::Tls(unpooled.build(fresh)),
                         id,
                         idle_timeout: u.pool_idle_timeout,
+                        quota: in_task::Quota::new(u.held_connections),
                     }
                 }
                 // An https upstream without `ca` has nothing to verify against: refuse rather
@@ -154,6 +155,7 @@ impl Upstreams {
                     fresh: PooledClient::Plain(unpooled.build(FixedDest { inner: http, dest })),
                     id,
                     idle_timeout: u.pool_idle_timeout,
+                    quota: in_task::Quota::new(u.held_connections),
                 },
             };
             upstreams.push(Upstream {

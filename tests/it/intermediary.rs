@@ -151,6 +151,38 @@ async fn an_http1_client_connection_keeps_one_upstream_connection_which_ends_wit
 }
 
 #[tokio::test]
+async fn quiet_client_connections_hold_no_more_upstream_connections_than_held_connections() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (url, ends) = closes_idle_connections_counted(Duration::from_secs(60)).await;
+    let mut s = Server::start(Opts {
+        upstream_url: Some(url),
+        upstream_extra: "held_connections = 2".into(),
+        ..Opts::default()
+    })
+    .await;
+    // Five client connections, each sending one request and then staying open and quiet (a
+    // worker-per-connection upstream would lose one worker to each without the bound).
+    let mut quiet = Vec::new();
+    for _ in 0..5 {
+        let mut c = s.client().connect_h1(s.addr).await;
+        assert_eq!(get_on(&mut c, s.addr, "/app").await, 200);
+        quiet.push(c);
+    }
+    // Two held by the first two client connections; the other three went through the shared
+    // pool, one after another, on one pooled connection.
+    assert_eq!(ends.accepted.load(Relaxed), 3);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("ztgate_upstream_held_connections_full_total 3"),
+        "{metrics}"
+    );
+    // The held ones still carry their client connection's requests.
+    assert_eq!(get_on(&mut quiet[0], s.addr, "/app").await, 200);
+    assert_eq!(ends.accepted.load(Relaxed), 3);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn an_unsolicited_101_becomes_502_not_a_dead_tunnel() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -71,6 +71,17 @@ pub(super) fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Optio
         .pool_idle_timeout
         .as_ref()
         .map_or(Some(Duration::from_secs(4)), |d| duration(c, d));
+    let held_connections = match &r.held_connections {
+        None => Some(DEFAULT_HELD_CONNECTIONS),
+        Some(n) if (0..=MAX_HELD_CONNECTIONS).contains(n.get_ref()) => usize::try_from(*n.get_ref()).ok(),
+        Some(n) => {
+            c.push(
+                n.span(),
+                format!("held_connections must be between 0 and {MAX_HELD_CONNECTIONS}"),
+            );
+            None
+        }
+    };
     if r.name.get_ref().is_empty() {
         c.push(r.name.span(), "upstream name must not be empty");
     }
@@ -80,11 +91,20 @@ pub(super) fn upstream(c: &mut Collector<'_>, u: &Spanned<RawUpstream>) -> Optio
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,
         pool_idle_timeout: pool_idle_timeout?,
+        held_connections: held_connections?,
         protocol,
         ca: r.ca.as_ref().map(|p| non_empty_path(c, p)),
         client_cert,
     })
 }
+
+/// `held_connections` when the file does not say: as many idle connections as a pool keeps after
+/// a burst of that many concurrent requests, so quiet client connections cannot pin more of a
+/// worker-per-connection upstream (Apache prefork, thread-per-connection servers) than that.
+pub(crate) const DEFAULT_HELD_CONNECTIONS: usize = 32;
+
+/// Most `held_connections`: more is a typo.
+const MAX_HELD_CONNECTIONS: i64 = 1_000_000;
 
 pub(super) fn routes(
     c: &mut Collector<'_>,
