@@ -494,12 +494,8 @@ async fn serve_proxy(
 ) -> Result<(), AppError> {
     let drain = cfg.drain_timeout;
     match cfg.listener.runtime {
-        RuntimeModel::Shared => match <[TcpListener; 1]>::try_from(proxy) {
-            Ok([one]) => server::serve(one, server, drain, shutdown).await,
-            // Several sockets on the shared runtime (a caller that bound them so): the same
-            // loops, run as tasks of this runtime instead of threads of their own.
-            Err(many) => server::serve_here(many, server, drain, shutdown).await,
-        },
+        // Normally one socket; the loops run as tasks of this runtime.
+        RuntimeModel::Shared => server::serve_here(proxy, server, drain, shutdown).await,
         RuntimeModel::PerCore => server::serve_per_core(proxy, server, drain, shutdown).await?,
     }
     Ok(())

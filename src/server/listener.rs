@@ -17,17 +17,11 @@ use super::conn;
 /// Serves mTLS connections on `listener` until `shutdown` completes, then stops accepting and
 /// waits up to `drain` for in-flight requests. The caller binds, so tests can use port 0.
 pub async fn serve(listener: TcpListener, server: Arc<Server>, drain: Duration, shutdown: impl Future<Output = ()>) {
-    let gate = Gate::new(server.listener.max_connections);
-    accept_loop(listener, &server, gate.slots(), Ids::single(), shutdown).await;
-    info!(
-        deadline_ms = drain.as_millis(),
-        "listener closed, draining in-flight requests"
-    );
-    gate.drain(drain, &server).await;
+    serve_here(vec![listener], server, drain, shutdown).await;
 }
 
 /// As [`serve`], with one accept loop per socket, each a task of the current runtime, sharing
-/// one cap and one drain (several sockets on the shared runtime; normally there is one).
+/// one cap and one drain.
 pub async fn serve_here(
     listeners: Vec<TcpListener>,
     server: Arc<Server>,
@@ -120,11 +114,6 @@ pub(super) struct Ids {
 }
 
 impl Ids {
-    /// The only loop: 1, 2, 3, ...
-    pub(super) fn single() -> Self {
-        Self { next: 1, step: 1 }
-    }
-
     /// Loop `index` of `count`.
     pub(super) fn of(index: usize, count: usize) -> Self {
         Self {
@@ -207,7 +196,7 @@ mod tests {
         }
         assert_eq!(seen.len(), 300);
         assert!(!seen.contains(&0));
-        let mut one = Ids::single();
+        let mut one = Ids::of(0, 1);
         assert_eq!((one.take(), one.take()), (1, 2));
     }
 }
