@@ -212,6 +212,16 @@ impl Server {
         self.admin_get("/metrics").await.1
     }
 
+    /// The value of the sample `series` (name and labels, as `/metrics` prints them), 0 when
+    /// absent. The recorder is process-wide: under `cargo test` other tests of this binary
+    /// count in it too, so compare values taken before and after.
+    pub async fn counter(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// GET on the admin listener: status and body.
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
