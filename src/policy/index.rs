@@ -66,14 +66,20 @@ impl Index {
                 .iter()
                 .copied()
         };
-        let id = p.spiffe_id.as_ref().map_or("", |s| s.as_str());
+        // With no SPIFFE-keyed rule there is nothing to look up: skip walking the ID.
+        let id = match &p.spiffe_id {
+            Some(s) if !self.by_spiffe_prefix.is_empty() => s.as_str(),
+            _ => "",
+        };
         // Every prefix of the ID that ends at a segment boundary after the trust domain, and the
-        // whole ID: "spiffe://td", "spiffe://td/ns", ..., "spiffe://td/ns/x/sa/y".
+        // whole ID: "spiffe://td", "spiffe://td/ns", ..., "spiffe://td/ns/x/sa/y". A byte scan:
+        // '/' is ASCII, so each position is a char boundary, and IDs are too short for memchr's
+        // setup to pay off.
         let scheme = "spiffe://".len().min(id.len());
-        let prefixes = id
-            .get(scheme..)
-            .unwrap_or("")
-            .match_indices('/')
+        let prefixes = id.as_bytes()[scheme..]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'/')
             .map(move |(i, _)| &id[..scheme + i])
             .chain((!id.is_empty()).then_some(id));
         self.generic
