@@ -323,7 +323,7 @@ impl UpstreamClient {
         held: &InTask,
         direct: &Direct,
         mut req: Request<UpstreamBody>,
-        replay: Option<Replay>,
+        mut replay: Option<Replay>,
     ) -> Result<Response<Incoming>, SendError> {
         origin_form(req.uri_mut());
         let mut req = match held.send(self.id, req) {
@@ -334,7 +334,8 @@ impl UpstreamClient {
                     Some(req) => req,
                     None => {
                         let error = e.into_error();
-                        match replay {
+                        // Taken: a request is retried once, whichever path it goes on next.
+                        match replay.take() {
                             Some(r) if closed_before_response(&error) => {
                                 crate::telemetry::metrics::upstream_retry("connection_closed");
                                 tracing::debug!(error = %error, "held upstream connection was closed; retrying on a new one");
@@ -358,7 +359,9 @@ impl UpstreamClient {
             if let Ok(uri) = Uri::from_parts(uri) {
                 *req.uri_mut() = uri;
             }
-            return Box::pin(self.send_pooled(req, None)).await.map_err(SendError::Pooled);
+            // The replay goes along unless a retry above used it: the pool's connection may be
+            // one the upstream closed, as a held one may.
+            return Box::pin(self.send_pooled(req, replay)).await.map_err(SendError::Pooled);
         };
         origin_form(req.uri_mut());
         // Boxed: once per upstream connection, and the connect's large state is then not part of
