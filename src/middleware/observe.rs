@@ -33,6 +33,10 @@ pub(crate) struct Observers {
     metrics: RequestMetrics,
     audit: AuditSetup,
     detector: Option<Arc<Detector>>,
+    /// Where the record of a cut request is queued from: the runtime the stack was built on (the
+    /// main one, which outlives every per-core worker's), else the dropping thread's. A worker's
+    /// runtime that is being dropped would drop such a task unrun.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Clone)]
@@ -48,6 +52,7 @@ impl ObserveLayer {
                 metrics,
                 audit,
                 detector,
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -173,7 +178,8 @@ impl Drop for Unrecorded {
         let Some(started) = self.started.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = (self.observers.runtime.clone()).or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
             warn!(request_id = %self.ctx.id.as_str(), "audit: the record of a request cut before its answer could not be queued (no runtime)");
             return;
         };

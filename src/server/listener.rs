@@ -90,13 +90,23 @@ impl Gate {
         let all = u32::try_from(self.cap).unwrap_or(u32::MAX);
         match tokio::time::timeout(deadline, self.slots.acquire_many(all)).await {
             Ok(_) => info!("drained"),
-            Err(_) => warn!(
-                open = server.connections.len(),
-                "drain deadline passed; remaining connections are cut"
-            ),
+            Err(_) => {
+                warn!(
+                    open = server.connections.len(),
+                    "drain deadline passed; remaining connections are cut"
+                );
+                // Each connection cuts itself at its own drain timeout, begun a moment after this
+                // one. Wait for that (bounded), so that they end, and queue the audit records of
+                // the requests they cut, while every runtime still runs.
+                let _ = tokio::time::timeout(CUT_GRACE, self.slots.acquire_many(all)).await;
+            }
         }
     }
 }
+
+/// After the drain deadline, how long [`Gate::drain`] waits for the connections to cut
+/// themselves (they started their own drain timeout a moment after the gate's).
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// One accept loop's share of the [`Gate`].
 #[derive(Clone)]

@@ -191,6 +191,62 @@ async fn sigterm_drains_in_flight_requests_on_every_per_core_worker_then_exits()
     );
 }
 
+/// A request still in flight at the drain deadline is cut, and its audit record is written
+/// (`client-closed`, 499, as any request cut before its answer): on the per-core runtime the
+/// worker's runtime is dropped after the drain, which would drop a record queued from it unrun.
+async fn a_request_cut_at_the_drain_deadline_is_audited(listener_extra: &str) {
+    let pki = Pki::new();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    tokio::spawn(ztgate::demo::echo_upstream(upstream));
+    let policy = pki.write("policy.toml", EXAMPLE_POLICY);
+    let log = pki.path("audit.log");
+    let cfg = config_toml(pki.dir.path(), &policy, "", &upstream_url, "", "/")
+        .replace(
+            "handshake_timeout = \"2s\"\n",
+            &format!("handshake_timeout = \"2s\"\n{listener_extra}\n"),
+        )
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"500ms\"")
+        + &format!("\n[audit]\nfile = \"{}\"\n\n[log]\nformat = \"json\"\n", log.display());
+    let cfg_path = pki.write("ztgate.toml", &cfg);
+    let (child, addr) = spawn_daemon(&cfg_path);
+    let client = Client::new(&pki.ca.cert_pem(), Some(&pki.client));
+    let stuck = tokio::spawn(async move { client.get(addr, "/slow/20000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "TERM");
+    assert!(stuck.await.unwrap().is_err(), "the request outlived the drain deadline");
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    // Exit 0: every audit record reached the log (a lost or diverted one exits non-zero).
+    assert!(status.success(), "exit status {status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let cut: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["path"] == "/slow/20000")
+        .collect();
+    assert_eq!(cut.len(), 1, "{text}");
+    assert_eq!(
+        (cut[0]["reason"].as_str(), cut[0]["status"].as_u64()),
+        (Some("client-closed"), Some(499)),
+        "{}",
+        cut[0]
+    );
+}
+
+#[tokio::test]
+async fn a_request_cut_at_the_drain_deadline_is_audited_per_core() {
+    a_request_cut_at_the_drain_deadline_is_audited(TWO_WORKERS).await;
+}
+
+#[tokio::test]
+async fn a_request_cut_at_the_drain_deadline_is_audited_shared() {
+    a_request_cut_at_the_drain_deadline_is_audited("runtime = \"shared\"").await;
+}
+
 #[test]
 fn check_reports_an_unknown_runtime_and_a_bad_worker_count_at_their_lines() {
     let pki = Pki::new();
