@@ -136,7 +136,9 @@ pub async fn bind_proxy(l: &crate::server::ListenerConfig) -> Result<Vec<TcpList
             .await
             .map_err(|source| AppError::Bind {
                 addr,
-                what: "mTLS listener, SO_REUSEPORT",
+                // The same words as the shared runtime's: a port another process holds is
+                // refused by the probe bind, not by SO_REUSEPORT.
+                what: "mTLS listener",
                 source,
             }),
     }

@@ -351,7 +351,9 @@ impl UpstreamClient {
         // `held_connections` reached: this request goes through the shared pool, so quiet
         // client connections cannot pin more of the upstream's connections than that.
         let Some(place) = self.quota.take() else {
-            crate::telemetry::metrics::upstream_held_full();
+            if !self.quota.is_off() {
+                crate::telemetry::metrics::upstream_held_full();
+            }
             let dest = direct.dest();
             let mut uri = http::uri::Parts::from(std::mem::take(req.uri_mut()));
             uri.scheme = dest.scheme().cloned();

@@ -122,6 +122,12 @@ impl Quota {
             .map(|_| Place(self.clone()))
     }
 
+    /// `held_connections = 0`: no connection is ever held, every request uses the shared pool
+    /// by configuration (not because the others took the places).
+    pub(crate) fn is_off(&self) -> bool {
+        self.max == 0
+    }
+
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)

@@ -116,7 +116,8 @@ async fn each_closed_connection_is_retried_once(upstream_extra: &str, counted_at
     })
     .await;
     const RETRIES: &str = r#"ztgate_upstream_retries_total{reason="connection_closed"}"#;
-    let before = s.counter(RETRIES).await;
+    let _turn = HELD_FULL_TURN.lock().await;
+    let (before, full_before) = (s.counter(RETRIES).await, s.counter(HELD_FULL).await);
     let mut conn = s.client().connect_h1(s.addr).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
@@ -131,6 +132,9 @@ async fn each_closed_connection_is_retried_once(upstream_extra: &str, counted_at
     // alone).
     let retries = s.counter(RETRIES).await - before;
     assert!(retries >= counted_at_least, "{retries}");
+    // One client connection never finds every place held; `held_connections = 0` holds none by
+    // configuration: neither is a full quota.
+    assert_eq!(s.counter(HELD_FULL).await - full_before, 0.0);
     s.stop().await;
 }
 
@@ -230,9 +234,15 @@ async fn an_http1_client_connection_keeps_one_upstream_connection_which_ends_wit
     s.stop().await;
 }
 
+/// `ztgate_upstream_held_connections_full_total`: the recorder is one per process, so the tests
+/// that compare its value before and after take turns.
+const HELD_FULL: &str = "ztgate_upstream_held_connections_full_total";
+static HELD_FULL_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn quiet_client_connections_hold_no_more_upstream_connections_than_held_connections() {
     use std::sync::atomic::Ordering::Relaxed;
+    let _turn = HELD_FULL_TURN.lock().await;
     let (url, ends) = closes_idle_connections_counted(Duration::from_secs(60)).await;
     let mut s = Server::start(Opts {
         upstream_url: Some(url),
@@ -240,8 +250,7 @@ async fn quiet_client_connections_hold_no_more_upstream_connections_than_held_co
         ..Opts::default()
     })
     .await;
-    const FULL: &str = "ztgate_upstream_held_connections_full_total";
-    let before = s.counter(FULL).await;
+    let before = s.counter(HELD_FULL).await;
     // Five client connections, each sending one request and then staying open and quiet (a
     // worker-per-connection upstream would lose one worker to each without the bound).
     let mut quiet = Vec::new();
@@ -253,7 +262,7 @@ async fn quiet_client_connections_hold_no_more_upstream_connections_than_held_co
     // Two held by the first two client connections; the other three went through the shared
     // pool, one after another, on one pooled connection.
     assert_eq!(ends.accepted.load(Relaxed), 3);
-    assert_eq!(s.counter(FULL).await - before, 3.0);
+    assert_eq!(s.counter(HELD_FULL).await - before, 3.0);
     // The held ones still carry their client connection's requests.
     assert_eq!(get_on(&mut quiet[0], s.addr, "/app").await, 200);
     assert_eq!(ends.accepted.load(Relaxed), 3);
