@@ -20,8 +20,23 @@ async fn status(s: &Server, path: &str) -> StatusCode {
     s.client().get(s.addr, path).await.unwrap().status
 }
 
+/// The metrics recorder is one per process, and `cargo test` runs this binary's tests as threads
+/// of one process: the tests here take turns, and compare the round-trip counters with their
+/// value when the test began.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const RESULTS: [&str; 4] = ["granted", "exhausted", "error", "timeout"];
+
+fn round_trips(metrics: &str, result: &str) -> f64 {
+    counter(
+        metrics,
+        &format!(r#"ztgate_cluster_rate_limit_round_trips_total{{result="{result}"}}"#),
+    )
+}
+
 #[tokio::test]
 async fn two_replicas_share_one_budget_and_answer_429_with_retry_after_beyond_it() {
+    let _serial = SERIAL.lock().await;
     let redis = Redis::start();
     let lease = 2;
     let cluster = format!("redis_url = \"{}\"\nlease = {lease}\n", redis.url());
@@ -29,6 +44,7 @@ async fn two_replicas_share_one_budget_and_answer_429_with_retry_after_beyond_it
     let rate = "requests_per_second = 1\nburst = 10";
     let a = Server::start(opts(rate, &cluster)).await;
     let b = Server::start(opts(rate, &cluster)).await;
+    let m0 = a.metrics().await;
     let started = Instant::now();
     let (mut ok, mut limited) = (0u32, 0u32);
     for i in 0..24 {
@@ -57,29 +73,24 @@ async fn two_replicas_share_one_budget_and_answer_429_with_retry_after_beyond_it
     );
     assert_eq!(ok + limited, 24);
     let m = a.metrics().await;
-    assert!(counter(&m, r#"ztgate_cluster_rate_limit_round_trips_total{result="granted"}"#) >= 1.0);
-    assert!(counter(&m, r#"ztgate_cluster_rate_limit_round_trips_total{result="exhausted"}"#) >= 1.0);
+    let delta = |r: &str| round_trips(&m, r) - round_trips(&m0, r);
+    assert!(delta("granted") >= 1.0);
+    assert!(delta("exhausted") >= 1.0);
     // Fewer round trips than requests: leases and the cached "empty until" answer.
-    let trips: f64 = ["granted", "exhausted", "error", "timeout"]
-        .iter()
-        .map(|r| {
-            counter(
-                &m,
-                &format!(r#"ztgate_cluster_rate_limit_round_trips_total{{result="{r}"}}"#),
-            )
-        })
-        .sum();
+    let trips: f64 = RESULTS.iter().map(|r| delta(r)).sum();
     assert!(trips < 24.0, "{trips} round trips for 24 requests");
 }
 
 #[tokio::test]
 async fn redis_down_fails_closed_with_503_and_limiting_resumes_when_it_is_back() {
+    let _serial = SERIAL.lock().await;
     let mut redis = Redis::start();
     let cluster = format!(
         "redis_url = \"{}\"\nlease = 1\ntimeout = \"200ms\"\non_error = \"closed\"\n",
         redis.url()
     );
     let s = Server::start(opts("requests_per_second = 100\nburst = 100", &cluster)).await;
+    let m0 = s.metrics().await;
     assert_eq!(status(&s, "/a").await, StatusCode::OK, "Redis up: within the budget");
     redis.kill();
     let reply = s.client().get(s.addr, "/b").await.unwrap();
@@ -93,10 +104,8 @@ async fn redis_down_fails_closed_with_503_and_limiting_resumes_when_it_is_back()
     let closed: f64 = ["error", "timeout", "unavailable"]
         .iter()
         .map(|r| {
-            counter(
-                &m,
-                &format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{r}",on_error="closed"}}"#),
-            )
+            let series = format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{r}",on_error="closed"}}"#);
+            counter(&m, &series) - counter(&m0, &series)
         })
         .sum();
     assert!(closed >= 1.0, "the refusal is counted:\n{m}");
@@ -119,12 +128,14 @@ async fn redis_down_fails_closed_with_503_and_limiting_resumes_when_it_is_back()
 
 #[tokio::test]
 async fn redis_down_with_on_error_open_passes_counted_and_the_replica_limit_still_holds() {
+    let _serial = SERIAL.lock().await;
     let mut redis = Redis::start();
     let cluster = format!(
         "redis_url = \"{}\"\nlease = 1\ntimeout = \"200ms\"\non_error = \"open\"\n",
         redis.url()
     );
     let s = Server::start(opts("requests_per_second = 1\nburst = 3", &cluster)).await;
+    let m0 = s.metrics().await;
     redis.kill();
     let mut codes = Vec::new();
     for _ in 0..5 {
@@ -139,10 +150,8 @@ async fn redis_down_with_on_error_open_passes_counted_and_the_replica_limit_stil
     let open: f64 = ["error", "timeout", "unavailable"]
         .iter()
         .map(|r| {
-            counter(
-                &m,
-                &format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{r}",on_error="open"}}"#),
-            )
+            let series = format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{r}",on_error="open"}}"#);
+            counter(&m, &series) - counter(&m0, &series)
         })
         .sum();
     assert!(open >= 3.0, "each request passed open is counted:\n{m}");
@@ -150,12 +159,14 @@ async fn redis_down_with_on_error_open_passes_counted_and_the_replica_limit_stil
 
 #[tokio::test]
 async fn a_redis_that_does_not_answer_costs_a_request_at_most_the_timeout_then_none() {
+    let _serial = SERIAL.lock().await;
     let redis = Redis::start();
     let cluster = format!(
         "redis_url = \"{}\"\nlease = 1\ntimeout = \"100ms\"\non_error = \"closed\"\n",
         redis.url()
     );
     let s = Server::start(opts("requests_per_second = 100\nburst = 100", &cluster)).await;
+    let m0 = s.metrics().await;
     assert_eq!(status(&s, "/a").await, StatusCode::OK, "connected");
     redis.freeze(true);
     let started = Instant::now();
@@ -171,10 +182,9 @@ async fn a_redis_that_does_not_answer_costs_a_request_at_most_the_timeout_then_n
     );
     let m = s.metrics().await;
     let errors = |reason: &str| {
-        counter(
-            &m,
-            &format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{reason}",on_error="closed"}}"#),
-        )
+        let series =
+            format!(r#"ztgate_cluster_rate_limit_backend_errors_total{{reason="{reason}",on_error="closed"}}"#);
+        counter(&m, &series) - counter(&m0, &series)
     };
     assert!(errors("timeout") >= 1.0, "{m}");
     assert!(errors("unavailable") >= 1.0, "{m}");
@@ -192,6 +202,7 @@ async fn a_redis_that_does_not_answer_costs_a_request_at_most_the_timeout_then_n
 
 #[tokio::test]
 async fn tls_to_redis_with_a_client_certificate_shares_the_budget() {
+    let _serial = SERIAL.lock().await;
     // Redis' server certificate and ztgate's client certificate, from a CA minted here.
     let pki = Pki::new();
     let server = pki.ca.issue(&ztgate::pki::LeafSpec::server("redis")).unwrap();
@@ -212,6 +223,7 @@ async fn tls_to_redis_with_a_client_certificate_shares_the_budget() {
         key.display()
     );
     let s = Server::start_with(pki, opts("requests_per_second = 1\nburst = 2", &cluster)).await;
+    let m0 = s.metrics().await;
     let codes = [status(&s, "/a").await, status(&s, "/b").await, status(&s, "/c").await];
     assert_eq!(
         codes,
@@ -219,13 +231,14 @@ async fn tls_to_redis_with_a_client_certificate_shares_the_budget() {
         "Redis answered over TLS (a failed round trip would be 503: on_error is closed)"
     );
     let m = s.metrics().await;
-    assert!(counter(&m, r#"ztgate_cluster_rate_limit_round_trips_total{result="granted"}"#) >= 2.0);
+    assert!(round_trips(&m, "granted") - round_trips(&m0, "granted") >= 2.0);
 }
 
 /// A Redis that refuses the credentials: the log says why (the authentication error, with the
 /// URL and never its password), not only that a request's wait ran out.
 #[tokio::test]
 async fn a_refused_connection_logs_its_real_cause_with_the_url_and_no_password() {
+    let _serial = SERIAL.lock().await;
     use std::sync::{Arc, Mutex};
     let redis = Redis::start_with_password("right-password");
     let pki = Pki::new();
