@@ -169,7 +169,12 @@ pub fn prepare(cfg: &Config, auditor: Auditor) -> Result<Prepared, Vec<AppError>
     let tls = tls::server_tls(&cfg.tls).map_err(|e| errors.push(e.into())).ok();
     let policy = Policy::load(&cfg.policy.file).map_err(|e| errors.push(e.into())).ok();
     let routes = Arc::new(RouteTable::new(&cfg.routes));
-    let forward = Upstreams::new(&cfg.upstreams)
+    // A pool per per-core worker, so each worker's pooled requests stay on its own thread.
+    let pools = match cfg.listener.runtime {
+        RuntimeModel::PerCore => cfg.listener.workers,
+        RuntimeModel::Shared => std::num::NonZeroUsize::MIN,
+    };
+    let forward = Upstreams::new(&cfg.upstreams, pools)
         .map(|upstreams| {
             let settings = ForwardSettings {
                 max_request_body: cfg.listener.max_request_body,

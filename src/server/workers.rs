@@ -159,6 +159,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("ztgate-worker-{index}"))
             .spawn(move || {
+                crate::upstream::enter_worker(index);
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {

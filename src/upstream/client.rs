@@ -175,7 +175,8 @@ impl PooledClient {
 /// One upstream's clients: the keep-alive pool, an unpooled one for retries, and for an
 /// HTTP/1.1 upstream the connector for connections held by client connections (`in_task.rs`).
 pub(crate) struct UpstreamClient {
-    pub(crate) pooled: PooledClient,
+    /// One keep-alive pool per per-core worker (one for the shared runtime), by worker index.
+    pub(crate) pooled: Box<[PooledClient]>,
     pub(crate) fresh: PooledClient,
     /// HTTP/1.1 upstreams only.
     pub(crate) direct: Option<Direct>,
@@ -303,7 +304,9 @@ impl UpstreamClient {
         req: Request<UpstreamBody>,
         replay: Option<Replay>,
     ) -> Result<Response<Incoming>, ClientError> {
-        match self.pooled.request(req).await {
+        // This worker's pool: its connections are driven by this thread's runtime.
+        let pooled = &self.pooled[super::worker() % self.pooled.len()];
+        match pooled.request(req).await {
             Err(e) if replay.is_some() && closed_before_response(&e) => {
                 crate::telemetry::metrics::upstream_retry("connection_closed");
                 tracing::debug!(error = %e, "pooled upstream connection was closed; retrying on a new one");

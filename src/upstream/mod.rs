@@ -10,6 +10,7 @@ mod in_task;
 mod route;
 pub(crate) mod websocket;
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use http::Version;
@@ -80,17 +81,35 @@ pub struct Upstream {
 /// Every configured upstream, by index in the config (routes name them by index).
 pub struct Upstreams(Vec<Upstream>);
 
+thread_local! {
+    /// This thread's per-core worker index ([`enter_worker`]); 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as per-core worker `index`: its requests that go through a shared
+/// upstream pool use that worker's own pool, whose connections its own runtime drives (no
+/// wake-up of another worker's thread per request).
+pub(crate) fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// The calling thread's worker index ([`enter_worker`]).
+pub(crate) fn worker() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
+
 impl Upstreams {
     pub fn get(&self, index: usize) -> Option<&Upstream> {
         self.0.get(index)
     }
 
-    /// Builds a client pool per upstream.
+    /// Builds `pools` client pools per upstream: one per per-core worker (each worker's requests
+    /// use its own, [`enter_worker`]), one for the shared runtime.
     ///
     /// # Errors
     /// [`TlsError`] when an https upstream's CA or client certificate cannot be loaded, or it
     /// has no `ca` to verify against.
-    pub fn new(cfg: &[UpstreamConfig]) -> Result<Self, TlsError> {
+    pub fn new(cfg: &[UpstreamConfig], pools: NonZeroUsize) -> Result<Self, TlsError> {
         let mut upstreams = Vec::with_capacity(cfg.len());
         for u in cfg {
             let mut http = HttpConnector::new();
@@ -126,7 +145,14 @@ impl Upstreams {
                     };
                     UpstreamClient {
                         direct: http1.then(|| Direct::Tls(fresh.clone())),
-                        pooled: PooledClient::Tls(builder.build(FixedDest { inner: connector, dest })),
+                        pooled: (0..pools.get())
+                            .map(|_| {
+                                PooledClient::Tls(builder.build(FixedDest {
+                                    inner: connector.clone(),
+                                    dest: dest.clone(),
+                                }))
+                            })
+                            .collect(),
                         fresh: PooledClient::Tls(unpooled.build(fresh)),
                         id,
                         idle_timeout: u.pool_idle_timeout,
@@ -148,10 +174,14 @@ impl Upstreams {
                             dest: dest.clone(),
                         })
                     }),
-                    pooled: PooledClient::Plain(builder.build(FixedDest {
-                        inner: http.clone(),
-                        dest: dest.clone(),
-                    })),
+                    pooled: (0..pools.get())
+                        .map(|_| {
+                            PooledClient::Plain(builder.build(FixedDest {
+                                inner: http.clone(),
+                                dest: dest.clone(),
+                            }))
+                        })
+                        .collect(),
                     fresh: PooledClient::Plain(unpooled.build(FixedDest { inner: http, dest })),
                     id,
                     idle_timeout: u.pool_idle_timeout,

@@ -247,6 +247,9 @@ async fn quiet_client_connections_hold_no_more_upstream_connections_than_held_co
     let mut s = Server::start(Opts {
         upstream_url: Some(url),
         upstream_extra: "held_connections = 2".into(),
+        // One worker, so one pool: the overflow's pooled connections are then exactly one (each
+        // per-core worker has a pool of its own).
+        listener_extra: "workers = 1".into(),
         ..Opts::default()
     })
     .await;
@@ -259,8 +262,8 @@ async fn quiet_client_connections_hold_no_more_upstream_connections_than_held_co
         assert_eq!(get_on(&mut c, s.addr, "/app").await, 200);
         quiet.push(c);
     }
-    // Two held by the first two client connections; the other three went through the shared
-    // pool, one after another, on one pooled connection.
+    // Two held by the first two client connections; the other three went through the pool,
+    // one after another, on one pooled connection.
     assert_eq!(ends.accepted.load(Relaxed), 3);
     assert_eq!(s.counter(HELD_FULL).await - before, 3.0);
     // The held ones still carry their client connection's requests.

@@ -191,6 +191,56 @@ async fn sigterm_drains_in_flight_requests_on_every_per_core_worker_then_exits()
     );
 }
 
+/// An `http2` upstream (one multiplexed connection per pool) that counts the connections it
+/// accepts; answers every request `200`.
+async fn counting_h2_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// Each per-core worker has its own upstream pool, whose connections its own runtime drives:
+/// an `http2` upstream sees one connection per worker, not one for the process.
+#[tokio::test]
+async fn each_per_core_worker_has_its_own_upstream_pool() {
+    let (url, accepted) = counting_h2_upstream().await;
+    let mut s = Server::start(Opts {
+        upstream_url: Some(url),
+        upstream_extra: "protocol = \"http2\"".into(),
+        listener_extra: TWO_WORKERS.into(),
+        ..Opts::default()
+    })
+    .await;
+    // 32 client connections, kept open, one request each, one after another: the kernel spreads
+    // them over both workers' sockets by their source ports (all 32 on one socket: p < 1e-9).
+    let mut open = Vec::new();
+    for _ in 0..32 {
+        let mut c = s.client().connect_h1(s.addr).await;
+        assert_eq!(get_on(&mut c, s.addr, "/app").await, 200);
+        open.push(c);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
+    s.stop().await;
+}
+
 /// A request still in flight at the drain deadline is cut, and its audit record is written
 /// (`client-closed`, 499, as any request cut before its answer): on the per-core runtime the
 /// worker's runtime is dropped after the drain, which would drop a record queued from it unrun.
