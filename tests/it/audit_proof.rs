@@ -296,11 +296,7 @@ async fn sigterm_with_a_full_audit_disk_diverts_every_record_to_stderr_and_exits
     assert!(refused);
     signal(&child, "TERM");
     let started = Instant::now();
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = wait_for_exit(child).await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded by the drain timeout"

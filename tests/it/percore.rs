@@ -179,11 +179,7 @@ async fn sigterm_drains_in_flight_requests_on_every_per_core_worker_then_exits()
         let r = r.await.unwrap().expect("an in-flight request was cut by the drain");
         assert_eq!(r.status, StatusCode::OK);
     }
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = wait_for_exit(child).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -265,11 +261,7 @@ async fn a_request_cut_at_the_drain_deadline_is_audited(listener_extra: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&child, "TERM");
     assert!(stuck.await.unwrap().is_err(), "the request outlived the drain deadline");
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = wait_for_exit(child).await;
     // Exit 0: every audit record reached the log (a lost or diverted one exits non-zero).
     assert!(status.success(), "exit status {status:?}");
     let text = std::fs::read_to_string(&log).unwrap();

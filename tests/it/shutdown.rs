@@ -59,11 +59,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
 
     let r = slow.await.unwrap().expect("in-flight request must not be cut");
     assert_eq!(r.status, StatusCode::OK);
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = wait_for_exit(child).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -105,11 +101,7 @@ async fn sigterm_under_load_serves_no_error_and_exits_within_the_deadline() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     signal(&child, "TERM");
     let started = Instant::now();
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = wait_for_exit(child).await;
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;

@@ -528,6 +528,14 @@ pub fn spawn_daemon_with(
     (child, addr)
 }
 
+/// Waits (off the runtime's threads) until the daemon exits; its exit status.
+pub async fn wait_for_exit(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// Sends `signal` (e.g. "TERM", "HUP") to a process.
 pub fn signal(child: &std::process::Child, signal: &str) {
     let ok = std::process::Command::new("kill")
