@@ -178,8 +178,8 @@ impl Drop for Unrecorded {
         let Some(started) = self.started.take() else {
             return;
         };
-        let Some(runtime) = (self.observers.runtime.clone()).or_else(|| tokio::runtime::Handle::try_current().ok())
-        else {
+        let runtime = self.observers.runtime.clone();
+        let Some(runtime) = runtime.or_else(|| tokio::runtime::Handle::try_current().ok()) else {
             warn!(request_id = %self.ctx.id.as_str(), "audit: the record of a request cut before its answer could not be queued (no runtime)");
             return;
         };

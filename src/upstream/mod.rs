@@ -139,21 +139,13 @@ impl Upstreams {
                         UpstreamProtocol::Http1 => https.enable_http1().wrap_connector(http),
                         UpstreamProtocol::Http2 => https.enable_http2().wrap_connector(http),
                     };
-                    let fresh = FixedDest {
-                        inner: connector.clone(),
-                        dest: dest.clone(),
-                    };
+                    let fixed = FixedDest { inner: connector, dest };
                     UpstreamClient {
-                        direct: http1.then(|| Direct::Tls(fresh.clone())),
+                        direct: http1.then(|| Direct::Tls(fixed.clone())),
                         pooled: (0..pools.get())
-                            .map(|_| {
-                                PooledClient::Tls(builder.build(FixedDest {
-                                    inner: connector.clone(),
-                                    dest: dest.clone(),
-                                }))
-                            })
+                            .map(|_| PooledClient::Tls(builder.build(fixed.clone())))
                             .collect(),
-                        fresh: PooledClient::Tls(unpooled.build(fresh)),
+                        fresh: PooledClient::Tls(unpooled.build(fixed)),
                         id,
                         idle_timeout: u.pool_idle_timeout,
                         quota: in_task::Quota::new(u.held_connections),
@@ -167,26 +159,19 @@ impl Upstreams {
                         path: u.name.clone().into(),
                     });
                 }
-                _ => UpstreamClient {
-                    direct: http1.then(|| {
-                        Direct::Plain(FixedDest {
-                            inner: http.clone(),
-                            dest: dest.clone(),
-                        })
-                    }),
-                    pooled: (0..pools.get())
-                        .map(|_| {
-                            PooledClient::Plain(builder.build(FixedDest {
-                                inner: http.clone(),
-                                dest: dest.clone(),
-                            }))
-                        })
-                        .collect(),
-                    fresh: PooledClient::Plain(unpooled.build(FixedDest { inner: http, dest })),
-                    id,
-                    idle_timeout: u.pool_idle_timeout,
-                    quota: in_task::Quota::new(u.held_connections),
-                },
+                _ => {
+                    let fixed = FixedDest { inner: http, dest };
+                    UpstreamClient {
+                        direct: http1.then(|| Direct::Plain(fixed.clone())),
+                        pooled: (0..pools.get())
+                            .map(|_| PooledClient::Plain(builder.build(fixed.clone())))
+                            .collect(),
+                        fresh: PooledClient::Plain(unpooled.build(fixed)),
+                        id,
+                        idle_timeout: u.pool_idle_timeout,
+                        quota: in_task::Quota::new(u.held_connections),
+                    }
+                }
             };
             upstreams.push(Upstream {
                 name: u.name.clone(),
